@@ -1,0 +1,1 @@
+"""batos actors: cognitive roles, hardware stewards and the engine they share."""

@@ -1,0 +1,244 @@
+"""Configuration: one TOML file per image, overridable by environment and flags.
+
+Every setting is declared once in `SETTINGS` with its type, default and a
+comment. Genesis writes `batos.toml` into the image directory with every
+default and its comment, so an operator edits a complete, documented file.
+Values are resolved in this order, later wins:
+
+    defaults  <  batos.toml  <  BATOS_<SECTION>_<KEY> variables  <  CLI flags
+
+An unknown section or key, or a value of the wrong type, is a `ConfigError`
+naming the offending key and where it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kernel.errors import ConfigError
+
+CONFIG_FILE = "batos.toml"
+ENV_PREFIX = "BATOS_"
+# BATOS_* variables read by the CLI itself, not settings.
+CLI_VARIABLES = frozenset({"BATOS_IMAGE", "BATOS_ENDPOINT", "BATOS_KEY", "BATOS_TIMEOUT"})
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One configuration key: dotted name, type, default and its comment."""
+
+    key: str
+    type: type
+    default: Any
+    comment: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("image.zeo", str, "",
+            "ZEO server address (host:port or a unix socket path); empty: the local Data.fs"),
+    Setting("image.cache_size", int, 5000, "objects kept in each connection's cache"),
+    Setting("image.pack_days", float, 7.0, "history kept when the image is packed, in days"),
+    Setting("steps.max_attempts", int, 3,
+            "attempts of a step that hits a ConflictError before it is reported failed"),
+    Setting("steps.workers", int, 4, "worker threads running steps (one ZODB connection each)"),
+    Setting("steps.failure_log_size", int, 1000, "failed steps remembered in metrics"),
+    Setting("mailbox.capacity", int, 1000,
+            "pending messages per actor; a full mailbox answers 'overloaded'"),
+    Setting("kernel.endpoints", list, ["ipc://live_image/kernel.sock"],
+            "endpoints the kernel binds; tcp:// ones require CURVE keys"),
+    Setting("kernel.max_message_bytes", int, 1_048_576,
+            "largest frame accepted; larger ones disconnect the peer"),
+    Setting("kernel.heartbeat_ms", int, 1000, "heartbeat interval for external actors"),
+    Setting("kernel.heartbeat_liveness", int, 3, "missed heartbeats before an actor is dead"),
+    Setting("kernel.request_timeout_s", float, 10.0, "client wait for a kernel reply"),
+    Setting("log.level", str, "INFO", "log level: DEBUG, INFO, WARNING or ERROR"),
+    Setting("log.json", bool, False, "write JSON lines instead of readable lines"),
+    Setting("audit.interval_s", float, 3600.0, "seconds between self-audit missions"),
+)
+
+_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
+
+
+class Config(Mapping[str, Any]):
+    """Resolved settings, read by dotted key: `config["steps.max_attempts"]`."""
+
+    def __init__(self, values: Mapping[str, Any], path: Path | None = None) -> None:
+        self._values = dict(values)
+        self.path = path
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._values:
+            raise ConfigError(key, "unknown setting")
+        return self._values[key]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Config({self.path})"
+
+
+def defaults() -> dict[str, Any]:
+    """Every setting at its default (lists copied)."""
+    return {s.key: _copy(s.default) for s in SETTINGS}
+
+
+def load(
+    image_dir: Path | None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Resolve the configuration for the image in `image_dir`.
+
+    `overrides` are CLI values by dotted key (already typed or as strings).
+    """
+    values = defaults()
+    path = image_dir / CONFIG_FILE if image_dir is not None else None
+    if path is not None and path.exists():
+        values.update(_read_file(path))
+    values.update(_from_environ(os.environ if environ is None else environ))
+    for key, raw in (overrides or {}).items():
+        values[key] = _coerce(_setting(key, "command line"), raw, "command line")
+    return Config(values, path)
+
+
+def write_default(image_dir: Path) -> Path:
+    """Write `batos.toml` with every default and its comment, if absent."""
+    path = image_dir / CONFIG_FILE
+    if not path.exists():
+        path.write_text(render(defaults()), encoding="utf-8")
+    return path
+
+
+def render(values: Mapping[str, Any]) -> str:
+    """The TOML text of `values`, grouped by section, each key commented."""
+    lines = ["# batos configuration. Every key is listed with its default.",
+             "# Override with BATOS_<SECTION>_<KEY> variables or command-line flags.", ""]
+    section = None
+    for setting in SETTINGS:
+        head, name = setting.key.split(".", 1)
+        if head != section:
+            if section is not None:
+                lines.append("")
+            lines.append(f"[{head}]")
+            section = head
+        lines.append(f"# {setting.comment}")
+        lines.append(f"{name} = {_toml_value(values[setting.key])}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    """Split a `--set section.key=value` flag."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ConfigError(text, "expected section.key=value")
+    _setting(key.strip(), "command line")
+    return key.strip(), value
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+    values: dict[str, Any] = {}
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            raise ConfigError(section, f"expected a [section] table in {path}")
+        for name, value in table.items():
+            key = f"{section}.{name}"
+            values[key] = _coerce(_setting(key, str(path)), value, str(path))
+    return values
+
+
+def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for var, raw in environ.items():
+        if not var.startswith(ENV_PREFIX) or var in CLI_VARIABLES:
+            continue
+        key = _env_key(var)
+        if key is None:
+            raise ConfigError(var, "no such setting (BATOS_<SECTION>_<KEY>)")
+        values[key] = _coerce(_BY_KEY[key], raw, f"environment variable {var}")
+    return values
+
+
+def _env_key(var: str) -> str | None:
+    wanted = var[len(ENV_PREFIX):].lower()
+    for key in _BY_KEY:
+        if key.replace(".", "_") == wanted:
+            return key
+    return None
+
+
+def _setting(key: str, origin: str) -> Setting:
+    setting = _BY_KEY.get(key)
+    if setting is None:
+        raise ConfigError(key, f"unknown setting (from {origin})")
+    return setting
+
+
+def _coerce(setting: Setting, value: Any, origin: str) -> Any:
+    """Check or convert `value` to the setting's type; strings come from env/flags."""
+    want = setting.type
+    if isinstance(value, str) and want is not str:
+        value = _parse_text(setting, value, origin)
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if want is int and isinstance(value, bool):
+        raise ConfigError(setting.key, f"expected int, got bool (from {origin})")
+    if not isinstance(value, want):
+        got = type(value).__name__
+        raise ConfigError(setting.key, f"expected {want.__name__}, got {got} (from {origin})")
+    if want is list and not all(isinstance(v, str) for v in value):
+        raise ConfigError(setting.key, f"expected a list of strings (from {origin})")
+    return value
+
+
+def _parse_text(setting: Setting, text: str, origin: str) -> Any:
+    want = setting.type
+    try:
+        if want is bool:
+            return _parse_bool(text)
+        if want is list:
+            stripped = text.strip()
+            if stripped.startswith("["):
+                return json.loads(stripped)
+            return [part.strip() for part in stripped.split(",") if part.strip()]
+        return want(text)
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise ConfigError(
+            setting.key, f"expected {want.__name__}, got {text!r} (from {origin})"
+        ) from exc
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(text)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(json.dumps(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def _copy(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else value

@@ -1,0 +1,108 @@
+"""Errors of the kernel: one root, typed children carrying their data."""
+
+from __future__ import annotations
+
+from prototypes.errors import BatosError
+
+
+class KernelError(BatosError):
+    """Root of the kernel's errors."""
+
+
+# -- image, configuration, mailboxes and steps -------------------------------
+
+
+class ConfigError(KernelError):
+    """A configuration key is unknown or has the wrong type."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"config {key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class ImageError(KernelError):
+    """The image cannot be opened or used as asked."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"image {where}: {problem}")
+        self.where = where
+        self.problem = problem
+
+
+class ImageLocked(ImageError):
+    """Another process (usually a running kernel) holds the image for writing."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(where, "locked by another process (is a kernel running?)")
+
+
+class UnknownObject(KernelError):
+    """No object with this oid exists in the image."""
+
+    def __init__(self, oid: int | str) -> None:
+        shown = f"0x{oid:x}" if isinstance(oid, int) else oid
+        super().__init__(f"no object with oid {shown}")
+        self.oid = oid
+
+
+class BlobError(KernelError):
+    """A file could not be stored in, or read from, a blob."""
+
+    def __init__(self, what: str, problem: str) -> None:
+        super().__init__(f"blob {what}: {problem}")
+        self.what = what
+
+
+class Overloaded(KernelError):
+    """An actor's mailbox is full; the message was not accepted."""
+
+    def __init__(self, actor: str, capacity: int) -> None:
+        super().__init__(f"mailbox of {actor!r} is full ({capacity} pending)")
+        self.actor = actor
+        self.capacity = capacity
+
+
+class MessageGone(KernelError):
+    """A pending message is no longer in its mailbox (already consumed)."""
+
+    def __init__(self, actor: str, key: str) -> None:
+        super().__init__(f"message {key} is not pending for {actor!r}")
+        self.actor = actor
+        self.key = key
+
+
+class UnknownActor(KernelError):
+    """No actor of this name exists in the image (or is attached)."""
+
+    def __init__(self, actor: str) -> None:
+        super().__init__(f"no actor named {actor!r}")
+        self.actor = actor
+
+
+class UnknownSelector(KernelError):
+    """The actor has no handler for this selector."""
+
+    def __init__(self, actor: str, selector: str) -> None:
+        super().__init__(f"actor {actor!r} does not handle {selector!r}")
+        self.actor = actor
+        self.selector = selector
+
+
+class StepFailed(KernelError):
+    """A step raised; its transaction was doomed and aborted."""
+
+    def __init__(self, actor: str, selector: str, message_id: str, cause: str) -> None:
+        super().__init__(f"step {actor}.{selector} ({message_id}) failed: {cause}")
+        self.actor = actor
+        self.selector = selector
+        self.message_id = message_id
+        self.cause = cause
+
+
+class RetriesExhausted(StepFailed):
+    """A step kept hitting write conflicts and ran out of attempts."""
+
+    def __init__(self, actor: str, selector: str, message_id: str, attempts: int) -> None:
+        super().__init__(actor, selector, message_id, f"conflicts on all {attempts} attempts")
+        self.attempts = attempts

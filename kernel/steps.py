@@ -1,0 +1,248 @@
+"""The step runner: one message, one actor, one transaction.
+
+A step takes one pending message out of an actor's mailbox, calls the actor's
+handler for its selector, writes every message the handler produced into the
+recipients' mailboxes, and commits - all in one transaction. Nothing leaves
+the process before that commit: the runner returns the produced messages and
+events, and only its caller (the kernel) hands them out.
+
+Failure: any exception dooms the transaction and it is aborted; then, in a
+separate small transaction, the message moves to its mailbox's dead letters
+with the error, the failure is logged in metrics, and the caller gets a
+failed `StepResult` carrying a typed `StepFailed`. A `ConflictError` is
+retried (`TransactionManager.attempts`) up to `steps.max_attempts` times;
+running out is reported as `RetriesExhausted`, never swallowed.
+
+Handlers are called as `handler(step, *args, **kwargs)` where `step` is the
+`StepContext`. An actor offers a selector either as a `Method` slot (the
+object model's persistent methods) or as a Python method decorated with
+`@handler`. Nothing else is reachable by a message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from transaction.interfaces import NoTransaction
+from ZODB.Connection import Connection
+from ZODB.POSException import ConflictError
+
+from kernel import mailbox as mailboxes
+from kernel.config import Config
+from kernel.errors import (
+    KernelError,
+    MessageGone,
+    RetriesExhausted,
+    StepFailed,
+    UnknownActor,
+    UnknownSelector,
+)
+from kernel.mailbox import Envelope
+from prototypes import Method, UvmObject
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handler(func: F) -> F:
+    """Mark a Python method of an actor class as reachable by messages."""
+    func.__batos_handler__ = True  # type: ignore[attr-defined]
+    return func
+
+
+@dataclass
+class StepContext:
+    """What a handler sees: its message, the image root, and its outbox."""
+
+    message: Envelope
+    root: Any
+    actor: Any
+    outbox: list[Envelope] = field(default_factory=list)
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def send(self, actor: str, selector: str, *args: Any, **kwargs: Any) -> Envelope:
+        """Queue a message; it is posted in this transaction, handed out after commit."""
+        envelope = Envelope(actor=actor, selector=selector, args=args, kwargs=kwargs,
+                            reply_to=self.message.reply_to, mission=self.message.mission)
+        self.outbox.append(envelope)
+        return envelope
+
+    def emit(self, event: str, **data: Any) -> None:
+        """Queue an event for the message's client; sent only after commit."""
+        self.events.append((event, data))
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """The outcome of one step, handed to the kernel after commit or abort."""
+
+    actor: str
+    key: str
+    message: Envelope | None
+    ok: bool
+    value: Any = None
+    outbox: tuple[tuple[Envelope, str], ...] = ()
+    events: tuple[tuple[str, dict[str, Any]], ...] = ()
+    error: KernelError | None = None
+    attempts: int = 1
+    duration_s: float = 0.0
+
+
+class StepRunner:
+    """Runs steps on one connection; one runner per worker thread."""
+
+    def __init__(self, conn: Connection, config: Config) -> None:
+        self.conn = conn
+        self.tm = conn.transaction_manager
+        self.config = config
+
+    def run(self, actor: str, key: str) -> StepResult:
+        """Consume the message at `key` in `actor`'s mailbox as one step."""
+        started = time.perf_counter()
+        attempts = 0
+        try:
+            for attempt in self.tm.attempts(self.config["steps.max_attempts"]):
+                attempts += 1
+                with attempt as txn:
+                    result = self._step(actor, key, attempts)
+                    txn.note(f"step {actor}.{result.message.selector if result.message else '?'}"
+                             f" {key}")
+        except MessageGone:
+            return StepResult(actor, key, None, ok=False, error=MessageGone(actor, key),
+                              attempts=attempts, duration_s=time.perf_counter() - started)
+        except ConflictError:
+            return self._fail(actor, key, None, attempts, started, exhausted=True)
+        except Exception as exc:  # any handler error dooms the step
+            return self._fail(actor, key, exc, attempts, started)
+        return _with_timing(result, attempts, started)
+
+    def _step(self, actor_name: str, key: str, attempt: int) -> StepResult:
+        root = self.conn.root()
+        envelope = mailboxes.mailbox_for(root, actor_name).take(key)
+        actor = lookup_actor(root, actor_name)
+        func = resolve_handler(actor, actor_name, envelope.selector)
+        ctx = StepContext(message=envelope, root=root, actor=actor)
+        value = func(ctx, *envelope.args, **dict(envelope.kwargs))
+        capacity = self.config["mailbox.capacity"]
+        posted = tuple((out, mailboxes.post(root, out, capacity)) for out in ctx.outbox)
+        metrics = root["metrics"]
+        metrics.incr("steps.committed")
+        metrics.incr(f"steps.actor.{actor_name}")
+        if attempt > 1:
+            metrics.incr("steps.retries", attempt - 1)
+        return StepResult(actor_name, key, envelope, ok=True, value=value, outbox=posted,
+                          events=tuple(ctx.events))
+
+    def _fail(self, actor: str, key: str, exc: BaseException | None, attempts: int,
+              started: float, *, exhausted: bool = False) -> StepResult:
+        """Record a failed step in its own transaction; the step's own is aborted."""
+        with contextlib.suppress(NoTransaction):
+            self.tm.abort()
+        envelope = self._peek(actor, key)
+        selector = envelope.selector if envelope else "?"
+        msg_id = envelope.id if envelope else key
+        error: StepFailed
+        if exhausted:
+            error = RetriesExhausted(actor, selector, msg_id, attempts)
+        else:
+            error = StepFailed(actor, selector, msg_id, _describe(exc))
+        self._record_failure(actor, key, error, exc, exhausted)
+        log.warning("%s", error)
+        return StepResult(actor, key, envelope, ok=False, error=error, attempts=attempts,
+                          duration_s=time.perf_counter() - started)
+
+    def _record_failure(self, actor: str, key: str, error: StepFailed,
+                        exc: BaseException | None, exhausted: bool) -> None:
+        info = {"actor": actor, "selector": error.selector, "message_id": error.message_id,
+                "error": type(exc).__name__ if exc else "RetriesExhausted",
+                "detail": error.cause, "trace": _short_trace(exc)}
+        for attempt in self.tm.attempts(self.config["steps.max_attempts"]):
+            with attempt as txn:
+                txn.note(f"step failed {actor}.{error.selector} {key}")
+                root = self.conn.root()
+                box = mailboxes.mailbox_for(root, actor)
+                if key in box.pending:
+                    box.bury(key, info)
+                    root["metrics"].incr("mailbox.dead")
+                metrics = root["metrics"]
+                metrics.incr("steps.exhausted" if exhausted else "steps.doomed")
+                metrics.record_failure(info, self.config["steps.failure_log_size"])
+
+    def _peek(self, actor: str, key: str) -> Envelope | None:
+        self.tm.begin()
+        try:
+            box = self.conn.root()["mailboxes"].get(actor)
+            return box.peek(key) if box is not None else None
+        except MessageGone:
+            return None
+        finally:
+            self.tm.abort()
+
+
+def lookup_actor(root: Any, name: str) -> Any:
+    """The actor object called `name` in the image."""
+    actor = root["actors"].get(name)
+    if actor is None:
+        raise UnknownActor(name)
+    return actor
+
+
+def resolve_handler(actor: Any, actor_name: str, selector: str) -> Callable[..., Any]:
+    """The callable for `selector`: a Method slot or an `@handler` Python method."""
+    if not selector or selector.startswith("_"):
+        raise UnknownSelector(actor_name, selector)
+    attr = getattr(type(actor), selector, None)
+    if attr is not None:
+        if getattr(attr, "__batos_handler__", False):
+            return getattr(actor, selector)  # type: ignore[no-any-return]
+        raise UnknownSelector(actor_name, selector)
+    if isinstance(actor, UvmObject) and actor.has_slot(selector, inherited=True):
+        _holder, value = actor.lookup_slot(selector)
+        if isinstance(value, Method):
+            return value.bind(actor)
+    raise UnknownSelector(actor_name, selector)
+
+
+def selectors_of(actor: Any) -> list[str]:
+    """The selectors an actor answers (for `status` and error messages)."""
+    names = {n for n in dir(type(actor))
+             if getattr(getattr(type(actor), n, None), "__batos_handler__", False)}
+    if isinstance(actor, UvmObject):
+        names.update(n for n in actor.slot_names()
+                     if isinstance(actor.get_slot(n), Method) and not n.startswith("_"))
+    return sorted(names)
+
+
+def _with_timing(result: StepResult, attempts: int, started: float) -> StepResult:
+    return StepResult(result.actor, result.key, result.message, ok=True, value=result.value,
+                      outbox=result.outbox, events=result.events, attempts=attempts,
+                      duration_s=time.perf_counter() - started)
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown error"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _short_trace(exc: BaseException | None, limit: int = 2000) -> str:
+    if exc is None:
+        return ""
+    return "".join(traceback.format_exception(exc))[-limit:]
+
+
+def describe_result(result: StepResult) -> Mapping[str, Any]:
+    """A loggable summary of a step (no message bodies)."""
+    return {"actor": result.actor, "selector": result.message.selector if result.message
+            else None, "message_id": result.message.id if result.message else result.key,
+            "ok": result.ok, "attempts": result.attempts,
+            "duration_ms": round(result.duration_s * 1000, 3),
+            "error": str(result.error) if result.error else None}

@@ -1,0 +1,38 @@
+"""Shared fixtures: a real FileStorage image in a temporary directory."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kernel.image import Image
+
+# Settings from the developer's environment must not leak into tests.
+for _var in [v for v in os.environ if v.startswith("BATOS_")]:
+    del os.environ[_var]
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    return tmp_path / "image"
+
+
+@pytest.fixture
+def image(image_dir: Path) -> Iterator[Image]:
+    img = Image.open(image_dir)
+    try:
+        yield img
+    finally:
+        img.close()
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> random.Random:
+    """A seeded random generator; the seed is printed so a failure can be replayed."""
+    seed = int(os.environ.get("TEST_SEED", random.randrange(2**32)))
+    print(f"random seed for {request.node.name}: {seed}")
+    return random.Random(seed)

@@ -1,0 +1,65 @@
+"""Actor classes for tests: importable, so their instances pickle into an image."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import transaction
+from persistent import Persistent
+
+from kernel.steps import StepContext, handler
+
+
+class Recorder(Persistent):
+    """Counts calls, keeps the last value, and can fail or forward on demand."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.last: Any = None
+
+    @handler
+    def note(self, step: StepContext, value: Any) -> Any:
+        self.calls += 1
+        self.last = value
+        return value
+
+    @handler
+    def forward(self, step: StepContext, to: str, value: Any) -> str:
+        self.calls += 1
+        step.send(to, "note", value)
+        step.emit("forwarded", to=to)
+        return "sent"
+
+    @handler
+    def explode(self, step: StepContext, value: Any) -> None:
+        self.calls += 1
+        self.last = value
+        step.send("elsewhere", "note", value)
+        raise RuntimeError(f"boom {value}")
+
+    @handler
+    def contend(self, step: StepContext, times: int) -> int:
+        """Commit a rival write to this object `times` times, forcing conflicts."""
+        if self.calls < 0 or _RIVALS.get(step.message.id, 0) < times:
+            _RIVALS[step.message.id] = _RIVALS.get(step.message.id, 0) + 1
+            _rival_write(self)
+        self.calls += 1
+        return self.calls
+
+    def not_a_handler(self, step: StepContext) -> None:
+        raise AssertionError("must never be reachable by a message")
+
+
+_RIVALS: dict[str, int] = {}
+
+
+def _rival_write(actor: Recorder) -> None:
+    """Change `actor` in another connection and commit, so our commit conflicts."""
+    tm = transaction.TransactionManager()
+    conn = actor._p_jar.db().open(transaction_manager=tm)
+    try:
+        rival = conn.get(actor._p_oid)
+        rival.last = ("rival", rival.calls)
+        tm.commit()
+    finally:
+        conn.close()

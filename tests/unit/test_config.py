@@ -1,0 +1,92 @@
+"""Configuration: defaults, file, environment and flags, and typed errors."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from kernel import config
+from kernel.errors import ConfigError
+
+
+def test_written_file_lists_every_key_with_a_comment(tmp_path: Path) -> None:
+    path = config.write_default(tmp_path)
+    text = path.read_text()
+    parsed = tomllib.loads(text)
+    for setting in config.SETTINGS:
+        section, name = setting.key.split(".")
+        assert parsed[section][name] == setting.default
+        assert f"# {setting.comment}\n{name} = " in text
+    assert config.load(tmp_path) == config.defaults()
+
+
+def test_write_default_never_overwrites(tmp_path: Path) -> None:
+    (tmp_path / config.CONFIG_FILE).write_text("[steps]\nworkers = 9\n")
+    config.write_default(tmp_path)
+    assert config.load(tmp_path)["steps.workers"] == 9
+
+
+@pytest.mark.parametrize(
+    ("file_text", "environ", "flags", "key", "expected"),
+    [
+        ("", {}, {}, "mailbox.capacity", 1000),
+        ("[mailbox]\ncapacity = 5\n", {}, {}, "mailbox.capacity", 5),
+        ("[mailbox]\ncapacity = 5\n", {"BATOS_MAILBOX_CAPACITY": "7"}, {},
+         "mailbox.capacity", 7),
+        ("[mailbox]\ncapacity = 5\n", {"BATOS_MAILBOX_CAPACITY": "7"},
+         {"mailbox.capacity": "9"}, "mailbox.capacity", 9),
+        ("", {"BATOS_LOG_JSON": "yes"}, {}, "log.json", True),
+        ("", {"BATOS_KERNEL_ENDPOINTS": "tcp://127.0.0.1:5555, ipc://x"}, {},
+         "kernel.endpoints", ["tcp://127.0.0.1:5555", "ipc://x"]),
+        ("[audit]\ninterval_s = 60\n", {}, {}, "audit.interval_s", 60.0),
+        ("", {"BATOS_IMAGE": "elsewhere"}, {}, "steps.workers", 4),
+    ],
+)
+def test_precedence(tmp_path: Path, file_text: str, environ: dict[str, str],
+                    flags: dict[str, str], key: str, expected: object) -> None:
+    (tmp_path / config.CONFIG_FILE).write_text(file_text)
+    assert config.load(tmp_path, flags, environ)[key] == expected
+
+
+@pytest.mark.parametrize(
+    ("file_text", "environ", "flags", "named"),
+    [
+        ("[mailbox]\ncapcity = 5\n", {}, {}, "mailbox.capcity"),
+        ("[nosuch]\nx = 1\n", {}, {}, "nosuch.x"),
+        ("[mailbox]\ncapacity = \"big\"\n", {}, {}, "mailbox.capacity"),
+        ("[mailbox]\ncapacity = true\n", {}, {}, "mailbox.capacity"),
+        ("[log]\njson = 1\n", {}, {}, "log.json"),
+        ("[kernel]\nendpoints = [1, 2]\n", {}, {}, "kernel.endpoints"),
+        ("steps = 3\n", {}, {}, "steps"),
+        ("", {"BATOS_STEPS_WORKERZ": "2"}, {}, "BATOS_STEPS_WORKERZ"),
+        ("", {"BATOS_STEPS_WORKERS": "two"}, {}, "steps.workers"),
+        ("", {"BATOS_LOG_JSON": "maybe"}, {}, "log.json"),
+        ("", {}, {"steps.nope": "1"}, "steps.nope"),
+        ("", {}, {"audit.interval_s": "soon"}, "audit.interval_s"),
+    ],
+)
+def test_errors_name_the_key(tmp_path: Path, file_text: str, environ: dict[str, str],
+                             flags: dict[str, str], named: str) -> None:
+    (tmp_path / config.CONFIG_FILE).write_text(file_text)
+    with pytest.raises(ConfigError) as info:
+        config.load(tmp_path, flags, environ)
+    assert info.value.key == named
+    assert named in str(info.value)
+
+
+def test_broken_toml_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / config.CONFIG_FILE).write_text("[steps\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(tmp_path)
+
+
+@pytest.mark.parametrize("flag", ["steps.workers", "noequals", "bad.key=1"])
+def test_bad_assignment_is_refused(flag: str) -> None:
+    with pytest.raises(ConfigError):
+        config.parse_assignment(flag)
+
+
+def test_assignment_splits_key_and_value() -> None:
+    assert config.parse_assignment("steps.workers=2") == ("steps.workers", "2")

@@ -105,27 +105,42 @@ class StepRunner:
 
     def run(self, actor: str, key: str) -> StepResult:
         """Consume the message at `key` in `actor`'s mailbox as one step."""
+        return self._execute(actor, key, None)
+
+    def run_message(self, envelope: Envelope) -> StepResult:
+        """Handle a message that was never posted (a client's `send`) as one step.
+
+        Until this step commits the message exists only in the caller's hands;
+        if the step fails, the message is kept among the mailbox's dead letters.
+        """
+        return self._execute(envelope.actor, f"direct.{envelope.id}", envelope)
+
+    def _execute(self, actor: str, key: str, direct: Envelope | None) -> StepResult:
         started = time.perf_counter()
         attempts = 0
         try:
             for attempt in self.tm.attempts(self.config["steps.max_attempts"]):
                 attempts += 1
                 with attempt as txn:
-                    result = self._step(actor, key, attempts)
-                    txn.note(f"step {actor}.{result.message.selector if result.message else '?'}"
-                             f" {key}")
+                    result = self._step(actor, key, direct, attempts)
+                    assert result.message is not None
+                    txn.note(f"step {actor}.{result.message.selector} {key}")
         except MessageGone:
             return StepResult(actor, key, None, ok=False, error=MessageGone(actor, key),
                               attempts=attempts, duration_s=time.perf_counter() - started)
         except ConflictError:
-            return self._fail(actor, key, None, attempts, started, exhausted=True)
+            return self._fail(actor, key, direct, None, attempts, started, exhausted=True)
         except Exception as exc:  # any handler error dooms the step
-            return self._fail(actor, key, exc, attempts, started)
+            return self._fail(actor, key, direct, exc, attempts, started)
         return _with_timing(result, attempts, started)
 
-    def _step(self, actor_name: str, key: str, attempt: int) -> StepResult:
+    def _step(self, actor_name: str, key: str, direct: Envelope | None,
+              attempt: int) -> StepResult:
         root = self.conn.root()
-        envelope = mailboxes.mailbox_for(root, actor_name).take(key)
+        if direct is None:
+            envelope = mailboxes.mailbox_for(root, actor_name).take(key)
+        else:
+            envelope = direct
         actor = lookup_actor(root, actor_name)
         func = resolve_handler(actor, actor_name, envelope.selector)
         ctx = StepContext(message=envelope, root=root, actor=actor)
@@ -140,12 +155,12 @@ class StepRunner:
         return StepResult(actor_name, key, envelope, ok=True, value=value, outbox=posted,
                           events=tuple(ctx.events))
 
-    def _fail(self, actor: str, key: str, exc: BaseException | None, attempts: int,
-              started: float, *, exhausted: bool = False) -> StepResult:
+    def _fail(self, actor: str, key: str, direct: Envelope | None, exc: BaseException | None,
+              attempts: int, started: float, *, exhausted: bool = False) -> StepResult:
         """Record a failed step in its own transaction; the step's own is aborted."""
         with contextlib.suppress(NoTransaction):
             self.tm.abort()
-        envelope = self._peek(actor, key)
+        envelope = direct or self._peek(actor, key)
         selector = envelope.selector if envelope else "?"
         msg_id = envelope.id if envelope else key
         error: StepFailed
@@ -153,13 +168,13 @@ class StepRunner:
             error = RetriesExhausted(actor, selector, msg_id, attempts)
         else:
             error = StepFailed(actor, selector, msg_id, _describe(exc))
-        self._record_failure(actor, key, error, exc, exhausted)
+        self._record_failure(actor, key, envelope if direct else None, error, exc, exhausted)
         log.warning("%s", error)
         return StepResult(actor, key, envelope, ok=False, error=error, attempts=attempts,
                           duration_s=time.perf_counter() - started)
 
-    def _record_failure(self, actor: str, key: str, error: StepFailed,
-                        exc: BaseException | None, exhausted: bool) -> None:
+    def _record_failure(self, actor: str, key: str, direct: Envelope | None,
+                        error: StepFailed, exc: BaseException | None, exhausted: bool) -> None:
         info = {"actor": actor, "selector": error.selector, "message_id": error.message_id,
                 "error": type(exc).__name__ if exc else "RetriesExhausted",
                 "detail": error.cause, "trace": _short_trace(exc)}
@@ -168,7 +183,10 @@ class StepRunner:
                 txn.note(f"step failed {actor}.{error.selector} {key}")
                 root = self.conn.root()
                 box = mailboxes.mailbox_for(root, actor)
-                if key in box.pending:
+                if direct is not None:
+                    box.dead[key] = dict(direct.to_state(), error=info)
+                    root["metrics"].incr("mailbox.dead")
+                elif key in box.pending:
                     box.bury(key, info)
                     root["metrics"].incr("mailbox.dead")
                 metrics = root["metrics"]

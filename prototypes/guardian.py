@@ -57,6 +57,9 @@ FORBIDDEN_ATTRIBUTES: frozenset[str] = frozenset(
         "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await",
         "ag_frame", "ag_code", "f_back", "f_globals", "f_locals", "f_builtins", "f_code",
         "tb_frame", "tb_next",
+        # the object model's reflective primitives: generated code must not reach a
+        # trusted Method and rewrite its source, nor install or remove slots by name
+        "source", "get_slot", "lookup_slot", "set_slot", "del_slot", "bind", "function",
     }
 )  # fmt: skip
 

@@ -22,8 +22,10 @@ app = typer.Typer(help="batos: a runtime for local, autonomous LLM agents.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 image_app = typer.Typer(help="Inspect the living image.", no_args_is_help=True)
 config_app = typer.Typer(help="Show the resolved configuration.", no_args_is_help=True)
+keys_app = typer.Typer(help="CURVE keys for tcp endpoints.", no_args_is_help=True)
 app.add_typer(image_app, name="image")
 app.add_typer(config_app, name="config")
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -33,6 +35,15 @@ ImageOpt = Annotated[Path, typer.Option(
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a setting: section.key=value (repeatable).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+EndpointOpt = Annotated[str | None, typer.Option(
+    "--endpoint", envvar="BATOS_ENDPOINT",
+    help="Kernel endpoint (default: ipc socket of --image).")]
+KeyOpt = Annotated[Path | None, typer.Option(
+    "--key", envvar="BATOS_KEY", help="Your CURVE secret key file (tcp endpoints).")]
+ServerKeyOpt = Annotated[Path | None, typer.Option(
+    "--server-key", help="The kernel's public key file (default: IMAGE/keys/server.key).")]
+TimeoutOpt = Annotated[float, typer.Option(
+    "--timeout", envvar="BATOS_TIMEOUT", help="Seconds to wait for the kernel.")]
 
 
 def overrides_from(assignments: list[str] | None) -> dict[str, Any]:
@@ -81,6 +92,139 @@ def config_show(image: ImageOpt = DEFAULT_IMAGE, set_: SetOpt = None) -> None:
     """Print the configuration as resolved from file, environment and flags."""
     cfg = config_mod.load(image if image.exists() else None, overrides_from(set_))
     print(config_mod.render(dict(cfg)), end="")
+
+
+@app.command()
+def serve(
+    image: ImageOpt = DEFAULT_IMAGE,
+    bind: Annotated[list[str] | None, typer.Option(
+        "--bind", help="Endpoint to bind (repeatable); default kernel.endpoints.")] = None,
+    set_: SetOpt = None,
+    log_json: Annotated[bool, typer.Option("--log-json", help="JSON log lines.")] = False,
+) -> None:
+    """Run the kernel on the image until SIGINT/SIGTERM."""
+    from kernel import logs
+    from kernel.server import Kernel
+
+    with Image.open(image, create=True, overrides=overrides_from(set_)) as img:
+        logs.configure(img.config["log.level"], log_json or img.config["log.json"])
+        endpoints = bind or [_image_endpoint(e, image) for e in img.config["kernel.endpoints"]]
+        Kernel(img, endpoints).serve_forever()
+
+
+@app.command()
+def ping(image: ImageOpt = DEFAULT_IMAGE, endpoint: EndpointOpt = None, key: KeyOpt = None,
+         server_key: ServerKeyOpt = None, timeout: TimeoutOpt = 5.0,
+         as_json: JsonOpt = False) -> None:
+    """Check that a kernel answers; prints the round trip."""
+    with _client(image, endpoint, key, server_key, timeout) as client:
+        rtt = client.ping()
+    _out({"ok": True, "endpoint": client.endpoint, "rtt_ms": round(rtt * 1000, 3)}, as_json,
+         f"pong from {client.endpoint} in {rtt * 1000:.2f} ms")
+
+
+@app.command()
+def send(
+    actor: Annotated[str, typer.Argument(help="Actor name.")],
+    selector: Annotated[str, typer.Argument(help="Selector (the handler's name).")],
+    args: Annotated[list[str] | None, typer.Argument(
+        help="Arguments, each a JSON value ('\"hi\"', 3, '{\"a\": 1}').")] = None,
+    image: ImageOpt = DEFAULT_IMAGE, endpoint: EndpointOpt = None, key: KeyOpt = None,
+    server_key: ServerKeyOpt = None, timeout: TimeoutOpt = 10.0, as_json: JsonOpt = False,
+) -> None:
+    """Send a message to an actor and print its step's result."""
+    values = [_json_arg(a) for a in args or ()]
+    with _client(image, endpoint, key, server_key, timeout) as client:
+        value = client.send(actor, selector, *values)
+    _out({"ok": True, "value": value}, as_json, json.dumps(value, default=repr))
+
+
+@app.command()
+def status(
+    ref: Annotated[str | None, typer.Argument(help="A mission or message id.")] = None,
+    image: ImageOpt = DEFAULT_IMAGE, endpoint: EndpointOpt = None, key: KeyOpt = None,
+    server_key: ServerKeyOpt = None, timeout: TimeoutOpt = 10.0, as_json: JsonOpt = False,
+) -> None:
+    """The kernel's counters and queues, or the state of one mission/message."""
+    with _client(image, endpoint, key, server_key, timeout) as client:
+        value = client.status(ref)
+    _out(value, as_json, json.dumps(value, indent=2, sort_keys=True))
+
+
+@app.command()
+def watch(
+    ref: Annotated[str, typer.Argument(help="A mission or message id.")],
+    image: ImageOpt = DEFAULT_IMAGE, endpoint: EndpointOpt = None, key: KeyOpt = None,
+    server_key: ServerKeyOpt = None, timeout: TimeoutOpt = 600.0, as_json: JsonOpt = False,
+) -> None:
+    """Follow a mission or message until its result."""
+    from kernel import wire
+    from kernel.client import RemoteError
+
+    with _client(image, endpoint, key, server_key, timeout) as client:
+        for msg in client.stream(wire.Watch(ref=ref), ref=ref):
+            if isinstance(msg, wire.Error):
+                raise RemoteError(msg)
+            if isinstance(msg, wire.Event):
+                _out({"event": msg.event, "data": msg.data}, as_json,
+                     f"{msg.event}: {json.dumps(msg.data, default=repr)}")
+            elif isinstance(msg, wire.Result):
+                _out({"result": msg.value}, as_json, json.dumps(msg.value, default=repr))
+
+
+@keys_app.command("init")
+def keys_init(image: ImageOpt = DEFAULT_IMAGE) -> None:
+    """Create the kernel's CURVE keypair in IMAGE/keys (once)."""
+    from kernel import auth
+
+    public = auth.init_server_keys(image)
+    console.print(f"server public key: {public}")
+
+
+@keys_app.command("add")
+def keys_add(
+    name: Annotated[str, typer.Argument(help="A name for the peer's key.")],
+    role: Annotated[str, typer.Option(help="client, actor or admin.")] = "client",
+    image: ImageOpt = DEFAULT_IMAGE,
+) -> None:
+    """Make a keypair for a peer and allow it in ROLE."""
+    from kernel import auth
+
+    secret, server_public = auth.add_peer_key(image, name, role)
+    console.print(f"allowed {name} as {role}\n"
+                  f"give the peer: {secret} (its secret key) and {server_public}")
+
+
+def _client(image: Path, endpoint: str | None, key: Path | None, server_key: Path | None,
+            timeout: float) -> Any:
+    from kernel.auth import PeerKeys
+    from kernel.client import Client, endpoint_for
+
+    keys = None
+    if key is not None:
+        keys = PeerKeys.load(key, server_key or image / "keys" / "server.key")
+    return Client(endpoint or endpoint_for(image), keys=keys, timeout=timeout)
+
+
+def _image_endpoint(endpoint: str, image: Path) -> str:
+    """The default ipc endpoint follows the image directory."""
+    if endpoint == "ipc://live_image/kernel.sock":
+        return f"ipc://{image}/kernel.sock"
+    return endpoint
+
+
+def _json_arg(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"{text!r} is not JSON (quote strings: '\"hi\"')") from exc
+
+
+def _out(value: Any, as_json: bool, text: str) -> None:
+    if as_json:
+        print(json.dumps(value, default=repr))
+    else:
+        print(text)
 
 
 def open_for_reading(image: Path) -> Image:

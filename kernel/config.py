@@ -56,6 +56,8 @@ SETTINGS: tuple[Setting, ...] = (
             "largest frame accepted; larger ones disconnect the peer"),
     Setting("kernel.heartbeat_ms", int, 1000, "heartbeat interval for external actors"),
     Setting("kernel.heartbeat_liveness", int, 3, "missed heartbeats before an actor is dead"),
+    Setting("kernel.mission_entry", str, "missions",
+            "the actor that receives each new mission (selector 'start')"),
     Setting("kernel.request_timeout_s", float, 10.0, "client wait for a kernel reply"),
     Setting("log.level", str, "INFO", "log level: DEBUG, INFO, WARNING or ERROR"),
     Setting("log.json", bool, False, "write JSON lines instead of readable lines"),

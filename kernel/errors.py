@@ -106,3 +106,30 @@ class RetriesExhausted(StepFailed):
     def __init__(self, actor: str, selector: str, message_id: str, attempts: int) -> None:
         super().__init__(actor, selector, message_id, f"conflicts on all {attempts} attempts")
         self.attempts = attempts
+
+
+# -- the REPL -----------------------------------------------------------------
+
+
+class ReadOnlyImage(ImageError):
+    """The image is open read-only (a kernel holds it, or it is a past view): no commits."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(where, f"read-only ({reason}); changes cannot be committed")
+        self.reason = reason
+
+
+class CommitFailed(ImageError):
+    """A commit asked for by hand failed; its transaction was aborted."""
+
+    def __init__(self, where: str, cause: str) -> None:
+        super().__init__(where, f"commit failed, changes discarded: {cause}")
+        self.cause = cause
+
+
+class NotStored(KernelError):
+    """The value is not an object stored in the image (no oid), so it has no history."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} is not stored in the image (commit it first)")
+        self.what = what

@@ -23,6 +23,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -33,14 +34,16 @@ import transaction
 import ZODB
 from BTrees.OOBTree import OOBTree
 from persistent.mapping import PersistentMapping
+from transaction.interfaces import NoTransaction
+from zc.lockfile import LockError
 from ZODB.Connection import Connection
 from ZODB.FileStorage import FileStorage
 from ZODB.POSException import POSKeyError, StorageError
 from ZODB.utils import get_pickle_metadata, p64, u64
-from zc.lockfile import LockError
 
 import prototypes.genesis
 from kernel import config as config_mod
+from kernel import system
 from kernel.errors import ImageError, ImageLocked, UnknownObject
 from kernel.metrics import Metrics
 
@@ -91,6 +94,7 @@ class Image:
         self.config = config
         self.read_only = read_only
         self.at = at
+        self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
 
     # -- opening -----------------------------------------------------------
     @classmethod
@@ -118,7 +122,13 @@ class Image:
         return image
 
     def close(self) -> None:
-        """Close the database and its storage."""
+        """Close every connection still open (aborting its work), then the database."""
+        for conn in list(self._connections):
+            if conn.opened:
+                tm = conn.transaction_manager
+                with contextlib.suppress(NoTransaction):
+                    tm.abort()
+                conn.close()
         self.db.close()
 
     def __enter__(self) -> Image:
@@ -132,6 +142,7 @@ class Image:
         """A new connection with its own transaction manager (one per thread)."""
         tm = transaction.TransactionManager(explicit=True)
         conn = self.db.open(transaction_manager=tm, at=self.at)
+        self._connections.add(conn)
         return conn
 
     @contextlib.contextmanager
@@ -165,6 +176,8 @@ class Image:
         with self.transaction("genesis") as root:
             created = _install_root(root)
             prototypes.genesis.install(root["prototypes"])
+            if system.install(root):
+                created.append("system actor")
             for ep in entry_points(group=ENTRY_POINT_GROUP):
                 ep.load()(root, self.config)
             if created:

@@ -69,8 +69,10 @@ class StepContext:
 
     def send(self, actor: str, selector: str, *args: Any, **kwargs: Any) -> Envelope:
         """Queue a message; it is posted in this transaction, handed out after commit."""
+        # Within a mission, follow-up steps report to the mission's client too.
+        reply_to = self.message.reply_to if self.message.mission else None
         envelope = Envelope(actor=actor, selector=selector, args=args, kwargs=kwargs,
-                            reply_to=self.message.reply_to, mission=self.message.mission)
+                            reply_to=reply_to, mission=self.message.mission)
         self.outbox.append(envelope)
         return envelope
 
@@ -128,6 +130,12 @@ class StepRunner:
         except MessageGone:
             return StepResult(actor, key, None, ok=False, error=MessageGone(actor, key),
                               attempts=attempts, duration_s=time.perf_counter() - started)
+        except (UnknownActor, UnknownSelector) as exc:
+            if direct is None:  # a committed message to nobody: keep it as a dead letter
+                return self._fail(actor, key, direct, exc, attempts, started)
+            # a client's message refused at the door: nothing was taken in
+            return StepResult(actor, key, direct, ok=False, error=exc, attempts=attempts,
+                              duration_s=time.perf_counter() - started)
         except ConflictError:
             return self._fail(actor, key, direct, None, attempts, started, exhausted=True)
         except Exception as exc:  # any handler error dooms the step
@@ -154,6 +162,49 @@ class StepRunner:
             metrics.incr("steps.retries", attempt - 1)
         return StepResult(actor_name, key, envelope, ok=True, value=value, outbox=posted,
                           events=tuple(ctx.events))
+
+    def admit(self, envelope: Envelope, *, check: Callable[[Any], None] | None = None) -> str:
+        """Post a client's message durably (one transaction); returns its mailbox key.
+
+        `check(actor)` may refuse the message (e.g. an unknown selector) before
+        anything is written. Raises `UnknownActor`, `Overloaded`, ....
+        """
+        for attempt in self.tm.attempts(self.config["steps.max_attempts"]):
+            with attempt as txn:
+                txn.note(f"admit {envelope.actor}.{envelope.selector} {envelope.id}")
+                root = self.conn.root()
+                actor = lookup_actor(root, envelope.actor)
+                if check is not None:
+                    check(actor)
+                key = mailboxes.post(root, envelope, self.config["mailbox.capacity"])
+        return key
+
+    def complete(self, actor: str, key: str, ok: bool, value: Any,
+                 error: str | None) -> StepResult:
+        """Commit an external actor's reply to the delivery `key` as one step.
+
+        The first reply consumes the message; a late duplicate finds it gone
+        (`MessageGone`) and changes nothing. A reply with `ok=False` is a
+        failed step: the message moves to the dead letters with the error.
+        """
+        started = time.perf_counter()
+        if not ok:
+            envelope = self._peek(actor, key)
+            if envelope is None:
+                return StepResult(actor, key, None, ok=False, error=MessageGone(actor, key))
+            return self._fail(actor, key, None, _RemoteFailure(error or "failed"), 1, started)
+        try:
+            for attempt in self.tm.attempts(self.config["steps.max_attempts"]):
+                with attempt as txn:
+                    root = self.conn.root()
+                    envelope = mailboxes.mailbox_for(root, actor).take(key)
+                    txn.note(f"step {actor}.{envelope.selector} {key} (external)")
+                    root["metrics"].incr("steps.committed")
+                    root["metrics"].incr(f"steps.actor.{actor}")
+        except MessageGone:
+            return StepResult(actor, key, None, ok=False, error=MessageGone(actor, key))
+        return StepResult(actor, key, envelope, ok=True, value=value,
+                          duration_s=time.perf_counter() - started)
 
     def _fail(self, actor: str, key: str, direct: Envelope | None, exc: BaseException | None,
               attempts: int, started: float, *, exhausted: bool = False) -> StepResult:
@@ -202,6 +253,10 @@ class StepRunner:
             return None
         finally:
             self.tm.abort()
+
+
+class _RemoteFailure(Exception):
+    """An external actor reported that its handler failed."""
 
 
 def lookup_actor(root: Any, name: str) -> Any:

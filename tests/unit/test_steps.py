@@ -42,12 +42,12 @@ def _record(image: Image, oid: bytes) -> tuple[bytes, bytes]:
 
 def test_committed_step_consumes_and_posts(image: Image) -> None:
     _setup(image, "a", "b")
-    key = _post(image, Envelope("a", "forward", ("b", 42), reply_to="client"))
+    key = _post(image, Envelope("a", "forward", ("b", 42), reply_to="client", mission="m1"))
     result = _run(image, "a", key)
     assert result.ok and result.value == "sent"
     assert [(out.actor, out.selector, out.args) for out, _ in result.outbox] == \
         [("b", "note", (42,))]
-    assert result.outbox[0][0].reply_to == "client"
+    assert (result.outbox[0][0].reply_to, result.outbox[0][0].mission) == ("client", "m1")
     assert result.events == (("forwarded", {"to": "b"}),)
     with image.reading() as root:
         assert len(root["mailboxes"]["a"]) == 0

@@ -1,0 +1,158 @@
+"""External actors: who is attached, what they hold in flight, who went silent.
+
+An external actor is a peer (a DEALER) that registered a name. The image
+keeps a `RemoteActor` record per name, so that after a restart the kernel
+still knows the name is served from outside and keeps its messages pending
+until an instance attaches. In memory, `PeerTable` tracks the attached
+instances: their heartbeats and the deliveries each holds. It does no I/O;
+the server asks it what to do and does it.
+
+Heartbeats follow the Majordomo rule: a peer is dead when nothing arrived
+from it for `interval x liveness`; its in-flight deliveries go back to the
+pending set (they never left the mailbox) for another instance. The delivery
+id is the mailbox key, the idempotency key of the message: the first reply
+commits, a late duplicate finds the message gone and is ignored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from persistent import Persistent
+
+from kernel.errors import KernelError
+from kernel.mailbox import Envelope
+
+
+class NameTaken(KernelError):
+    """Another live peer, under another key, already serves this actor name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"actor name {name!r} is served by another key")
+        self.name = name
+
+
+class RemoteActor(Persistent):
+    """The image's record of an actor served by external peers."""
+
+    def __init__(self, name: str, selectors: Iterable[str], owner: str) -> None:
+        self.name = name
+        self.selectors = tuple(selectors)
+        self.owner = owner  # the authenticated key (z85) that registered it; "" over ipc
+        self.registered_at = time.time()
+
+    def handles(self, selector: str) -> bool:
+        return selector in self.selectors
+
+
+@dataclass
+class Instance:
+    """One attached peer serving `name`."""
+
+    name: str
+    address: Any  # the server's routing handle for this peer
+    user_id: str
+    selectors: tuple[str, ...]
+    heartbeat_s: float
+    last_seen: float
+    inflight: dict[str, Envelope] = field(default_factory=dict)
+
+
+class PeerTable:
+    """Attached instances by name; at most `window` deliveries in flight each."""
+
+    def __init__(self, liveness: int, window: int = 1) -> None:
+        self.liveness = liveness
+        self.window = window
+        self._by_name: dict[str, list[Instance]] = {}
+        self._by_address: dict[Any, Instance] = {}
+        self.waiting: dict[str, dict[str, Envelope]] = {}  # name -> key -> envelope
+
+    def register(self, name: str, address: Any, user_id: str, selectors: Iterable[str],
+                 heartbeat_s: float, now: float) -> Instance:
+        """Attach `address` as an instance of `name`; the same key may attach many."""
+        for other in self._by_name.get(name, ()):
+            if other.user_id != user_id:
+                raise NameTaken(name)
+        old = self._by_address.get(address)
+        if old is not None:
+            self.detach(address)
+        inst = Instance(name, address, user_id, tuple(selectors), heartbeat_s, now)
+        self._by_name.setdefault(name, []).append(inst)
+        self._by_address[address] = inst
+        return inst
+
+    def instance_at(self, address: Any) -> Instance | None:
+        return self._by_address.get(address)
+
+    def serves(self, name: str) -> bool:
+        return bool(self._by_name.get(name))
+
+    def instances(self) -> list[Instance]:
+        return list(self._by_address.values())
+
+    def seen(self, address: Any, now: float) -> None:
+        inst = self._by_address.get(address)
+        if inst is not None:
+            inst.last_seen = now
+
+    def detach(self, address: Any) -> list[tuple[str, Envelope]]:
+        """Remove an instance; its in-flight deliveries wait again."""
+        inst = self._by_address.pop(address, None)
+        if inst is None:
+            return []
+        self._by_name[inst.name].remove(inst)
+        returned = list(inst.inflight.items())
+        for key, env in returned:
+            self.waiting.setdefault(inst.name, {})[key] = env
+        return returned
+
+    def expire(self, now: float) -> list[Instance]:
+        """Detach every instance silent for longer than interval x liveness."""
+        dead = [i for i in self._by_address.values()
+                if now - i.last_seen > i.heartbeat_s * self.liveness]
+        for inst in dead:
+            self.detach(inst.address)
+        return dead
+
+    def hold(self, name: str, key: str, envelope: Envelope) -> None:
+        """Queue a pending message for `name` until an instance can take it."""
+        if not self._inflight_anywhere(name, key):
+            self.waiting.setdefault(name, {})[key] = envelope
+
+    def next_deliveries(self, name: str) -> list[tuple[Instance, str, Envelope]]:
+        """Assign waiting messages to instances with room; marks them in flight."""
+        queue = self.waiting.get(name)
+        plans: list[tuple[Instance, str, Envelope]] = []
+        while queue:
+            inst = self._least_busy(name)
+            if inst is None:
+                break
+            key = next(iter(queue))
+            env = queue.pop(key)
+            inst.inflight[key] = env
+            plans.append((inst, key, env))
+        return plans
+
+    def complete(self, address: Any, key: str) -> Envelope | None:
+        """The instance at `address` replied for `key`; None if it did not hold it."""
+        inst = self._by_address.get(address)
+        if inst is None:
+            return None
+        return inst.inflight.pop(key, None)
+
+    def forget(self, name: str, key: str) -> None:
+        """Drop `key` everywhere (it was consumed or cancelled)."""
+        self.waiting.get(name, {}).pop(key, None)
+        for inst in self._by_name.get(name, ()):
+            inst.inflight.pop(key, None)
+
+    def _least_busy(self, name: str) -> Instance | None:
+        room = [i for i in self._by_name.get(name, ()) if len(i.inflight) < self.window]
+        return min(room, key=lambda i: len(i.inflight)) if room else None
+
+    def _inflight_anywhere(self, name: str, key: str) -> bool:
+        return any(key in i.inflight for i in self._by_name.get(name, ()))

@@ -1,0 +1,505 @@
+"""The kernel: a ZeroMQ ROUTER in front of the living image.
+
+Theory of operation
+-------------------
+One asyncio loop owns the sockets: a ROUTER on the owner-only ipc endpoint
+and, when configured, a CURVE ROUTER on tcp. The loop moves bytes: it
+decodes frames with the sans-IO `wire` module, checks the sender's role,
+and hands work to the `Scheduler`, which runs steps on worker threads (one
+ZODB connection each), one step per actor at a time. A worker's result
+comes back to the loop, which alone sends: replies and events leave only
+after the step's transaction committed, and a failed step sends a typed
+error and nothing else.
+
+Delivery semantics:
+- `send` to an actor in the image runs as one direct step: its commit is
+  the acknowledgement, answered by `result` (or a typed `error`).
+- `send` to an external actor and `mission` are first posted to a mailbox
+  in their own transaction, answered `accepted`; the result follows.
+- Messages produced by steps are posted in the step's transaction and
+  scheduled after its commit; at start-up every pending message is
+  scheduled again (redelivery after a crash).
+
+Bad input never stops the loop: an undecodable frame gets a typed `error`
+when its sender can be addressed and bumps a counter when it cannot; a
+frame over `kernel.max_message_bytes` makes ZeroMQ drop the peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from kernel import auth, wire
+from kernel.errors import KernelError, Overloaded
+from kernel.image import Image
+from kernel.mailbox import Envelope
+from kernel.peers import NameTaken, PeerTable
+from kernel.scheduler import Scheduler
+from kernel.serving import Address, KernelCounters, Worker, describe_step
+from kernel.steps import StepResult
+
+log = logging.getLogger("batos.kernel")
+
+RECENT_RESULTS = 10_000
+
+
+class Kernel:
+    """Serve one image on its endpoints until `stop()` (or SIGINT/SIGTERM)."""
+
+    def __init__(self, image: Image, endpoints: list[str] | None = None) -> None:
+        self.image = image
+        self.config = image.config
+        self.endpoints = list(endpoints or self.config["kernel.endpoints"])
+        self.limits = wire.Limits(max_payload_bytes=self.config["kernel.max_message_bytes"])
+        self.counters = KernelCounters()
+        self.peers = PeerTable(self.config["kernel.heartbeat_liveness"])
+        self.remote_names: set[str] = set()
+        self.watchers: dict[str, set[Address]] = {}
+        self.recent: OrderedDict[str, wire.Record] = OrderedDict()
+        self.users: dict[tuple[int, bytes], str] = {}
+        self.sockets: list[zmq.asyncio.Socket] = []
+        self.ready = threading.Event()
+        self.started = time.time()
+        self._ctx = zmq.asyncio.Context()
+        self._auth: Any = None
+        self._keyring = auth.KeyRing(image.directory)
+        self._pool = ThreadPoolExecutor(self.config["steps.workers"], "batos-step")
+        self._local = threading.local()
+        self._stopping: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ipc_paths: list[Path] = []
+
+    # -- lifecycle ---------------------------------------------------------------
+    def serve_forever(self) -> None:
+        """Run the loop in this thread until stopped by a signal or `stop()`."""
+        asyncio.run(self._main())
+
+    def stop(self) -> None:
+        """Ask the kernel to stop (thread-safe)."""
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        self.scheduler = Scheduler(self._loop, self._pool)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError, RuntimeError):
+                self._loop.add_signal_handler(sig, self._stopping.set)
+        try:
+            self._bind_all()
+            await self._startup()
+            tasks = [asyncio.create_task(self._recv_loop(i, s)) for i, s in
+                     enumerate(self.sockets)]
+            tasks.append(asyncio.create_task(self._heartbeat_loop()))
+            self.ready.set()
+            log.info("kernel serving %s", ", ".join(self.endpoints))
+            await self._stopping.wait()
+            await self._shutdown(tasks)
+        finally:
+            self._close()
+
+    def _bind_all(self) -> None:
+        plain = [e for e in self.endpoints if not e.startswith("tcp://")]
+        secure = [e for e in self.endpoints if e.startswith("tcp://")]
+        if plain:
+            self.sockets.append(self._bind_plain(plain))
+        if secure:
+            self.sockets.append(self._bind_curve(secure))
+
+    def _new_router(self) -> zmq.asyncio.Socket:
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 500)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.config["kernel.max_message_bytes"])
+        sock.setsockopt(zmq.RCVHWM, 10_000)
+        sock.setsockopt(zmq.SNDHWM, 10_000)
+        return sock
+
+    def _bind_plain(self, endpoints: list[str]) -> zmq.asyncio.Socket:
+        sock = self._new_router()
+        for endpoint in endpoints:
+            if endpoint.startswith("ipc://"):
+                self._bind_ipc(sock, endpoint)
+            elif endpoint.startswith("inproc://"):
+                sock.bind(endpoint)
+            else:
+                raise KernelError(f"endpoint {endpoint}: only ipc://, inproc:// or tcp://")
+        return sock
+
+    def _bind_ipc(self, sock: zmq.asyncio.Socket, endpoint: str) -> None:
+        path = Path(endpoint[len("ipc://"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():  # a stale socket from a killed kernel; the image lock is ours
+            path.unlink()
+        old = os.umask(0o177)  # the socket file is created owner-only
+        try:
+            sock.bind(endpoint)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        self._ipc_paths.append(path)
+
+    def _bind_curve(self, endpoints: list[str]) -> zmq.asyncio.Socket:
+        if not (auth.keys_dir(self.image.directory) / "server.key_secret").exists():
+            raise KernelError("tcp endpoints require CURVE keys: run `batos keys init`")
+        self._auth = auth.start_authenticator(self._ctx, self._keyring)  # before bind
+        sock = self._new_router()
+        auth.make_curve_server(sock, self._keyring)
+        for endpoint in endpoints:
+            sock.bind(endpoint)
+        return sock
+
+    async def _startup(self) -> None:
+        """Learn the external actor names and reschedule every pending message."""
+        names, pending = await self._loop_run(lambda: self._worker().pending())
+        self.remote_names = set(names)
+        for actor, key, envelope in pending:
+            self._schedule(actor, key, envelope)
+        if pending:
+            log.info("redelivering %d pending messages", len(pending))
+
+    async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
+        log.info("kernel stopping: waiting for %d running steps", self.scheduler.running)
+        for task in tasks:
+            task.cancel()
+        deadline = time.monotonic() + 30
+        while self.scheduler.running and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    def _close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for sock in self.sockets:
+            sock.close(linger=200)
+        if self._auth is not None:
+            self._auth.stop()
+        self._ctx.term()
+        for path in self._ipc_paths:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        log.info("kernel stopped")
+
+    async def _loop_run(self, work: Any) -> Any:
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._pool, work)
+
+    def _worker(self) -> Worker:
+        worker = getattr(self._local, "worker", None)
+        if worker is None:
+            worker = self._local.worker = Worker(self.image)
+        return worker
+
+    # -- the socket loop: bytes in, records out ----------------------------------
+    async def _recv_loop(self, index: int, sock: zmq.asyncio.Socket) -> None:
+        curve = sock.getsockopt(zmq.CURVE_SERVER) == 1
+        while True:
+            frames = await sock.recv_multipart(copy=False)
+            user = frames[-1].get("User-Id") if curve else ""
+            try:
+                self._on_frames(index, [f.bytes for f in frames], user or "")
+            except Exception:  # a bug must not stop the kernel; count and log it
+                self.counters.incr("internal_errors")
+                log.exception("internal error handling a frame")
+
+    def _on_frames(self, index: int, frames: list[bytes], user: str) -> None:
+        self.counters.incr("frames_in")
+        try:
+            identity, msg = wire.split_router_frames(frames, self.limits)
+        except wire.ProtocolError as exc:
+            self._bad_input(index, exc)
+            return
+        address = Address(index, identity, user)
+        self.users[(index, identity)] = user
+        self.peers.seen(address, time.monotonic())
+        role = self._role(address)
+        if role is None or msg.kind not in auth.ROLE_KINDS[role]:
+            self.counters.incr("forbidden")  # no reply: a wrong role learns nothing
+            log.warning("forbidden %s from role %s", msg.kind, role)
+            return
+        self._dispatch(address, msg)
+
+    def _bad_input(self, index: int, exc: wire.ProtocolError) -> None:
+        self.counters.incr(f"bad.{exc.code}")
+        if exc.identity is None:
+            self.counters.incr("bad.unroutable")
+            return
+        self._send(Address(index, exc.identity, self.users.get((index, exc.identity), "")),
+                   wire.error_reply(exc))
+
+    def _role(self, address: Address) -> str | None:
+        if not address.user:  # the owner-only ipc socket: the local owner
+            return "admin"
+        found = self._keyring.lookup(address.user.encode())
+        return found[1] if found else None
+
+    def _dispatch(self, address: Address, msg: wire.Message) -> None:
+        match msg:
+            case wire.Ping():
+                self._send(address, wire.Pong(time=time.time(), ref=msg.id))
+            case wire.Send():
+                self._on_send(address, msg)
+            case wire.Mission():
+                self._on_mission(address, msg)
+            case wire.Watch():
+                self._on_watch(address, msg)
+            case wire.Status():
+                self._on_status(address, msg)
+            case wire.Cancel():
+                self._on_cancel(address, msg)
+            case wire.Register() | wire.Unregister() | wire.Reply() | wire.Heartbeat():
+                self._on_actor(address, msg)
+            case _:
+                self._send(address, wire.error_reply(
+                    wire.ErrorCode.BAD_KIND, f"{msg.kind} is not sent to the kernel",
+                    ref=msg.id))
+
+    def _send(self, address: Address, record: wire.Record) -> None:
+        if self.users.get((address.socket, address.identity), address.user) != address.user:
+            self.counters.incr("reply_key_mismatch")  # the routing id changed hands
+            return
+        try:
+            frames = wire.router_frames(address.identity, record, self.limits)
+        except wire.ProtocolError as exc:
+            ref = getattr(record, "ref", None)
+            frames = wire.router_frames(address.identity, wire.error_reply(
+                wire.ErrorCode.INTERNAL, f"reply cannot be encoded: {exc.message}", ref=ref))
+        try:
+            self.sockets[address.socket].send_multipart(frames, flags=zmq.NOBLOCK)
+            self.counters.incr("frames_out")
+        except zmq.ZMQError:  # the peer is gone (ROUTER_MANDATORY) or its queue is full
+            self.counters.incr("undeliverable")
+
+    # -- clients -------------------------------------------------------------------
+    def _on_send(self, address: Address, msg: wire.Send) -> None:
+        env = Envelope(actor=msg.actor, selector=msg.selector, args=tuple(msg.args),
+                       kwargs=msg.kwargs, id=msg.id, reply_to=address.encode())
+        if msg.actor in self.remote_names:
+            self._admit(address, env)
+            return
+        if self.scheduler.depth(msg.actor) >= self.config["mailbox.capacity"]:
+            self._send(address, wire.error_reply(
+                Overloaded(msg.actor, self.config["mailbox.capacity"]), ref=msg.id))
+            return
+        self.scheduler.submit(msg.actor, lambda: self._worker().runner.run_message(env),
+                              lambda res, err: self._after_step(res, err, env))
+
+    def _on_mission(self, address: Address, msg: wire.Mission) -> None:
+        entry = self.config["kernel.mission_entry"]
+        env = Envelope(actor=entry, selector="start", args=(msg.text,),
+                       kwargs={"options": msg.options}, id=msg.id, mission=msg.id,
+                       reply_to=address.encode())
+        self.watchers.setdefault(msg.id, set()).add(address)
+        self._admit(address, env)
+
+    def _admit(self, address: Address, env: Envelope) -> None:
+        """Post a client's message durably, answer `accepted`, then schedule it."""
+        def done(key: Any, error: BaseException | None) -> None:
+            if error is not None:
+                self._send(address, wire.error_reply(error, ref=env.id))
+                return
+            self._send(address, wire.Accepted(ref=env.id))
+            self._schedule(env.actor, key, env)
+
+        self.scheduler.submit(f"admit:{env.actor}",
+                              lambda: self._worker().admit(env), done)
+
+    def _on_watch(self, address: Address, msg: wire.Watch) -> None:
+        known = self.recent.get(msg.ref)
+        if known is not None:
+            self._send(address, wire.Accepted(ref=msg.id))
+            self._send(address, known)
+            return
+        if msg.ref not in self.watchers and not self._is_pending(msg.ref):
+            self._send(address, wire.error_reply(
+                wire.ErrorCode.NOT_FOUND, f"nothing known as {msg.ref}", ref=msg.id))
+            return
+        self.watchers.setdefault(msg.ref, set()).add(address)
+        self._send(address, wire.Accepted(ref=msg.id))
+
+    def _on_status(self, address: Address, msg: wire.Status) -> None:
+        def done(stats: Any, error: BaseException | None) -> None:
+            if error is not None:
+                self._send(address, wire.error_reply(error, ref=msg.id))
+                return
+            self._send(address, wire.Result(ref=msg.id, value=self._status_value(stats)))
+
+        if msg.ref is not None:
+            known = self.recent.get(msg.ref)
+            state = "finished" if known else "pending" if self._is_pending(msg.ref) else None
+            if state is None:
+                self._send(address, wire.error_reply(
+                    wire.ErrorCode.NOT_FOUND, f"nothing known as {msg.ref}", ref=msg.id))
+            else:
+                self._send(address, wire.Result(ref=msg.id, value={"ref": msg.ref,
+                                                                     "state": state}))
+            return
+        self.scheduler.submit("status", lambda: self._worker().stats(), done)
+
+    def _on_cancel(self, address: Address, msg: wire.Cancel) -> None:
+        def done(actor: Any, error: BaseException | None) -> None:
+            if error is not None:
+                self._send(address, wire.error_reply(error, ref=msg.id))
+                return
+            self._send(address, wire.Accepted(ref=msg.id))
+            self.peers.forget(actor, self._key_of(msg.ref))
+            self._finish(msg.ref, wire.error_reply(
+                wire.ErrorCode.CANCELLED, f"{msg.ref} was cancelled", ref=msg.ref), None)
+
+        self.scheduler.submit("cancel", lambda: self._worker().cancel(msg.ref), done)
+
+    def _status_value(self, stats: dict[str, Any]) -> dict[str, Any]:
+        return {"uptime_s": round(time.time() - self.started, 3),
+                "endpoints": self.endpoints, "counters": stats,
+                "kernel": self.counters.snapshot(),
+                "queues": self.scheduler.depths(), "running": self.scheduler.running,
+                "external_actors": sorted({i.name for i in self.peers.instances()})}
+
+    # -- external actors -------------------------------------------------------------
+    def _on_actor(self, address: Address, msg: wire.Message) -> None:
+        match msg:
+            case wire.Register():
+                self._on_register(address, msg)
+            case wire.Unregister():
+                for key, _env in self.peers.detach(address):
+                    log.info("unregister: %s back to the mailbox", key)
+                self._send(address, wire.Accepted(ref=msg.id))
+                self._deliver_waiting(msg.name)
+            case wire.Reply():
+                self._on_reply(address, msg)
+            case wire.Heartbeat():
+                pass  # `seen` already noted it
+
+    def _on_register(self, address: Address, msg: wire.Register) -> None:
+        try:
+            inst = self.peers.register(msg.name, address, address.user, msg.selectors,
+                                       msg.heartbeat_ms / 1000, time.monotonic())
+        except NameTaken as exc:
+            self._send(address, wire.error_reply(wire.ErrorCode.FORBIDDEN, str(exc),
+                                                 ref=msg.id))
+            return
+
+        def done(pending: Any, error: BaseException | None) -> None:
+            if error is not None:
+                self.peers.detach(address)
+                self._send(address, wire.error_reply(error, ref=msg.id))
+                return
+            self.remote_names.add(msg.name)
+            self._send(address, wire.Accepted(ref=msg.id))
+            for key, env in pending:
+                self.peers.hold(msg.name, key, env)
+            self._deliver_waiting(msg.name)
+
+        log.info("external actor %s attached (%s)", msg.name, inst.user_id or "ipc")
+        self.scheduler.submit(f"admit:{msg.name}", lambda: self._worker().register_remote(
+            msg.name, msg.selectors, address.user), done)
+
+    def _on_reply(self, address: Address, msg: wire.Reply) -> None:
+        inst = self.peers.instance_at(address)
+        env = self.peers.complete(address, msg.ref)
+        if inst is None or env is None:
+            self.counters.incr("stale_replies")
+            return
+        self.scheduler.submit(inst.name, lambda: self._worker().runner.complete(
+            inst.name, msg.ref, msg.ok, msg.value, msg.error),
+            lambda res, err: self._after_remote(res, err, env, inst.name))
+
+    def _after_remote(self, result: StepResult | None, error: BaseException | None,
+                      env: Envelope, name: str) -> None:
+        self._after_step(result, error, env)
+        self._deliver_waiting(name)
+
+    def _deliver_waiting(self, name: str) -> None:
+        for inst, key, env in self.peers.next_deliveries(name):
+            self._send(inst.address, wire.Deliver(
+                id=key, actor=name, selector=env.selector, args=list(env.args),
+                kwargs=dict(env.kwargs), attempt=env.attempt + 1))
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.config["kernel.heartbeat_ms"] / 1000
+        while True:
+            await asyncio.sleep(interval)
+            for inst in self.peers.expire(time.monotonic()):
+                log.warning("external actor %s silent for %d heartbeats: declared dead",
+                            inst.name, self.peers.liveness)
+                self.counters.incr("actors_dead")
+                self._deliver_waiting(inst.name)
+            for inst in self.peers.instances():
+                self._send(inst.address, wire.Heartbeat())
+
+    # -- after a step ------------------------------------------------------------------
+    def _schedule(self, actor: str, key: str, env: Envelope) -> None:
+        if actor in self.remote_names:
+            self.peers.hold(actor, key, env)
+            self._deliver_waiting(actor)
+            return
+        self.scheduler.submit(actor, lambda: self._worker().runner.run(actor, key),
+                              lambda res, err: self._after_step(res, err, env))
+
+    def _after_step(self, result: StepResult | None, error: BaseException | None,
+                    env: Envelope) -> None:
+        """On the loop, after commit or abort: log, then hand out what the step made."""
+        if result is None:  # the worker itself failed (a bug); the message stays put
+            log.error("worker error on %s.%s: %r", env.actor, env.selector, error)
+            self._finish(env.id, wire.error_reply(
+                wire.ErrorCode.INTERNAL, "internal error", ref=env.id), env)
+            return
+        log.info("step", extra={"step": describe_step(result)})
+        if not result.ok:
+            self._finish(env.id, wire.error_reply(result.error or KernelError("failed"),
+                                                  ref=env.id), env)
+            return
+        for event, data in result.events:
+            if env.mission and event == "result":  # the mission's final answer
+                self._finish(env.mission, wire.Result(ref=env.mission,
+                                                      value=data.get("value")), env)
+                continue
+            self._publish(env, wire.Event(ref=env.mission or env.id, event=event, data=data))
+        for out, key in result.outbox:
+            self._schedule(out.actor, key, out)
+        if env.mission is None:
+            self._finish(env.id, wire.Result(ref=env.id, value=result.value), env)
+
+    def _publish(self, env: Envelope, record: wire.Record) -> None:
+        targets = set(self.watchers.get(env.mission or env.id, ()))
+        if env.reply_to:
+            targets.add(Address.decode(env.reply_to))
+        for address in targets:
+            self._send(address, record)
+
+    def _finish(self, ref: str, record: wire.Record, env: Envelope | None) -> None:
+        self.recent[ref] = record
+        if len(self.recent) > RECENT_RESULTS:
+            self.recent.popitem(last=False)
+        targets = self.watchers.pop(ref, set())
+        if env is not None and env.reply_to:
+            targets.add(Address.decode(env.reply_to))
+        for address in targets:
+            self._send(address, record)
+
+    def _is_pending(self, ref: str) -> bool:
+        return any(ref == w for w in self.watchers) or ref in self._pending_ids()
+
+    def _pending_ids(self) -> set[str]:
+        ids = {env.id for queue in self.peers.waiting.values() for env in queue.values()}
+        ids.update(env.id for inst in self.peers.instances() for env in inst.inflight.values())
+        return ids
+
+    def _key_of(self, ref: str) -> str:
+        for queue in self.peers.waiting.values():
+            for key, env in queue.items():
+                if env.id == ref:
+                    return key
+        return ref

@@ -1,0 +1,134 @@
+"""What the kernel's worker threads do, and the small records the loop keeps.
+
+A `Worker` lives on one worker thread with its own ZODB connection and step
+runner; every method here runs there and returns plain data (identities,
+envelopes, counters), never live persistent objects, to the loop thread.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from kernel import mailbox as mailboxes
+from kernel.errors import KernelError, MessageGone, UnknownSelector
+from kernel.image import Image
+from kernel.mailbox import Envelope
+from kernel.peers import RemoteActor
+from kernel.steps import StepResult, StepRunner, describe_result, resolve_handler
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Where a peer is: which socket, its routing id, its authenticated key."""
+
+    socket: int
+    identity: bytes
+    user: str  # z85 CURVE key; "" on the owner-only ipc socket
+
+    def encode(self) -> str:
+        """As kept in an envelope's `reply_to`."""
+        return f"{self.socket}:{self.identity.hex()}:{self.user}"
+
+    @classmethod
+    def decode(cls, text: str) -> Address:
+        socket, identity, user = text.split(":", 2)
+        return cls(int(socket), bytes.fromhex(identity), user)
+
+
+class KernelCounters:
+    """In-memory counters of the socket loop (frames, bad input, forbidden...)."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+
+    def incr(self, name: str, amount: int = 1) -> None:
+        self._counts[name] += amount
+
+    def __getitem__(self, name: str) -> int:
+        return self._counts[name]
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self._counts)
+
+
+class Worker:
+    """A worker thread's connection, step runner and image chores."""
+
+    def __init__(self, image: Image) -> None:
+        self.conn = image.connection()
+        self.tm = self.conn.transaction_manager
+        self.runner = StepRunner(self.conn, image.config)
+
+    def admit(self, envelope: Envelope) -> str:
+        """Post a client's message durably after checking its actor takes it."""
+        def check(actor: Any) -> None:
+            if isinstance(actor, RemoteActor):
+                if not actor.handles(envelope.selector):
+                    raise UnknownSelector(envelope.actor, envelope.selector)
+            else:
+                resolve_handler(actor, envelope.actor, envelope.selector)
+
+        return self.runner.admit(envelope, check=check)
+
+    def pending(self) -> tuple[list[str], list[tuple[str, str, Envelope]]]:
+        """External actor names, and every pending message (for redelivery)."""
+        with self._reading() as root:
+            remote = [n for n, a in root["actors"].items() if isinstance(a, RemoteActor)]
+            found = [(actor, key, root["mailboxes"][actor].peek(key))
+                     for actor, key in mailboxes.pending(root)]
+        return remote, found
+
+    def register_remote(self, name: str, selectors: list[str],
+                        owner: str) -> list[tuple[str, Envelope]]:
+        """Record `name` as served from outside; returns its pending messages."""
+        for attempt in self.tm.attempts(3):
+            with attempt as txn:
+                txn.note(f"register external actor {name}")
+                root = self.conn.root()
+                current = root["actors"].get(name)
+                if current is not None and not isinstance(current, RemoteActor):
+                    raise KernelError(f"{name!r} is an actor in the image; pick another name")
+                if current is None or current.selectors != tuple(selectors):
+                    root["actors"][name] = RemoteActor(name, selectors, owner)
+                box = root["mailboxes"].get(name)
+                found = [(key, box.peek(key)) for key in box.keys()] if box else []
+        return found
+
+    def stats(self) -> dict[str, int]:
+        with self._reading() as root:
+            return dict(root["metrics"].snapshot())
+
+    def cancel(self, ref: str) -> str:
+        """Move the pending message with id `ref` to the dead letters; its actor."""
+        for attempt in self.tm.attempts(3):
+            with attempt as txn:
+                root = self.conn.root()
+                for actor, key in mailboxes.pending(root):
+                    if key.endswith(f".{ref}"):
+                        txn.note(f"cancel {key}")
+                        root["mailboxes"][actor].bury(key, {"error": "cancelled"})
+                        return actor
+        raise MessageGone("?", ref)
+
+    def _reading(self) -> Any:
+        return _Reading(self.tm, self.conn)
+
+
+class _Reading:
+    """A read-only transaction on the worker's connection."""
+
+    def __init__(self, tm: Any, conn: Any) -> None:
+        self.tm, self.conn = tm, conn
+
+    def __enter__(self) -> Any:
+        self.tm.begin()
+        return self.conn.root()
+
+    def __exit__(self, *exc: object) -> None:
+        self.tm.abort()
+
+
+def describe_step(result: StepResult) -> dict[str, Any]:
+    return dict(describe_result(result))

@@ -1,0 +1,202 @@
+"""The REPL as a user meets it: a real image, a real pseudo-terminal, typed lines.
+
+Each test creates an image with `batos init`, spawns `python -m kernel.repl`
+(the body of `batos repl`) on a pty and waits for the prompt after every line.
+`BATOS_REPL=plain` makes the console the standard one, so prompts are exact;
+one test drives IPython instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+from persistent.mapping import PersistentMapping
+
+from kernel.image import Image
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT = 30
+PROMPT = ">>> "
+TID_LINE = r"[0-9a-f]{16}\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\s+"
+
+
+# `batos init` through this interpreter, from the repository root: the same code as
+# the console script, whatever state the installed package is in.
+BATOS = [sys.executable, "-c", "from kernel.cli import main; main()"]
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "image"
+    subprocess.run([*BATOS, "init", "--image", str(directory)],
+                   check=True, capture_output=True, timeout=120, cwd=REPO)
+    return directory
+
+
+def repl_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATOS_")}
+    env.update(BATOS_REPL="plain", TERM="dumb", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+class Repl:
+    """A REPL on a pty: `run` types one line and returns what it printed."""
+
+    def __init__(self, image_dir: Path, *args: str, env: dict[str, str] | None = None,
+                 prompt: str = PROMPT) -> None:
+        self.prompt = prompt
+        self.child = pexpect.spawn(
+            sys.executable, ["-m", "kernel.repl", "--image", str(image_dir), *args],
+            cwd=str(REPO), env=env or repl_env(), encoding="utf-8",
+            timeout=TIMEOUT, dimensions=(40, 250))
+        self.banner = self.wait()
+
+    def wait(self) -> str:
+        self.child.expect(self.prompt)
+        return self.child.before.replace("\r\n", "\n")
+
+    def run(self, line: str) -> str:
+        """Type `line`; return the output after its echo, up to the next prompt."""
+        self.child.sendline(line)
+        echoed, _, output = self.wait().partition("\n")
+        assert line[:20] in echoed, (line, echoed)
+        return output
+
+    def quit(self) -> str:
+        """End the session with Ctrl-D; return what it printed while closing."""
+        self.child.sendeof()
+        self.child.expect(pexpect.EOF)
+        self.child.close()
+        assert self.child.exitstatus == 0, self.child.before
+        return self.child.before.replace("\r\n", "\n")
+
+
+@pytest.fixture
+def spawn() -> Iterator[type[Repl]]:
+    started: list[Repl] = []
+
+    def start(*args: object, **kwargs: object) -> Repl:
+        repl = Repl(*args, **kwargs)  # type: ignore[arg-type]
+        started.append(repl)
+        return repl
+
+    yield start  # type: ignore[misc]
+    for repl in started:
+        if repl.child.isalive():
+            repl.child.terminate(force=True)
+
+
+def test_read_write_session_commits_and_shows_history(image_dir: Path, spawn: type[Repl]) -> None:
+    repl = spawn(image_dir)
+    assert "read-write" in repl.banner and "commit(" in repl.banner
+    listing = repl.run("ls()")
+    for container in ("actors", "missions", "mailboxes", "prototypes", "memory"):
+        assert f"'{container}': <OOBTree oid 0x" in listing
+    repl.run("from persistent.mapping import PersistentMapping")
+    repl.run('actors["note"] = PersistentMapping(x=1)')
+    assert re.search(r"committed transaction [0-9a-f]{16}", repl.run('commit("added note")'))
+    assert re.search(TID_LINE + "added note", repl.run("history(actors)"))
+    assert re.search(TID_LINE + "added note", repl.run('history(actors["note"])'))
+    assert "discarding" not in repl.quit()
+
+    with Image.open(image_dir, create=False) as image, image.reading() as root:
+        assert dict(root["actors"]["note"]) == {"x": 1}
+        revisions = image.history(root["actors"]["note"]._p_oid)
+    assert [(r.description, r.user) for r in revisions] == [("added note", "batos repl")]
+
+
+def test_uncommitted_changes_are_discarded(image_dir: Path, spawn: type[Repl]) -> None:
+    repl = spawn(image_dir)
+    repl.run('actors["gone"] = 1')
+    assert "discarded changes (1 changed object)" in repl.run("abort()")
+    assert "'gone'" not in repl.run("ls(actors)")
+    repl.run('actors["also_gone"] = 2')
+    assert "discarding uncommitted changes (1 changed object)" in repl.quit()
+
+    with Image.open(image_dir, create=False) as image, image.reading() as root:
+        assert "gone" not in root["actors"] and "also_gone" not in root["actors"]
+
+
+def test_inspect_shows_slots_parents_and_method_source(image_dir: Path,
+                                                       spawn: type[Repl]) -> None:
+    repl = spawn(image_dir)
+    traits = repl.run('inspect(root["prototypes"]["traits"])')
+    assert "parents: (none)" in traits
+    assert "--- method responds_to ---" in traits
+    assert "def responds_to(self, selector):" in traits
+    assert "return self.has_slot(selector, inherited=True)" in traits
+    obj = repl.run('inspect(root["prototypes"]["object"])')
+    assert re.search(r"traits\*\s+<UvmObject oid=0x[0-9a-f]+ .*\(parent\)", obj)
+    assert "inherited: copy, describe_slots, is_a, responds_to" in obj
+    mapping = repl.run('inspect(root["batos"])')
+    assert "class: persistent.mapping.PersistentMapping" in mapping
+    assert "'genesis_version': 1" in mapping
+    repl.quit()
+
+
+def test_locked_image_opens_read_only_and_refuses_commit(image_dir: Path,
+                                                         spawn: type[Repl]) -> None:
+    with Image.open(image_dir, create=False):  # holds the FileStorage lock, as a kernel does
+        repl = spawn(image_dir)
+        assert "READ-ONLY: the image is held by a running kernel" in repl.banner
+        assert "'actors'" in repl.run("ls()")
+        repl.run('actors["note"] = 1')
+        error = repl.run('commit("will not happen")')
+        assert "error: image" in error and "changes cannot be committed" in error
+        assert "Traceback" not in error
+        assert repl.run("6 * 7").strip() == "42"  # the prompt survived
+        assert "discarding uncommitted changes" in repl.quit()
+
+
+def test_at_shows_the_image_as_it_was(image_dir: Path, spawn: type[Repl]) -> None:
+    with Image.open(image_dir, create=False) as image:
+        with image.transaction("first") as root:
+            root["actors"]["note"] = PersistentMapping(x=1)
+        between = dt.datetime.now(dt.UTC)
+        with image.transaction("second") as root:
+            root["actors"]["note"]["x"] = 2
+
+    repl = spawn(image_dir, "--at", between.isoformat())
+    assert "READ-ONLY: a view of the image as it was at" in repl.banner
+    assert repl.run('actors["note"]["x"]').strip() == "1"
+    assert "changes cannot be committed" in repl.run("commit()")
+    repl.quit()
+
+    now = spawn(image_dir)
+    assert now.run('actors["note"]["x"]').strip() == "2"
+    now.quit()
+
+
+def test_missing_image_is_a_clear_error(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "kernel.repl", "--image",
+                           str(tmp_path / "nowhere")], cwd=REPO, env=repl_env(),
+                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert proc.returncode == 2
+    assert "error: image" in proc.stderr and "batos init" in proc.stderr
+
+
+def test_ipython_console(image_dir: Path, tmp_path: Path, spawn: type[Repl]) -> None:
+    pytest.importorskip("IPython")
+    env = repl_env(IPY_TEST_SIMPLE_PROMPT="1", IPYTHONDIR=str(tmp_path / "ipython"))
+    del env["BATOS_REPL"]
+    repl = spawn(image_dir, env=env, prompt=r"In \[\d+\]: ")
+    assert "helpers:" in repl.banner
+    assert "'missions': <OOBTree" in repl.run("ls()")
+    repl.run('actors["n"] = 1')
+    assert "discarded changes (1 changed object)" in repl.run("abort()")
+    repl.run("from persistent.mapping import PersistentMapping")
+    error = repl.run("history(PersistentMapping())")
+    assert "error: <PersistentMapping oid (not stored yet)" in error
+    assert "Traceback" not in error
+    repl.child.sendline("exit")
+    repl.child.expect(pexpect.EOF)
+    repl.child.close()
+    assert repl.child.exitstatus == 0

@@ -402,7 +402,8 @@ class Kernel:
                 self.peers.hold(msg.name, key, env)
             self._deliver_waiting(msg.name)
 
-        log.info("external actor %s attached (%s)", msg.name, inst.user_id or "ipc")
+        known = self._keyring.lookup(inst.user_id.encode()) if inst.user_id else None
+        log.info("external actor %s attached (key %s)", msg.name, known[0] if known else "ipc")
         self.scheduler.submit(f"admit:{msg.name}", lambda: self._worker().register_remote(
             msg.name, msg.selectors, address.user), done)
 

@@ -13,8 +13,9 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pexpect
 import pytest
@@ -79,22 +80,26 @@ class Repl:
         return self.child.before.replace("\r\n", "\n")
 
 
+SpawnRepl = Callable[..., Repl]
+
+
 @pytest.fixture
-def spawn() -> Iterator[type[Repl]]:
+def spawn() -> Iterator[SpawnRepl]:
+    """Start REPLs; any still running when the test ends is killed."""
     started: list[Repl] = []
 
-    def start(*args: object, **kwargs: object) -> Repl:
-        repl = Repl(*args, **kwargs)  # type: ignore[arg-type]
+    def start(image_dir: Path, *args: str, **kwargs: Any) -> Repl:
+        repl = Repl(image_dir, *args, **kwargs)
         started.append(repl)
         return repl
 
-    yield start  # type: ignore[misc]
+    yield start
     for repl in started:
         if repl.child.isalive():
             repl.child.terminate(force=True)
 
 
-def test_read_write_session_commits_and_shows_history(image_dir: Path, spawn: type[Repl]) -> None:
+def test_read_write_session_commits_and_shows_history(image_dir: Path, spawn: SpawnRepl) -> None:
     repl = spawn(image_dir)
     assert "read-write" in repl.banner and "commit(" in repl.banner
     listing = repl.run("ls()")
@@ -113,7 +118,7 @@ def test_read_write_session_commits_and_shows_history(image_dir: Path, spawn: ty
     assert [(r.description, r.user) for r in revisions] == [("added note", "batos repl")]
 
 
-def test_uncommitted_changes_are_discarded(image_dir: Path, spawn: type[Repl]) -> None:
+def test_uncommitted_changes_are_discarded(image_dir: Path, spawn: SpawnRepl) -> None:
     repl = spawn(image_dir)
     repl.run('actors["gone"] = 1')
     assert "discarded changes (1 changed object)" in repl.run("abort()")
@@ -126,7 +131,7 @@ def test_uncommitted_changes_are_discarded(image_dir: Path, spawn: type[Repl]) -
 
 
 def test_inspect_shows_slots_parents_and_method_source(image_dir: Path,
-                                                       spawn: type[Repl]) -> None:
+                                                       spawn: SpawnRepl) -> None:
     repl = spawn(image_dir)
     traits = repl.run('inspect(root["prototypes"]["traits"])')
     assert "parents: (none)" in traits
@@ -143,7 +148,7 @@ def test_inspect_shows_slots_parents_and_method_source(image_dir: Path,
 
 
 def test_locked_image_opens_read_only_and_refuses_commit(image_dir: Path,
-                                                         spawn: type[Repl]) -> None:
+                                                         spawn: SpawnRepl) -> None:
     with Image.open(image_dir, create=False):  # holds the FileStorage lock, as a kernel does
         repl = spawn(image_dir)
         assert "READ-ONLY: the image is held by a running kernel" in repl.banner
@@ -156,7 +161,7 @@ def test_locked_image_opens_read_only_and_refuses_commit(image_dir: Path,
         assert "discarding uncommitted changes" in repl.quit()
 
 
-def test_at_shows_the_image_as_it_was(image_dir: Path, spawn: type[Repl]) -> None:
+def test_at_shows_the_image_as_it_was(image_dir: Path, spawn: SpawnRepl) -> None:
     with Image.open(image_dir, create=False) as image:
         with image.transaction("first") as root:
             root["actors"]["note"] = PersistentMapping(x=1)
@@ -183,7 +188,7 @@ def test_missing_image_is_a_clear_error(tmp_path: Path) -> None:
     assert "error: image" in proc.stderr and "batos init" in proc.stderr
 
 
-def test_ipython_console(image_dir: Path, tmp_path: Path, spawn: type[Repl]) -> None:
+def test_ipython_console(image_dir: Path, tmp_path: Path, spawn: SpawnRepl) -> None:
     pytest.importorskip("IPython")
     env = repl_env(IPY_TEST_SIMPLE_PROMPT="1", IPYTHONDIR=str(tmp_path / "ipython"))
     del env["BATOS_REPL"]

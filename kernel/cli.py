@@ -172,6 +172,18 @@ def watch(
                 _out({"result": msg.value}, as_json, json.dumps(msg.value, default=repr))
 
 
+@app.command()
+def repl(
+    image: ImageOpt = DEFAULT_IMAGE,
+    at: Annotated[str | None, typer.Option(
+        "--at", help="Open the image as it was at this ISO time (read-only).")] = None,
+) -> None:
+    """Explore and change the image as Python objects (read-only while a kernel runs)."""
+    from kernel.repl import run_repl
+
+    raise typer.Exit(run_repl(image, at))
+
+
 @keys_app.command("init")
 def keys_init(image: ImageOpt = DEFAULT_IMAGE) -> None:
     """Create the kernel's CURVE keypair in IMAGE/keys (once)."""

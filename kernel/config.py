@@ -26,7 +26,9 @@ from kernel.errors import ConfigError
 CONFIG_FILE = "batos.toml"
 ENV_PREFIX = "BATOS_"
 # BATOS_* variables read by the CLI itself, not settings.
-CLI_VARIABLES = frozenset({"BATOS_IMAGE", "BATOS_ENDPOINT", "BATOS_KEY", "BATOS_TIMEOUT"})
+CLI_VARIABLES = frozenset({
+    "BATOS_IMAGE", "BATOS_ENDPOINT", "BATOS_KEY", "BATOS_TIMEOUT", "BATOS_REPL",
+})
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ from kernel.steps import StepResult
 log = logging.getLogger("batos.kernel")
 
 RECENT_RESULTS = 10_000
+_TO_KERNEL = wire.CLIENT_KINDS | wire.ACTOR_KINDS
 
 
 class Kernel:
@@ -224,6 +225,10 @@ class Kernel:
         address = Address(index, identity, user)
         self.users[(index, identity)] = user
         self.peers.seen(address, time.monotonic())
+        if msg.kind not in _TO_KERNEL:
+            self._send(address, wire.error_reply(
+                wire.ErrorCode.BAD_KIND, f"{msg.kind} is not sent to the kernel", ref=msg.id))
+            return
         role = self._role(address)
         if role is None or msg.kind not in auth.ROLE_KINDS[role]:
             self.counters.incr("forbidden")  # no reply: a wrong role learns nothing
@@ -297,6 +302,14 @@ class Kernel:
                               lambda res, err: self._after_step(res, err, env))
 
     def _on_mission(self, address: Address, msg: wire.Mission) -> None:
+        if msg.id in self.watchers or msg.id in self.recent:  # a resend: nothing new
+            self._send(address, wire.Accepted(ref=msg.id))
+            known = self.recent.get(msg.id)
+            if known is not None:
+                self._send(address, known)
+            else:
+                self.watchers[msg.id].add(address)
+            return
         entry = self.config["kernel.mission_entry"]
         env = Envelope(actor=entry, selector="start", args=(msg.text,),
                        kwargs={"options": msg.options}, id=msg.id, mission=msg.id,
@@ -373,8 +386,13 @@ class Kernel:
             case wire.Register():
                 self._on_register(address, msg)
             case wire.Unregister():
-                for key, _env in self.peers.detach(address):
-                    log.info("unregister: %s back to the mailbox", key)
+                inst = self.peers.instance_at(address)
+                if inst is None or inst.name != msg.name:
+                    self._send(address, wire.error_reply(
+                        wire.ErrorCode.NOT_FOUND, f"this peer does not serve {msg.name!r}",
+                        ref=msg.id))
+                    return
+                self.peers.detach(address)
                 self._send(address, wire.Accepted(ref=msg.id))
                 self._deliver_waiting(msg.name)
             case wire.Reply():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import transaction
@@ -63,3 +64,16 @@ def _rival_write(actor: Recorder) -> None:
         tm.commit()
     finally:
         conn.close()
+
+
+class Sleeper(Persistent):
+    """Holds its worker for a while: a slow actor for overload tests."""
+
+    def __init__(self) -> None:
+        self.naps = 0
+
+    @handler
+    def nap(self, step: StepContext, seconds: float) -> float:
+        time.sleep(seconds)
+        self.naps += 1
+        return seconds

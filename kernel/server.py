@@ -321,6 +321,7 @@ class Kernel:
         """Post a client's message durably, answer `accepted`, then schedule it."""
         def done(key: Any, error: BaseException | None) -> None:
             if error is not None:
+                self.watchers.pop(env.id, None)  # refused: the id may be used again
                 self._send(address, wire.error_reply(error, ref=env.id))
                 return
             self._send(address, wire.Accepted(ref=env.id))

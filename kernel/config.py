@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,7 @@ class Config(Mapping[str, Any]):
             raise ConfigError(key, "unknown setting")
         return self._values[key]
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[str]:
         return iter(self._values)
 
     def __len__(self) -> int:
@@ -203,7 +203,7 @@ def _coerce(setting: Setting, value: Any, origin: str) -> Any:
     if not isinstance(value, want):
         got = type(value).__name__
         raise ConfigError(setting.key, f"expected {want.__name__}, got {got} (from {origin})")
-    if want is list and not all(isinstance(v, str) for v in value):
+    if isinstance(value, list) and not all(isinstance(v, str) for v in value):
         raise ConfigError(setting.key, f"expected a list of strings (from {origin})")
     return value
 

@@ -49,7 +49,7 @@ class RemoteActor:
         """Serve until `stop()` returns true (checked every heartbeat)."""
         if not self.name:
             raise ValueError("set the actor's `name`")
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context[Any] = zmq.Context.instance()
         while not stop():
             session = _Session(self, ctx, endpoint, keys)
             try:

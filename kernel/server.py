@@ -208,7 +208,7 @@ class Kernel:
         curve = sock.getsockopt(zmq.CURVE_SERVER) == 1
         while True:
             frames = await sock.recv_multipart(copy=False)
-            user = frames[-1].get("User-Id") if curve else ""
+            user = str(frames[-1].get("User-Id")) if curve else ""
             try:
                 self._on_frames(index, [f.bytes for f in frames], user or "")
             except Exception:  # a bug must not stop the kernel; count and log it

@@ -274,7 +274,8 @@ def resolve_handler(actor: Any, actor_name: str, selector: str) -> Callable[...,
     attr = getattr(type(actor), selector, None)
     if attr is not None:
         if getattr(attr, "__batos_handler__", False):
-            return getattr(actor, selector)  # type: ignore[no-any-return]
+            bound: Callable[..., Any] = getattr(actor, selector)
+            return bound
         raise UnknownSelector(actor_name, selector)
     if isinstance(actor, UvmObject) and actor.has_slot(selector, inherited=True):
         _holder, value = actor.lookup_slot(selector)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kernel.auth import PeerKeys  # noqa: E402
-from kernel.remote import RemoteActor  # noqa: E402
+from kernel.auth import PeerKeys
+from kernel.remote import RemoteActor
 
 
 class Greeter(RemoteActor):

@@ -64,6 +64,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log.level", str, "INFO", "log level: DEBUG, INFO, WARNING or ERROR"),
     Setting("log.json", bool, False, "write JSON lines instead of readable lines"),
     Setting("audit.interval_s", float, 3600.0, "seconds between self-audit missions"),
+    Setting("thermal.limit_c", float, 75.0,
+            "temperature (C) where the hot zone starts: budgets x0.5, TDP throttle or sleep"),
+    Setting("thermal.token_scale_margin", float, 5.0,
+            "the warm zone spans limit - margin up to the limit: budgets x0.75"),
+    Setting("thermal.profile", str, "auto",
+            "token budget profile: gpu, cpu, or auto (gpu when torch sees CUDA)"),
+    Setting("thermal.tdp_control", bool, True,
+            "lower the GPU power limit when hot (needs privileges; probed at start-up)"),
+    Setting("thermal.tdp_throttle_fraction", float, 0.64,
+            "throttled power limit as a fraction of the default, never below the card's minimum"),
+    Setting("thermal.max_wait_s", float, 120.0,
+            "longest a step sleeps waiting for the hot zone to clear"),
+    Setting("thermal.poll_s", float, 5.0,
+            "seconds between temperature readings while waiting to cool"),
 )
 
 _BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

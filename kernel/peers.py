@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from persistent import Persistent
@@ -106,8 +106,8 @@ class PeerTable:
             return []
         self._by_name[inst.name].remove(inst)
         returned = list(inst.inflight.items())
-        for key, env in returned:
-            self.waiting.setdefault(inst.name, {})[key] = env
+        for key, env in returned:  # out again as a redelivery: same id, attempt + 1
+            self.waiting.setdefault(inst.name, {})[key] = replace(env, attempt=env.attempt + 1)
         return returned
 
     def expire(self, now: float) -> list[Instance]:
@@ -119,9 +119,13 @@ class PeerTable:
         return dead
 
     def hold(self, name: str, key: str, envelope: Envelope) -> None:
-        """Queue a pending message for `name` until an instance can take it."""
-        if not self._inflight_anywhere(name, key):
-            self.waiting.setdefault(name, {})[key] = envelope
+        """Queue a pending message for `name` until an instance can take it.
+
+        A message already waiting keeps its entry (and its attempt count).
+        """
+        queue = self.waiting.setdefault(name, {})
+        if key not in queue and not self._inflight_anywhere(name, key):
+            queue[key] = envelope
 
     def next_deliveries(self, name: str) -> list[tuple[Instance, str, Envelope]]:
         """Assign waiting messages to instances with room; marks them in flight."""

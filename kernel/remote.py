@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -84,8 +85,8 @@ class _Session:
         next_beat = time.monotonic() + self.interval
         while not stop():
             if self.sock.poll(int(self.interval * 1000 / 2)):
-                last_heard = time.monotonic()
                 self._on_frames(self.sock.recv_multipart())
+                last_heard = time.monotonic()  # after: a long handler is not the kernel's silence
             now = time.monotonic()
             if now >= next_beat:
                 self._send(wire.Heartbeat())
@@ -101,13 +102,33 @@ class _Session:
             return
         match msg:
             case wire.Deliver():
-                self._send(self._handle(msg))
+                self._send(self._handle_beating(msg))
             case wire.Error():
                 log.error("kernel error %s: %s", msg.code, msg.message)
             case wire.Accepted():
                 log.info("registered as %s", self.actor.name)
             case _:
                 pass  # heartbeats and pongs only prove the kernel is alive
+
+    def _handle_beating(self, msg: wire.Deliver) -> wire.Reply:
+        """Run the handler on a helper thread, heartbeating meanwhile.
+
+        A handler longer than `interval x liveness` would otherwise look dead to
+        the kernel, which redelivers the message, forever. The socket stays on
+        this thread; the handler only computes the reply.
+        """
+        done: list[wire.Reply] = []
+        worker = threading.Thread(target=lambda: done.append(self._handle(msg)),
+                                  name=f"batos-handler-{self.actor.name}", daemon=True)
+        worker.start()
+        while True:
+            worker.join(self.interval)
+            if not worker.is_alive():
+                break
+            self._send(wire.Heartbeat())
+        if not done:  # the handler raised BaseException (e.g. SystemExit)
+            return wire.Reply(ref=msg.id, ok=False, error="handler did not return")
+        return done[0]
 
     def _handle(self, msg: wire.Deliver) -> wire.Reply:
         func = self.handlers.get(msg.selector)

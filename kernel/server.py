@@ -37,13 +37,13 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
 
 from kernel import auth, wire
-from kernel.errors import KernelError, Overloaded
+from kernel.errors import KernelError, MessageGone, Overloaded
 from kernel.image import Image
 from kernel.mailbox import Envelope
 from kernel.peers import NameTaken, PeerTable
@@ -200,7 +200,7 @@ class Kernel:
     def _worker(self) -> Worker:
         worker = getattr(self._local, "worker", None)
         if worker is None:
-            worker = self._local.worker = Worker(self.image)
+            worker = self._local.worker = Worker(self.image, live=self._live_event)
         return worker
 
     # -- the socket loop: bytes in, records out ----------------------------------
@@ -281,11 +281,19 @@ class Kernel:
             ref = getattr(record, "ref", None)
             frames = wire.router_frames(address.identity, wire.error_reply(
                 wire.ErrorCode.INTERNAL, f"reply cannot be encoded: {exc.message}", ref=ref))
-        try:
-            self.sockets[address.socket].send_multipart(frames, flags=zmq.NOBLOCK)
+        # zmq.asyncio reports a failed send on the returned future, never by raising
+        sent = cast("asyncio.Future[Any]", self.sockets[address.socket].send_multipart(
+            frames, flags=zmq.NOBLOCK))
+        if sent.done():  # always, with NOBLOCK: count it now
+            self._count_sent(sent)
+        else:
+            sent.add_done_callback(self._count_sent)
+
+    def _count_sent(self, sent: asyncio.Future[Any]) -> None:
+        if sent.cancelled() or sent.exception() is not None:
+            self.counters.incr("undeliverable")  # the peer is gone (ROUTER_MANDATORY) or full
+        else:
             self.counters.incr("frames_out")
-        except zmq.ZMQError:  # the peer is gone (ROUTER_MANDATORY) or its queue is full
-            self.counters.incr("undeliverable")
 
     # -- clients -------------------------------------------------------------------
     def _on_send(self, address: Address, msg: wire.Send) -> None:
@@ -478,19 +486,58 @@ class Kernel:
             return
         log.info("step", extra={"step": describe_step(result)})
         if not result.ok:
-            self._finish(env.id, wire.error_reply(result.error or KernelError("failed"),
-                                                  ref=env.id), env)
+            self._step_failed(result, env)
             return
         for event, data in result.events:
             if env.mission and event == "result":  # the mission's final answer
                 self._finish(env.mission, wire.Result(ref=env.mission,
                                                       value=data.get("value")), env)
                 continue
+            if env.mission and event == "failed":
+                self._finish(env.mission, wire.error_reply(
+                    wire.ErrorCode.STEP_FAILED, str(data.get("error", "mission failed")),
+                    ref=env.mission, details=data), env)
+                continue
             self._publish(env, wire.Event(ref=env.mission or env.id, event=event, data=data))
         for out, key in result.outbox:
             self._schedule(out.actor, key, out)
         if env.mission is None:
             self._finish(env.id, wire.Result(ref=env.id, value=result.value), env)
+
+    def _live_event(self, env: Envelope, event: str, data: dict[str, Any]) -> None:
+        """From a worker, during a step: a preview event, sent at once."""
+        record = wire.Event(ref=env.mission or env.id, event=event, data=data)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._publish, env, record)
+
+    def _step_failed(self, result: StepResult, env: Envelope) -> None:
+        """A doomed step: its client hears why; a mission's entry actor is told."""
+        error = result.error or KernelError("failed")
+        if isinstance(error, MessageGone):  # consumed already (a duplicate delivery)
+            self.counters.incr("duplicates_ignored")
+            return
+        if env.mission is None:
+            self._finish(env.id, wire.error_reply(error, ref=env.id), env)
+            return
+        entry = self.config["kernel.mission_entry"]
+        if env.actor == entry and env.selector == "fail":
+            self._finish(env.mission, wire.error_reply(error, ref=env.mission), env)
+            return
+        notice = Envelope(actor=entry, selector="fail", args=(env.mission, str(error)),
+                          mission=env.mission, reply_to=env.reply_to)
+        self._admit_internal(notice)
+
+    def _admit_internal(self, env: Envelope) -> None:
+        """Post a kernel-made message durably, then schedule it."""
+        def done(key: Any, error: BaseException | None) -> None:
+            if error is not None:
+                log.error("cannot post %s.%s: %s", env.actor, env.selector, error)
+                self._finish(env.mission or env.id, wire.error_reply(error, ref=env.mission),
+                             env)
+                return
+            self._schedule(env.actor, key, env)
+
+        self.scheduler.submit(f"admit:{env.actor}", lambda: self._worker().admit(env), done)
 
     def _publish(self, env: Envelope, record: wire.Record) -> None:
         targets = set(self.watchers.get(env.mission or env.id, ()))

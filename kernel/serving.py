@@ -56,10 +56,10 @@ class KernelCounters:
 class Worker:
     """A worker thread's connection, step runner and image chores."""
 
-    def __init__(self, image: Image) -> None:
+    def __init__(self, image: Image, live: Any = None) -> None:
         self.conn = image.connection()
         self.tm = self.conn.transaction_manager
-        self.runner = StepRunner(self.conn, image.config)
+        self.runner = StepRunner(self.conn, image.config, live=live)
 
     def admit(self, envelope: Envelope) -> str:
         """Post a client's message durably after checking its actor takes it."""

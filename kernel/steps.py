@@ -66,6 +66,7 @@ class StepContext:
     actor: Any
     outbox: list[Envelope] = field(default_factory=list)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    live: Callable[[Envelope, str, dict[str, Any]], None] | None = None
 
     def send(self, actor: str, selector: str, *args: Any, **kwargs: Any) -> Envelope:
         """Queue a message; it is posted in this transaction, handed out after commit."""
@@ -77,8 +78,21 @@ class StepContext:
         return envelope
 
     def emit(self, event: str, **data: Any) -> None:
-        """Queue an event for the message's client; sent only after commit."""
+        """Queue an event for the message's client; sent only after commit.
+
+        Within a mission, `emit("result", value=...)` ends the mission with that
+        value and `emit("failed", error=...)` ends it with a `step_failed` error.
+        """
         self.events.append((event, data))
+
+    def stream(self, event: str, **data: Any) -> None:
+        """Send a live progress event now, before commit (e.g. generated text).
+
+        Live events are previews: if the step is doomed, the client has seen
+        them and then gets the failure; nothing durable depends on them.
+        """
+        if self.live is not None:
+            self.live(self.message, event, data)
 
 
 @dataclass(frozen=True)
@@ -100,10 +114,12 @@ class StepResult:
 class StepRunner:
     """Runs steps on one connection; one runner per worker thread."""
 
-    def __init__(self, conn: Connection, config: Config) -> None:
+    def __init__(self, conn: Connection, config: Config,
+                 live: Callable[[Envelope, str, dict[str, Any]], None] | None = None) -> None:
         self.conn = conn
         self.tm = conn.transaction_manager
         self.config = config
+        self.live = live
 
     def run(self, actor: str, key: str) -> StepResult:
         """Consume the message at `key` in `actor`'s mailbox as one step."""
@@ -151,7 +167,7 @@ class StepRunner:
             envelope = direct
         actor = lookup_actor(root, actor_name)
         func = resolve_handler(actor, actor_name, envelope.selector)
-        ctx = StepContext(message=envelope, root=root, actor=actor)
+        ctx = StepContext(message=envelope, root=root, actor=actor, live=self.live)
         value = func(ctx, *envelope.args, **dict(envelope.kwargs))
         capacity = self.config["mailbox.capacity"]
         posted = tuple((out, mailboxes.post(root, out, capacity)) for out in ctx.outbox)

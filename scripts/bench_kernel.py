@@ -1,0 +1,455 @@
+#!/usr/bin/env python3
+"""Benchmark the kernel against its physical anchors, in one run.
+
+DESIGN.md ("Performance stance") asks for ratios against what the machine
+itself can do, measured in the same run on the same disk:
+
+    ping_rtt_ratio  = kernel `ping` round trip / raw pyzmq ROUTER/DEALER round trip
+                      target <= 2.0
+    step_rate_ratio = kernel `system echo` steps/s / raw ZODB commits/s
+                      target >= 0.5
+
+What runs where
+---------------
+Every server is a separate process, so that no client shares a GIL with it:
+
+- raw echo: this script with `--raw-server ENDPOINT`, a ROUTER that sends every
+  multipart message straight back (`recv_multipart` / `send_multipart`), with
+  the kernel's socket options. Its client sends the same three frames a
+  kernel `ping` has (delimiter, version, the encoded ping payload).
+- kernel: `batos serve --image DIR` on a fresh image in a temporary directory,
+  with the image's default configuration (INFO logging goes to a file there).
+  The client is a DEALER speaking the wire protocol: every request is a fresh
+  record encoded with `wire.peer_frames`, every answer is decoded and checked
+  with `wire.parse_peer_frames`.
+- raw ZODB: a FileStorage (with a blob directory, like the image's) in the
+  same temporary directory; one connection, one persistent object,
+  `obj.counter += 1; transaction.commit()` in a loop.
+
+The kernel's steps are `send system echo <n>` messages, pipelined with a
+window of outstanding requests; each is one transaction that writes the
+image. After the kernel stops, the image is opened and the `system` actor's
+echo count is checked against the number of results received, so every step
+counted was a committed step.
+
+Round trips are reported as medians (and p90) of per-message timings; rates
+as the median of several timed rounds. Everything is warmed up first.
+
+    python scripts/bench_kernel.py            # a readable table (about 30-60 s)
+    python scripts/bench_kernel.py --json     # one JSON object
+    python scripts/bench_kernel.py --quick    # a short run (a few seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import zmq  # noqa: E402
+from persistent import Persistent  # noqa: E402
+
+from kernel import wire  # noqa: E402
+
+PING_RTT_RATIO_MAX = 2.0
+STEP_RATE_RATIO_MIN = 0.5
+RECV_TIMEOUT_MS = 30_000  # a silent server fails the run instead of hanging it
+SOCKET_HWM = 10_000  # the kernel's own RCVHWM/SNDHWM
+
+Frames = list[bytes]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure; `--quick` divides it."""
+
+    rtt_samples: int = 10_000
+    pipelined_msgs: int = 20_000
+    pipelined_window: int = 1000
+    ping_samples: int = 10_000
+    step_msgs: int = 1000
+    step_window: int = 64
+    step_rtt_samples: int = 500
+    zodb_commits: int = 1000
+    rounds: int = 5
+    warmup: int = 500
+
+    def quick(self) -> Plan:
+        return Plan(rtt_samples=2000, pipelined_msgs=5000, pipelined_window=1000,
+                    ping_samples=2000, step_msgs=200, step_window=64,
+                    step_rtt_samples=100, zodb_commits=300, rounds=3, warmup=100)
+
+
+# -- measuring --------------------------------------------------------------------
+
+
+def round_trips(sock: zmq.Socket[Any], request: Callable[[], Frames],
+                check: Callable[[Frames], None], count: int) -> list[float]:
+    """`count` sequential round trips; each one's duration in seconds."""
+    samples = []
+    clock = time.perf_counter
+    for _ in range(count):
+        started = clock()
+        sock.send_multipart(request())
+        check(sock.recv_multipart())
+        samples.append(clock() - started)
+    return samples
+
+
+def pipelined(sock: zmq.Socket[Any], request: Callable[[], Frames],
+              check: Callable[[Frames], None], total: int, window: int) -> float:
+    """Messages per second with up to `window` requests outstanding."""
+    started = time.perf_counter()
+    sent = 0
+    for _ in range(min(window, total)):
+        sock.send_multipart(request())
+        sent += 1
+    for _ in range(total):
+        check(sock.recv_multipart())
+        if sent < total:
+            sock.send_multipart(request())
+            sent += 1
+    return total / (time.perf_counter() - started)
+
+
+def rounds_of(measure: Callable[[], float], rounds: int) -> list[float]:
+    return [measure() for _ in range(rounds)]
+
+
+def micros(seconds: float) -> float:
+    return round(seconds * 1e6, 1)
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def dealer(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, RECV_TIMEOUT_MS)  # no poll per message, still bounded
+    sock.setsockopt(zmq.RCVHWM, SOCKET_HWM)
+    sock.setsockopt(zmq.SNDHWM, SOCKET_HWM)
+    sock.connect(endpoint)
+    return sock
+
+
+# -- the raw anchor: a ROUTER echo in its own process ------------------------------
+
+
+def raw_server(endpoint: str) -> None:
+    """`--raw-server`: echo every multipart message back to its sender, forever."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    sock.setsockopt(zmq.RCVHWM, SOCKET_HWM)
+    sock.setsockopt(zmq.SNDHWM, SOCKET_HWM)
+    sock.bind(endpoint)
+    print("ready", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        sock.send_multipart(sock.recv_multipart())
+
+
+@contextlib.contextmanager
+def raw_server_process(endpoint: str) -> Iterator[None]:
+    proc = subprocess.Popen([sys.executable, __file__, "--raw-server", endpoint],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        if proc.stdout is None or proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the raw echo server did not start")
+        yield
+    finally:
+        stop(proc)
+
+
+def measure_raw(ctx: zmq.Context[Any], endpoint: str, plan: Plan) -> dict[str, Any]:
+    frames = wire.peer_frames(wire.Ping())  # the same frames, and size, as a kernel ping
+
+    def request() -> Frames:
+        return frames
+
+    def check(reply: Frames) -> None:
+        if len(reply) != 3:
+            raise RuntimeError(f"raw echo sent {len(reply)} frames")
+
+    with raw_server_process(endpoint):
+        sock = dealer(ctx, endpoint)
+        round_trips(sock, request, check, plan.warmup)
+        rtts = round_trips(sock, request, check, plan.rtt_samples)
+        pipelined(sock, request, check, plan.pipelined_window * 2, plan.pipelined_window)
+        rates = rounds_of(lambda: pipelined(sock, request, check, plan.pipelined_msgs,
+                                            plan.pipelined_window), plan.rounds)
+        sock.close()
+    return {"raw_rtt_us": micros(statistics.median(rtts)),
+            "raw_rtt_p90_us": micros(percentile(rtts, 0.9)),
+            "raw_rtt_samples": len(rtts),
+            "raw_pipelined_per_s": round(statistics.median(rates)),
+            "raw_pipelined_rounds_per_s": [round(r) for r in rates],
+            "raw_pipelined_msgs": plan.pipelined_msgs,
+            "raw_pipelined_window": plan.pipelined_window,
+            "payload_bytes": len(frames[2])}
+
+
+# -- the raw anchor: ZODB commits on the same disk ----------------------------------
+
+
+class Counter(Persistent):
+    """The one object the raw commit loop changes."""
+
+    counter = 0
+
+
+def measure_zodb(directory: Path, plan: Plan) -> dict[str, Any]:
+    import transaction
+    import ZODB
+    from ZODB.FileStorage import FileStorage
+
+    directory.mkdir()
+    storage = FileStorage(str(directory / "Data.fs"), blob_dir=str(directory / "blobs"))
+    db = ZODB.DB(storage)
+    conn = db.open()
+    conn.root()["obj"] = obj = Counter()
+    transaction.commit()
+
+    def commits(count: int) -> float:
+        started = time.perf_counter()
+        for _ in range(count):
+            obj.counter += 1
+            transaction.commit()
+        return count / (time.perf_counter() - started)
+
+    commits(plan.warmup)
+    rates = rounds_of(lambda: commits(plan.zodb_commits), plan.rounds)
+    total = obj.counter
+    conn.close()
+    db.close()
+    rate = statistics.median(rates)
+    return {"raw_zodb_commits_per_s": round(rate, 1),
+            "raw_zodb_commit_us": micros(1 / rate),
+            "raw_zodb_rounds_per_s": [round(r, 1) for r in rates],
+            "raw_zodb_commits": total}
+
+
+# -- the kernel: `batos serve` in its own process ---------------------------------
+
+
+def batos_command() -> list[str]:
+    script = Path(sys.executable).parent / "batos"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from kernel.cli import main; main()"]
+
+
+@contextlib.contextmanager
+def kernel_process(image_dir: Path, settings: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    flags = [arg for s in settings for arg in ("--set", s)]
+    log_file = (image_dir.parent / "kernel.log").open("wb")
+    proc = subprocess.Popen([*batos_command(), "serve", "--image", str(image_dir), *flags],
+                            stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        wait_for_kernel(f"ipc://{image_dir}/kernel.sock", proc)
+        yield proc
+    finally:
+        stop(proc)
+        log_file.close()
+
+
+def wait_for_kernel(endpoint: str, proc: subprocess.Popen[bytes], deadline_s: float = 60) -> None:
+    ctx = zmq.Context.instance()
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"batos serve exited with {proc.returncode} (see kernel.log)")
+        sock = dealer(ctx, endpoint)
+        sock.send_multipart(wire.peer_frames(wire.Ping()))
+        answered = sock.poll(500)
+        sock.close()
+        if answered:
+            return
+    raise TimeoutError(f"no kernel answered at {endpoint}")
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def ping_request() -> Frames:
+    return wire.peer_frames(wire.Ping())
+
+
+def expect(kind: type[wire.Record]) -> Callable[[Frames], None]:
+    """A reply check: decode and insist on `kind` (an `error` fails the run)."""
+    def check(reply: Frames) -> None:
+        msg = wire.parse_peer_frames(reply)
+        if not isinstance(msg, kind):
+            raise RuntimeError(f"kernel answered {msg!r}, expected {kind.kind}")
+    return check
+
+
+def echo_requests() -> Callable[[], Frames]:
+    counter = iter(range(1 << 62))
+
+    def request() -> Frames:
+        return wire.peer_frames(wire.Send(actor="system", selector="echo",
+                                          args=[next(counter)]))
+    return request
+
+
+def measure_kernel(ctx: zmq.Context[Any], image_dir: Path, plan: Plan,
+                   settings: list[str]) -> dict[str, Any]:
+    with kernel_process(image_dir, settings) as proc:
+        sock = dealer(ctx, f"ipc://{image_dir}/kernel.sock")
+        pong, result = expect(wire.Pong), expect(wire.Result)
+        round_trips(sock, ping_request, pong, plan.warmup)
+        pings = round_trips(sock, ping_request, pong, plan.ping_samples)
+        echo = echo_requests()
+        round_trips(sock, echo, result, plan.warmup // 5)
+        step_rtts = round_trips(sock, echo, result, plan.step_rtt_samples)
+        pipelined(sock, echo, result, plan.step_window * 4, plan.step_window)
+        rates = rounds_of(lambda: pipelined(sock, echo, result, plan.step_msgs,
+                                            plan.step_window), plan.rounds)
+        sock.close()
+        expected = plan.warmup // 5 + plan.step_rtt_samples + plan.step_window * 4 \
+            + plan.step_msgs * plan.rounds
+    return {"kernel_ping_rtt_us": micros(statistics.median(pings)),
+            "kernel_ping_rtt_p90_us": micros(percentile(pings, 0.9)),
+            "kernel_ping_samples": len(pings),
+            "kernel_steps_per_s": round(statistics.median(rates), 1),
+            "kernel_steps_rounds_per_s": [round(r, 1) for r in rates],
+            "kernel_steps": plan.step_msgs, "kernel_step_window": plan.step_window,
+            "kernel_step_rtt_us": micros(statistics.median(step_rtts)),
+            "kernel_step_rtt_p90_us": micros(percentile(step_rtts, 0.9)),
+            "kernel_exit_code": proc.returncode,
+            "steps_expected": expected}
+
+
+def committed_echoes(image_dir: Path) -> int:
+    """The `system` actor's echo count, read from the image after the kernel stopped."""
+    from kernel.image import Image
+
+    with Image.open(image_dir, create=False, read_only=True) as image, \
+            image.reading() as root:
+        return int(root["actors"]["system"].echoes)
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+def run(plan: Plan, settings: list[str], quick: bool) -> dict[str, Any]:
+    started = time.perf_counter()
+    ctx = zmq.Context.instance()
+    with tempfile.TemporaryDirectory(prefix="batos-bench-") as tmp:
+        work = Path(tmp)
+        figures: dict[str, Any] = {}
+        figures |= measure_raw(ctx, f"ipc://{work}/raw.sock", plan)
+        figures |= measure_zodb(work / "raw-zodb", plan)
+        figures |= measure_kernel(ctx, work / "image", plan, settings)
+        figures["steps_committed"] = committed_echoes(work / "image")
+    figures["steps_verified"] = figures["steps_committed"] == figures.pop("steps_expected")
+    return summary(figures, plan, settings, quick, time.perf_counter() - started)
+
+
+def summary(figures: dict[str, Any], plan: Plan, settings: list[str], quick: bool,
+            duration_s: float) -> dict[str, Any]:
+    ping_ratio = figures["kernel_ping_rtt_us"] / figures["raw_rtt_us"]
+    step_ratio = figures["kernel_steps_per_s"] / figures["raw_zodb_commits_per_s"]
+    return {
+        "benchmark": "kernel",
+        "raw_rtt_us": figures.pop("raw_rtt_us"),
+        "kernel_ping_rtt_us": figures.pop("kernel_ping_rtt_us"),
+        "ping_rtt_ratio": round(ping_ratio, 3),
+        "ping_rtt_target_max": PING_RTT_RATIO_MAX,
+        "ping_rtt_target_met": ping_ratio <= PING_RTT_RATIO_MAX,
+        "raw_zodb_commits_per_s": figures.pop("raw_zodb_commits_per_s"),
+        "kernel_steps_per_s": figures.pop("kernel_steps_per_s"),
+        "step_rate_ratio": round(step_ratio, 3),
+        "step_rate_target_min": STEP_RATE_RATIO_MIN,
+        "step_rate_target_met": step_ratio >= STEP_RATE_RATIO_MIN,
+        **figures,
+        "kernel_settings": settings,
+        "quick": quick,
+        "plan": asdict(plan),
+        "duration_s": round(duration_s, 2),
+        "environment": environment(),
+    }
+
+
+def environment() -> dict[str, Any]:
+    import ZODB  # noqa: F401  (the version comes from its distribution)
+    from importlib.metadata import version
+
+    return {"python": platform.python_version(), "pyzmq": zmq.__version__,
+            "libzmq": zmq.zmq_version(), "ZODB": version("ZODB"),
+            "msgpack": version("msgpack"), "cpus": os.cpu_count(),
+            "machine": platform.machine(), "system": platform.platform()}
+
+
+def table(result: dict[str, Any]) -> str:
+    def verdict(met: bool) -> str:
+        return "met" if met else "NOT met"
+
+    rows = [
+        ("raw pyzmq round trip (median)", f"{result['raw_rtt_us']:.1f} us"),
+        ("raw pyzmq pipelined", f"{result['raw_pipelined_per_s']:,} msgs/s "
+                                f"(window {result['raw_pipelined_window']})"),
+        ("kernel ping round trip (median)", f"{result['kernel_ping_rtt_us']:.1f} us"),
+        ("  ping_rtt_ratio", f"{result['ping_rtt_ratio']:.2f}  (target <= "
+                             f"{PING_RTT_RATIO_MAX}: {verdict(result['ping_rtt_target_met'])})"),
+        ("raw ZODB commits", f"{result['raw_zodb_commits_per_s']:,.0f} /s "
+                             f"({result['raw_zodb_commit_us']:.0f} us each)"),
+        ("kernel echo steps, pipelined", f"{result['kernel_steps_per_s']:,.0f} /s "
+                                         f"(window {result['kernel_step_window']})"),
+        ("kernel echo step round trip", f"{result['kernel_step_rtt_us']:.0f} us"),
+        ("  step_rate_ratio", f"{result['step_rate_ratio']:.2f}  (target >= "
+                              f"{STEP_RATE_RATIO_MIN}: {verdict(result['step_rate_target_met'])})"),
+        ("steps verified in the image", str(result["steps_verified"])),
+        ("duration", f"{result['duration_s']:.1f} s"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quick", action="store_true", help="a short run")
+    parser.add_argument("--set", dest="settings", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="a setting for the kernel under test (batos serve --set)")
+    parser.add_argument("--raw-server", metavar="ENDPOINT", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.raw_server:
+        raw_server(args.raw_server)
+        return 0
+    plan = Plan().quick() if args.quick else Plan()
+    result = run(plan, args.settings, args.quick)
+    print(json.dumps(result) if args.json else table(result))
+    return 0 if result["steps_verified"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -226,6 +226,7 @@ class Kernel:
         self.users[(index, identity)] = user
         self.peers.seen(address, time.monotonic())
         if msg.kind not in _TO_KERNEL:
+            self.counters.incr(f"bad.{wire.ErrorCode.BAD_KIND}")
             self._send(address, wire.error_reply(
                 wire.ErrorCode.BAD_KIND, f"{msg.kind} is not sent to the kernel", ref=msg.id))
             return

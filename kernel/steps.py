@@ -335,4 +335,13 @@ def describe_result(result: StepResult) -> Mapping[str, Any]:
             else None, "message_id": result.message.id if result.message else result.key,
             "ok": result.ok, "attempts": result.attempts,
             "duration_ms": round(result.duration_s * 1000, 3),
-            "error": str(result.error) if result.error else None}
+            "error": _error_kind(result.error)}
+
+
+def _error_kind(error: KernelError | None) -> str | None:
+    """The failure's type for logs; its text may quote message bodies, so it stays out."""
+    if error is None:
+        return None
+    if isinstance(error, StepFailed):
+        return f"{type(error).__name__}({error.cause.split(':', 1)[0]})"
+    return type(error).__name__

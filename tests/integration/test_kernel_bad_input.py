@@ -32,6 +32,7 @@ from tests.helpers.actors import Recorder, Sleeper
 from tests.helpers.kernel import kernel_process, running_kernel
 
 Frames = list[bytes]
+FuzzCase = tuple[str, Frames, tuple[str, str | None]]  # generator, frames, expected (code, ref)
 V = wire.VERSION
 FUZZ_IDENTITY = b"fuzzer"
 ADMIN_KINDS = auth.ROLE_KINDS["admin"]
@@ -70,7 +71,8 @@ def assert_pong(sock: zmq.Socket[bytes], ping_id: str) -> None:
 
 
 def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    return packed
 
 
 def install(image_dir: Path, **actors: Any) -> None:
@@ -189,7 +191,7 @@ def gen_misdirected(rng: random.Random) -> Frames:
 
 def gen_non_str_key(rng: random.Random) -> Frames:
     rec = record(rng)
-    key = rng.choice([1, -1, None, b"k", 1.5, True])
+    key: Any = rng.choice([1, -1, None, b"k", 1.5, True])
     if rng.random() < 0.5:
         rec[key] = 1
     else:
@@ -316,11 +318,10 @@ def expected_error(frames: Frames, limits: wire.Limits) -> tuple[str, str | None
     return str(wire.ErrorCode.BAD_KIND), msg.id
 
 
-def fuzz_cases(rng: random.Random, count: int,
-               limits: wire.Limits) -> list[tuple[str, Frames, tuple[str, str | None]]]:
-    """`count` bad messages: `(generator name, frames, expected (code, ref))`."""
+def fuzz_cases(rng: random.Random, count: int, limits: wire.Limits) -> list[FuzzCase]:
+    """`count` bad messages, each with the error the kernel owes it."""
     funcs, weights = zip(*GENERATORS, strict=True)
-    cases = []
+    cases: list[FuzzCase] = []
     while len(cases) < count:
         gen = rng.choices(funcs, weights)[0]
         frames = gen(rng)
@@ -330,8 +331,7 @@ def fuzz_cases(rng: random.Random, count: int,
     return cases
 
 
-def run_fuzzer(sock: zmq.Socket[bytes], cases: list[tuple[str, Frames, tuple[str, str | None]]],
-               burst: int = 250) -> Counter[str]:
+def run_fuzzer(sock: zmq.Socket[bytes], cases: list[FuzzCase], burst: int = 250) -> Counter[str]:
     """Send `cases` in bursts; each must be answered, in order, by its predicted error."""
     codes: Counter[str] = Counter()
     for start in range(0, len(cases), burst):
@@ -415,10 +415,12 @@ def test_fuzzed_frames_get_typed_errors_and_change_nothing(
         finally:
             stop.set()
             echoer.join(60)
+        assert not echoer.is_alive()
         with Client(endpoint_of(image_dir)) as fresh:
             assert fresh.ping() > 0
         counters = kernel.counters.snapshot()
-    print(f"fuzz: {len(cases)} messages, replies by code {dict(sorted(codes.items()))}, "
+    print(f"fuzz: {len(cases)} messages of {sum(len(f) for _, f, _ in cases)} frames, "
+          f"replies by code {dict(sorted(codes.items()))}, "
           f"by generator {dict(Counter(name for name, _, _ in cases))}, "
           f"good echoes {good.get('done')}, kernel counters {counters}")
     assert "error" not in good, good.get("error")
@@ -470,23 +472,22 @@ def test_full_mailbox_answers_overloaded_and_loses_nothing_accepted(image_dir: P
     install(image_dir, sleeper=Sleeper())
     sends = [wire.Send(id=f"nap-{i}", actor="sleeper", selector="nap", args=[0.2])
              for i in range(6)]
-    finals: dict[str, list[wire.Message]] = {s.id: [] for s in sends}
+    finals: dict[str, list[wire.Result | wire.Error]] = {s.id: [] for s in sends}
     with running_kernel(image_dir, overrides={"mailbox.capacity": 2}), \
             dealer(image_dir) as sock:
         for send in sends:  # pipelined: no waiting between them
             sock.send_multipart(wire.peer_frames(send))
         while any(not got for got in finals.values()):
             reply = receive(sock)
-            assert isinstance(reply, wire.Result | wire.Error), reply
-            finals[reply.ref or "?"].append(reply)
+            assert isinstance(reply, wire.Result | wire.Error) and reply.ref in finals, reply
+            finals[reply.ref].append(reply)
         assert receive(sock, 500) is None  # nothing after the finals
-    kinds = Counter("result" if isinstance(got[0], wire.Result) else got[0].code
-                    for got in finals.values())
     assert all(len(got) == 1 for got in finals.values()), finals
+    outcomes = [got[0] for got in finals.values()]
+    kinds = Counter(str(r.code) if isinstance(r, wire.Error) else "result" for r in outcomes)
     assert kinds["overloaded"] >= 1 and kinds["result"] >= 1
     assert set(kinds) == {"result", "overloaded"}, kinds
-    for got in finals.values():
-        assert isinstance(got[0], wire.Error) or got[0].value == 0.2
+    assert all(r.value == 0.2 for r in outcomes if isinstance(r, wire.Result))
     with Image.open(image_dir) as image, image.reading() as root:
         assert root["actors"]["sleeper"].naps == kinds["result"]
         assert root["metrics"].value("steps.committed") == kinds["result"]

@@ -1,0 +1,334 @@
+"""The cognitive roles: router, drafter, critic, synthesizer and scorer.
+
+Each role is a persistent actor with one `@handler`, and each handler is one
+pass of one mission in one step. A generating pass (`PassActor.run_pass`)
+waits out the hot zone (`ThermalSentinel.wait_until_cool`), takes its
+temperature and token budget from `actors.thermal` (the thermal scale of
+that moment and the mission's budget profile), sends one clean system + user
+pair to the process's generator wearing the role's persona, streams the text
+as it comes (`chunk` events) and records the pass on the mission.
+
+The roles hold no per-mission state: everything a pass produces is written
+to the mission, so a doomed step leaves nothing behind, and the actors
+themselves are never written by a pass.
+
+Scoring (`score_answer`), from signals that can be defended one by one:
+
+    relevance  R = clamp(cos(embed(answer), embed(question)), 0, 1)
+    fluency    F = exp(mean token log-probability of the synthesis)
+                   (the geometric-mean token probability, 1 / perplexity)
+    degeneracy D = the worst of: empty (no letters or digits) 1.0,
+                   non-printable characters over 5% 1.0, an echo of the
+                   question (no word the question lacks) 1.0, shorter than 3
+                   letters or digits 0.5, repeated word trigrams
+                   clamp((ratio - 0.2) / 0.4)
+    confidence = (0.6 R + 0.4 F) x (1 - D)
+
+Relevance weighs more than fluency because a small model is often fluently
+wrong; degeneracy multiplies, because no amount of either excuses an empty
+or looping answer. >= 0.55 accepts; otherwise the critic and synthesizer run
+again, at most twice, and then the best-scored answer is accepted with its
+(low) confidence and memorized as such, so a later soft hit can improve it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import time
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from persistent import Persistent
+
+from actors import llm, prompts, thermal
+from actors.memory import cosine, embed_one
+from actors.mission import Mission, claim
+from kernel.steps import StepContext, handler
+
+# pass name (events, mission records) -> pass name of the thermal budget tables
+BUDGET_PASS = {"route": "route", "draft": "draft", "critique": "critique",
+               "synthesize": "synthesis"}
+
+ACCEPT = 0.55
+MAX_RETRIES = 2
+WEIGHTS = {"relevance": 0.6, "fluency": 0.4}
+
+RAG_NOTE = "document search is not available yet: answered without documents"
+CODE_NOTE = "code execution is not available: model-written code is kept as text, never run"
+
+
+# -- the generating roles -------------------------------------------------------------
+
+
+class PassActor(Persistent):
+    """A role that runs one generation pass per message (see the module docstring)."""
+
+    pass_name: ClassVar[str] = ""
+    default_persona: ClassVar[str] = ""
+
+    def __init__(self, config: Mapping[str, Any] | None = None,
+                 persona: str | None = None) -> None:
+        self.persona = persona or self.default_persona
+        # Used only if this process has no thermal sentinel yet (see thermal.sentinel).
+        self.thermal_settings = thermal.ThermalSettings.from_mapping(config).to_mapping()
+
+    def run_pass(self, step: StepContext, mission: Mission, user: str) -> llm.Generation:
+        """Generate this role's text for `mission` from the `user` content."""
+        name, round_ = self.pass_name, int(mission.round)
+        live = thermal.sentinel(self.thermal_settings)
+        cooled = live.wait_until_cool()
+        request = self.request(user, cooled.observation.scale, mission_profile(mission, live))
+        step.stream("pass", **{"pass": name, "phase": "start", "round": round_,
+                               "max_new_tokens": request.max_new_tokens})
+        seq = itertools.count()
+
+        def on_text(text: str) -> None:
+            step.stream("chunk", **{"pass": name, "round": round_, "seq": next(seq),
+                                    "text": text})
+
+        started = time.perf_counter()
+        generation = llm.generator().generate(request, on_text=on_text)
+        seconds = round(time.perf_counter() - started, 6)
+        persona = generation.persona or request.persona
+        mission.record_pass({
+            "pass": name, "round": round_, "tokens": generation.tokens, "seconds": seconds,
+            "persona": persona, "max_new_tokens": request.max_new_tokens,
+            "temperature": request.temperature, "scale": cooled.observation.scale,
+            "zone": cooled.observation.zone, "stopped_by": generation.stopped_by,
+            "mean_logprob": _finite(generation.mean_logprob),
+            "thermal_wait_s": round(cooled.waited_s, 6)})
+        step.emit("pass", **{"pass": name, "phase": "end", "round": round_,
+                             "tokens": generation.tokens, "seconds": seconds,
+                             "persona": persona})
+        return generation
+
+    def request(self, user: str, scale: float, profile: str) -> llm.GenerationRequest:
+        """This role's system prompt + `user`, its temperature and its scaled budget."""
+        budget_pass = BUDGET_PASS[self.pass_name]
+        return llm.GenerationRequest(
+            messages=(llm.ChatMessage("system", prompts.SYSTEM[self.pass_name]),
+                      llm.ChatMessage("user", user)),
+            temperature=thermal.TEMPERATURES[budget_pass],
+            max_new_tokens=thermal.budget(budget_pass, scale, profile),
+            persona=self.persona or None)
+
+
+def mission_profile(mission: Mission, live: thermal.ThermalSentinel) -> str:
+    """The mission's `profile` option, else the sentinel's (config `thermal.profile`)."""
+    chosen = mission.options.get("profile")
+    return thermal.resolve_profile(chosen) if chosen else live.profile
+
+
+class Router(PassActor):
+    """Decides whether a question needs documents or code (neither is run yet)."""
+
+    pass_name = "route"
+    default_persona = "router"
+
+    @handler
+    def route(self, step: StepContext, mission_id: str, turn: int) -> str | None:
+        mission = claim(step, mission_id, turn, "route")
+        if mission is None:
+            return None
+        generation = self.run_pass(step, mission, prompts.route_user(mission.text))
+        plan, parsed = prompts.parse_route(generation.text)
+        notes = ([RAG_NOTE] if plan["needs_rag"] else []) + \
+            ([CODE_NOTE] if plan["needs_code"] else [])
+        mission.plan = {**plan, "parsed": parsed, "notes": notes}
+        step.root["metrics"].incr(f"router.{parsed}")
+        mission.enter(step, "DELEGATING")
+        mission.advance(step, "drafter", "draft")
+        return parsed
+
+
+class Drafter(PassActor):
+    """Writes the first answer, with a soft memory hit as context."""
+
+    pass_name = "draft"
+    default_persona = "drafter"
+
+    @handler
+    def draft(self, step: StepContext, mission_id: str, turn: int) -> int | None:
+        mission = claim(step, mission_id, turn, "draft")
+        if mission is None:
+            return None
+        recalled = mission.recalled["answer"] if mission.recalled else None
+        generation = self.run_pass(step, mission, prompts.draft_user(mission.text, recalled))
+        mission.draft = generation.text.strip()
+        mission.advance(step, "critic", "critique")
+        return generation.tokens
+
+
+class Critic(PassActor):
+    """Reviews the draft (on a retry, the answer that scored too low)."""
+
+    pass_name = "critique"
+    default_persona = "critic"
+
+    @handler
+    def critique(self, step: StepContext, mission_id: str, turn: int) -> int | None:
+        mission = claim(step, mission_id, turn, "critique")
+        if mission is None:
+            return None
+        user = prompts.critique_user(mission.text, mission.draft or "", _previous(mission))
+        generation = self.run_pass(step, mission, user)
+        mission.critique = generation.text.strip()
+        mission.enter(step, "SYNTHESIZING")
+        mission.advance(step, "synthesizer", "synthesize")
+        return generation.tokens
+
+
+class Synthesizer(PassActor):
+    """Writes the final answer from the draft and the critique (both as user content)."""
+
+    pass_name = "synthesize"
+    default_persona = "synthesizer"
+
+    @handler
+    def synthesize(self, step: StepContext, mission_id: str, turn: int) -> int | None:
+        mission = claim(step, mission_id, turn, "synthesize")
+        if mission is None:
+            return None
+        user = prompts.synthesize_user(mission.text, mission.draft or "",
+                                       mission.critique or "", _previous(mission))
+        generation = self.run_pass(step, mission, user)
+        mission.candidate = {"answer": generation.text.strip(), "round": int(mission.round),
+                             "tokens": generation.tokens,
+                             "mean_logprob": _finite(generation.mean_logprob)}
+        mission.advance(step, "scorer", "score")
+        return generation.tokens
+
+
+def _previous(mission: Mission) -> str | None:
+    """On a retry, the last answer that scored too low."""
+    if mission.round == 0 or not mission.candidates:
+        return None
+    answer: str = mission.candidates[-1]["answer"]
+    return answer
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+# -- scoring -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Score:
+    """A confidence and the signals it came from."""
+
+    confidence: float
+    relevance: float
+    fluency: float
+    degeneracy: float
+    flags: tuple[str, ...] = ()
+
+    def record(self) -> dict[str, Any]:
+        return {"confidence": self.confidence, "relevance": round(self.relevance, 6),
+                "fluency": round(self.fluency, 6), "degeneracy": round(self.degeneracy, 6),
+                "flags": list(self.flags)}
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def score_answer(question: str, answer: str, mean_logprob: float | None,
+                 similarity: float) -> Score:
+    """The confidence of `answer` (formula in the module docstring)."""
+    relevance = min(1.0, max(0.0, similarity))
+    fluency = math.exp(min(0.0, mean_logprob)) if mean_logprob is not None else 0.0
+    degeneracy, flags = degeneracy_of(question, answer)
+    raw = WEIGHTS["relevance"] * relevance + WEIGHTS["fluency"] * fluency
+    confidence = round(min(1.0, max(0.0, raw * (1.0 - degeneracy))), 4)
+    return Score(confidence, relevance, fluency, degeneracy, tuple(flags))
+
+
+def degeneracy_of(question: str, answer: str) -> tuple[float, list[str]]:
+    """(D in [0, 1], the names of the checks that fired)."""
+    words = [w.lower() for w in _WORD.findall(answer)]
+    alnum = sum(ch.isalnum() for ch in answer)
+    checks = {
+        "empty": 1.0 if alnum == 0 else 0.0,
+        "non_printable": 1.0 if non_printable_ratio(answer) > 0.05 else 0.0,
+        "echo": 1.0 if words and is_echo(question, words) else 0.0,
+        "too_short": 0.5 if 0 < alnum < 3 else 0.0,
+        "repetitive": min(1.0, max(0.0, (repeated_ngram_ratio(words) - 0.2) / 0.4)),
+    }
+    fired = [name for name, value in checks.items() if value > 0]
+    return max(checks.values()), fired
+
+
+def non_printable_ratio(text: str) -> float:
+    """Share of characters that are control/unassigned (or U+FFFD), whitespace aside."""
+    if not text:
+        return 0.0
+    bad = sum(1 for ch in text if ch == "\ufffd" or (
+        not ch.isspace() and unicodedata.category(ch) in ("Cc", "Cf", "Cn", "Co", "Cs")))
+    return bad / len(text)
+
+
+def is_echo(question: str, answer_words: list[str]) -> bool:
+    """True when the answer adds no word to the question (it repeats or parrots it)."""
+    asked = {w.lower() for w in _WORD.findall(question)}
+    return set(answer_words) <= asked
+
+
+def repeated_ngram_ratio(words: list[str], n: int = 3) -> float:
+    """1 - distinct n-grams / n-grams: 0 for fresh text, near 1 for a loop."""
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+class Scorer(Persistent):
+    """Scores the synthesis; accepts it, or sends the mission round again (twice at most)."""
+
+    @handler
+    def score(self, step: StepContext, mission_id: str, turn: int) -> float | None:
+        mission = claim(step, mission_id, turn, "score")
+        if mission is None:
+            return None
+        round_ = int(mission.round)
+        step.stream("pass", **{"pass": "score", "phase": "start", "round": round_})
+        started = time.perf_counter()
+        candidate = dict(mission.candidate)
+        result = self.judge(mission, candidate)
+        accepted = result.confidence >= ACCEPT
+        mission.candidates = [*mission.candidates, {**candidate, **result.record()}]
+        seconds = round(time.perf_counter() - started, 6)
+        mission.record_pass({"pass": "score", "round": round_, "seconds": seconds,
+                             **result.record(), "accepted": accepted})
+        step.emit("pass", **{"pass": "score", "phase": "end", "round": round_,
+                             "confidence": result.confidence, "accepted": accepted,
+                             "seconds": seconds})
+        if accepted or round_ >= MAX_RETRIES:
+            self.accept(step, mission, accepted)
+        else:
+            mission.round = round_ + 1
+            step.root["metrics"].incr("missions.retries")
+            mission.enter(step, "DELEGATING")
+            mission.advance(step, "critic", "critique")
+        return result.confidence
+
+    def judge(self, mission: Mission, candidate: Mapping[str, Any]) -> Score:
+        """The score of one candidate answer (embeds it; the question's is on the mission)."""
+        answer = str(candidate["answer"])
+        similarity = 0.0
+        if answer.strip():
+            question = mission.embedding or embed_one(mission.text)
+            similarity = cosine(embed_one(answer), question)
+        return score_answer(mission.text, answer, candidate.get("mean_logprob"), similarity)
+
+    def accept(self, step: StepContext, mission: Mission, accepted: bool) -> None:
+        """The last candidate if accepted, else the best one so far; then memorize."""
+        best = mission.candidates[-1] if accepted else \
+            max(mission.candidates, key=lambda c: c["confidence"])
+        mission.answer = best["answer"]
+        mission.confidence = best["confidence"]
+        if not accepted:
+            step.root["metrics"].incr("missions.low_confidence")
+        mission.advance(step, "hippocampus", "memorize")

@@ -20,8 +20,8 @@ from typing import Any
 
 from actors.memory import Hippocampus
 from actors.mission import Missions, install_states
-from actors.roles import Critic, Drafter, Router, Scorer, Synthesizer
-from actors.thermal import ThermalActor
+from actors.roles import Critic, Drafter, PassActor, Router, Scorer, Synthesizer
+from actors.thermal import ThermalActor, ThermalSettings
 
 # name -> factory(config) -> actor object.
 ACTORS: dict[str, Callable[[Any], Any]] = {
@@ -37,10 +37,27 @@ ACTORS: dict[str, Callable[[Any], Any]] = {
 
 
 def install(root: Any, config: Any) -> list[str]:
-    """Create every missing prototype and actor of this package; returns their names."""
+    """Create every missing prototype and actor of this package; returns their names.
+
+    Actors that copy settings from the configuration get the current ones, so
+    an edited `batos.toml` takes effect at the next start.
+    """
     created = install_states(root["prototypes"])
     for name, factory in ACTORS.items():
-        if name not in root["actors"]:
+        actor = root["actors"].get(name)
+        if actor is None:
             root["actors"][name] = factory(config)
             created.append(name)
+        else:
+            refresh_settings(actor, config)
     return created
+
+
+def refresh_settings(actor: Any, config: Any) -> None:
+    """Copy the current `thermal.*` settings into an actor that keeps them (if changed)."""
+    if isinstance(actor, PassActor):
+        actor.configure(config)
+    elif isinstance(actor, ThermalActor):
+        settings = ThermalSettings.from_mapping(config).to_mapping()
+        if actor.settings != settings:
+            actor.settings = settings

@@ -164,7 +164,7 @@ class Hippocampus(Persistent):
         return outcome
 
     @handler
-    def list(self, step: StepContext, limit: int = 20) -> Any:
+    def list(self, step: StepContext, limit: int = 20) -> Sequence[dict[str, Any]]:
         """The newest `limit` memories (for `batos memory`), newest first."""
         entries = sorted(step.root["memory"].values(), key=lambda e: e.created, reverse=True)
         return [entry.describe() for entry in entries[:max(0, int(limit))]]

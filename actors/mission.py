@@ -244,13 +244,13 @@ class Missions(Persistent):
         return {"mission": mission_id, "state": mission.state_name}
 
     @handler
-    def complete(self, step: StepContext, mission_id: str, turn: int) -> Any:
+    def complete(self, step: StepContext, mission_id: str, turn: int) -> str | None:
         """The last step: the mission's answer goes to its client."""
         mission = claim(step, mission_id, turn, "complete")
         if mission is None:
             return None
         complete_mission(step, mission)
-        return mission.state_name
+        return "COMPLETE"
 
     @handler
     def fail(self, step: StepContext, mission_id: str, error: str) -> dict[str, Any]:

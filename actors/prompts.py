@@ -135,7 +135,7 @@ def repair_json(text: str) -> str:
     for pattern, replacement in _PY_LITERALS:
         fixed = pattern.sub(replacement, fixed)
     fixed = _BARE_KEY.sub(r'\1"\2":', fixed)
-    fixed = re.sub(r":\s*(TRUE|True|FALSE|False|NULL)\b",
+    fixed = re.sub(r":\s*(TRUE|FALSE|NULL)\b",
                    lambda m: ": " + m.group(1).lower(), fixed)
     return _TRAILING_COMMA.sub(r"\1", fixed)
 

@@ -73,8 +73,20 @@ class PassActor(Persistent):
     def __init__(self, config: Mapping[str, Any] | None = None,
                  persona: str | None = None) -> None:
         self.persona = persona or self.default_persona
-        # Used only if this process has no thermal sentinel yet (see thermal.sentinel).
-        self.thermal_settings = thermal.ThermalSettings.from_mapping(config).to_mapping()
+        self.thermal_settings: dict[str, Any] = {}
+        self.configure(config)
+
+    def configure(self, config: Mapping[str, Any] | None) -> bool:
+        """Take the `thermal.*` settings of `config` (genesis calls this at every start).
+
+        They are used only if this process has no thermal sentinel yet (see
+        `thermal.sentinel`). Returns True when they changed.
+        """
+        settings = thermal.ThermalSettings.from_mapping(config).to_mapping()
+        if settings == self.thermal_settings:
+            return False
+        self.thermal_settings = settings
+        return True
 
     def run_pass(self, step: StepContext, mission: Mission, user: str) -> llm.Generation:
         """Generate this role's text for `mission` from the `user` content."""

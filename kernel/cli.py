@@ -152,24 +152,86 @@ def status(
 
 
 @app.command()
+def mission(
+    text: Annotated[str, typer.Argument(help="What to ask.")],
+    image: ImageOpt = DEFAULT_IMAGE, endpoint: EndpointOpt = None, key: KeyOpt = None,
+    server_key: ServerKeyOpt = None, timeout: TimeoutOpt = 900.0, as_json: JsonOpt = False,
+    profile: Annotated[str | None, typer.Option(
+        help="Token budget profile: gpu or cpu (default: the kernel's).")] = None,
+) -> None:
+    """Send a mission and show its progress live; exit 1 if it FAILED."""
+    from kernel import wire
+
+    options = {"profile": profile} if profile else {}
+    record = wire.Mission(text=text, options=options)
+    with _client(image, endpoint, key, server_key, timeout) as client:
+        _follow_mission(client.stream(record, ref=record.id), record.id, as_json)
+
+
+@app.command()
 def watch(
     ref: Annotated[str, typer.Argument(help="A mission or message id.")],
     image: ImageOpt = DEFAULT_IMAGE, endpoint: EndpointOpt = None, key: KeyOpt = None,
-    server_key: ServerKeyOpt = None, timeout: TimeoutOpt = 600.0, as_json: JsonOpt = False,
+    server_key: ServerKeyOpt = None, timeout: TimeoutOpt = 900.0, as_json: JsonOpt = False,
 ) -> None:
-    """Follow a mission or message until its result."""
+    """Re-attach to a running or finished mission (or message) until its result."""
     from kernel import wire
-    from kernel.client import RemoteError
 
     with _client(image, endpoint, key, server_key, timeout) as client:
-        for msg in client.stream(wire.Watch(ref=ref), ref=ref):
-            if isinstance(msg, wire.Error):
-                raise RemoteError(msg)
-            if isinstance(msg, wire.Event):
-                _out({"event": msg.event, "data": msg.data}, as_json,
-                     f"{msg.event}: {json.dumps(msg.data, default=repr)}")
-            elif isinstance(msg, wire.Result):
-                _out({"result": msg.value}, as_json, json.dumps(msg.value, default=repr))
+        _follow_mission(client.stream(wire.Watch(ref=ref), ref=ref), ref, as_json)
+
+
+@app.command()
+def memory(
+    limit: Annotated[int, typer.Option(help="How many memories to show.")] = 20,
+    image: ImageOpt = DEFAULT_IMAGE, endpoint: EndpointOpt = None, key: KeyOpt = None,
+    server_key: ServerKeyOpt = None, timeout: TimeoutOpt = 10.0, as_json: JsonOpt = False,
+) -> None:
+    """What the hippocampus remembers: query, answer, confidence."""
+    with _client(image, endpoint, key, server_key, timeout) as client:
+        entries = client.send("hippocampus", "list", limit)
+    if as_json:
+        print(json.dumps(entries, default=repr))
+        return
+    table = Table("query", "answer", "confidence", title="memory")
+    for entry in entries or ():
+        table.add_row(_clip(entry.get("query")), _clip(entry.get("answer")),
+                      f"{float(entry.get('confidence', 0)):.2f}")
+    console.print(table)
+
+
+@app.command()
+def audit(
+    now: Annotated[bool, typer.Option("--now", help="Run a self-audit now.")] = False,
+    image: ImageOpt = DEFAULT_IMAGE, endpoint: EndpointOpt = None, key: KeyOpt = None,
+    server_key: ServerKeyOpt = None, timeout: TimeoutOpt = 600.0, as_json: JsonOpt = False,
+) -> None:
+    """Show the latest self-audit report, or run one now with --now."""
+    with _client(image, endpoint, key, server_key, timeout) as client:
+        report = client.send("auditor", "audit" if now else "latest")
+    if report is None:
+        _out(None, as_json, "no audit yet (run `batos audit --now`)")
+        return
+    _out(report, as_json, json.dumps(report, indent=2, sort_keys=True, default=repr))
+
+
+def _follow_mission(records: Any, ref: str, as_json: bool) -> None:
+    from kernel.mission_view import MissionView, follow
+
+    view = MissionView(ref)
+    live = console.is_terminal and not as_json
+    follow(records, view, live=live, console=err_console if as_json else console)
+    if as_json:
+        print(json.dumps(view.summary(), default=repr))
+    if view.error is not None:
+        if not as_json:
+            err_console.print(f"[red]mission {ref} FAILED:[/] {view.error.message}")
+        raise typer.Exit(1)
+
+
+def _clip(value: Any, width: int = 60) -> str:
+    text = " ".join(str(value or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @app.command()

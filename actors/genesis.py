@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from actors.audit import Auditor
 from actors.memory import Hippocampus
 from actors.mission import Missions, install_states
 from actors.roles import Critic, Drafter, PassActor, Router, Scorer, Synthesizer
@@ -33,6 +34,7 @@ ACTORS: dict[str, Callable[[Any], Any]] = {
     "synthesizer": Synthesizer,
     "scorer": lambda config: Scorer(),
     "thermal": ThermalActor,
+    "auditor": lambda config: Auditor(),
 }
 
 

@@ -35,6 +35,10 @@ SYNTHESIZER = (
     "You are the synthesizer. Write the final answer to the question: keep what the "
     "draft gets right and fix every problem the critique names. Output only the answer."
 )
+AUDITOR = (
+    "You audit a local AI agent runtime from its own figures. In two or three "
+    "sentences, say what looks healthy, what looks wrong, and one concrete action."
+)
 
 # pass name (as in `pass` events) -> system prompt
 SYSTEM: dict[str, str] = {

@@ -52,9 +52,20 @@ def overrides_from(assignments: list[str] | None) -> dict[str, Any]:
 
 
 @app.command()
-def init(image: ImageOpt = DEFAULT_IMAGE, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
-    """Create (or open) the image, run genesis and print its summary."""
+def init(
+    image: ImageOpt = DEFAULT_IMAGE, set_: SetOpt = None, as_json: JsonOpt = False,
+    model: Annotated[Path | None, typer.Option(
+        "--model", help="A local Hugging Face model directory to use as the base model.")
+    ] = None,
+) -> None:
+    """Create (or open) the image, run genesis, ingest the models, print a summary."""
+    from kernel.plugins import run_hooks
+
+    def progress(text: str) -> None:
+        err_console.print(f"[dim]{text}[/]")
+
     with Image.open(image, create=True, overrides=overrides_from(set_)) as img:
+        run_hooks("batos.init", img, model, progress)
         _print_info(img.info(), as_json)
 
 
@@ -104,10 +115,12 @@ def serve(
 ) -> None:
     """Run the kernel on the image until SIGINT/SIGTERM."""
     from kernel import logs
+    from kernel.plugins import run_hooks
     from kernel.server import Kernel
 
     with Image.open(image, create=True, overrides=overrides_from(set_)) as img:
         logs.configure(img.config["log.level"], log_json or img.config["log.json"])
+        run_hooks("batos.serve", img)
         endpoints = bind or [_image_endpoint(e, image) for e in img.config["kernel.endpoints"]]
         Kernel(img, endpoints).serve_forever()
 

@@ -266,6 +266,23 @@ class Missions(Persistent):
         return mission.summary()
 
     @handler
+    def watch(self, step: StepContext, mission_id: str) -> dict[str, Any] | None:
+        """For a kernel that re-attaches a client: where the mission stands.
+
+        None for an unknown id; else `{"state", "final"}` where `final` is None
+        while it runs, `"result"` (with `value`) or `"failed"` (with `error`).
+        """
+        mission: Mission | None = step.root["missions"].get(mission_id)
+        if mission is None:
+            return None
+        state = mission.state_name
+        if state == "COMPLETE":
+            return {"state": state, "final": "result", "value": mission.result()}
+        if state == "FAILED":
+            return {"state": state, "final": "failed", "error": mission.error}
+        return {"state": state, "final": None}
+
+    @handler
     def status(self, step: StepContext, mission_id: str) -> dict[str, Any] | None:
         """The mission's summary, or None when no mission has this id."""
         mission: Mission | None = step.root["missions"].get(mission_id)

@@ -54,6 +54,7 @@ from kernel.steps import StepResult
 log = logging.getLogger("batos.kernel")
 
 RECENT_RESULTS = 10_000
+MIN_HEARTBEAT_S = 0.01  # an actor asking for a 1 ms beat must not spin the loop
 _TO_KERNEL = wire.CLIENT_KINDS | wire.ACTOR_KINDS
 
 
@@ -80,6 +81,7 @@ class Kernel:
         self._pool = ThreadPoolExecutor(self.config["steps.workers"], "batos-step")
         self._local = threading.local()
         self._stopping: asyncio.Event | None = None
+        self._attached = asyncio.Event()  # wakes the heartbeat loop: a new beat to keep
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ipc_paths: list[Path] = []
 
@@ -418,6 +420,7 @@ class Kernel:
             self._send(address, wire.error_reply(wire.ErrorCode.FORBIDDEN, str(exc),
                                                  ref=msg.id))
             return
+        self._attached.set()
 
         def done(pending: Any, error: BaseException | None) -> None:
             if error is not None:
@@ -459,7 +462,13 @@ class Kernel:
     async def _heartbeat_loop(self) -> None:
         interval = self.config["kernel.heartbeat_ms"] / 1000
         while True:
-            await asyncio.sleep(interval)
+            # beat as fast as the fastest attached actor asked (PROTOCOL.md §5), or it
+            # hears nothing for its interval x liveness and reconnects, over and over
+            asked = [inst.heartbeat_s for inst in self.peers.instances()]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._attached.wait(),
+                                       max(MIN_HEARTBEAT_S, min([interval, *asked])))
+            self._attached.clear()
             for inst in self.peers.expire(time.monotonic()):
                 log.warning("external actor %s silent for %d heartbeats: declared dead",
                             inst.name, self.peers.liveness)

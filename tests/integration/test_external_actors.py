@@ -165,6 +165,23 @@ def test_a_handler_longer_than_the_liveness_window_runs_once(tmp_path: Path) -> 
         assert step_count(client, "plodder") == 1
 
 
+def test_an_actor_beating_faster_than_the_kernel_stays_attached(tmp_path: Path) -> None:
+    """The kernel beats at the interval the actor registered, not only its own."""
+    image_dir = tmp_path / "image"
+    ipc = f"ipc://{image_dir}/kernel.sock"
+    doubler = Doubler()  # 200 ms, against the kernel's default 1000 ms
+    with running_kernel(image_dir, [ipc]) as kernel, serving(doubler, ipc), \
+            Client(ipc, timeout=10) as client:
+        assert kernel.config["kernel.heartbeat_ms"] > Doubler.heartbeat_ms
+        wait_until(attached(kernel, "doubler"), "doubler attached")
+        [inst] = kernel.peers.instances()
+        time.sleep(3 * kernel.config["kernel.heartbeat_ms"] / 1000)  # 5 actor windows
+        assert kernel.counters["actors_dead"] == 0
+        [still] = kernel.peers.instances()
+        assert still is inst  # the same link: no reconnect
+        assert client.send("doubler", "double", 4) == 8
+
+
 # -- 2. SIGKILL mid-message: declared dead, redelivered once, duplicates ignored ------------
 
 SLOW_ACTOR = '''

@@ -7,8 +7,11 @@ never logged.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 import time
 from typing import Any
@@ -44,10 +47,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+class _Enqueue(logging.handlers.QueueHandler):
+    """Hand records to the writer thread as they are: formatting happens there."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
 def configure(level: str = "INFO", as_json: bool = False) -> None:
-    """Install one stderr handler on the root logger."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if as_json else ReadableFormatter())
+    """Log to stderr from a writer thread; the caller's thread only enqueues.
+
+    The kernel logs every step from its event loop, so formatting and writing
+    must not happen there.
+    """
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+    writer = logging.StreamHandler(sys.stderr)
+    writer.setFormatter(JsonFormatter() if as_json else ReadableFormatter())
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _listener = logging.handlers.QueueListener(records, writer)
+    _listener.start()
+    atexit.register(_listener.stop)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_Enqueue(records)]
     root.setLevel(getattr(logging, level.upper(), logging.INFO))

@@ -16,8 +16,12 @@ from BTrees.OOBTree import OOBTree
 from persistent import Persistent
 
 # Created at genesis so that concurrent first increments never race to add them.
+# `steps.committed` is not stored: it is the sum of the `steps.actor.<name>`
+# counters, so a committed step writes one counter, not two.
+COMMITTED = "steps.committed"
+PER_ACTOR = "steps.actor."
 STANDARD_COUNTERS = (
-    "steps.committed", "steps.doomed", "steps.retries", "steps.exhausted",
+    "steps.doomed", "steps.retries", "steps.exhausted",
     "mailbox.posted", "mailbox.overloaded", "mailbox.dead",
     "guardian.rejections",
 )
@@ -41,13 +45,18 @@ class Metrics(Persistent):
 
     def value(self, name: str) -> int:
         """The current value of counter `name` (0 if it never moved)."""
+        if name == COMMITTED:
+            return sum(self.snapshot(PER_ACTOR).values())
         counter = self.counters.get(name)
         return int(counter()) if counter is not None else 0
 
     def snapshot(self, prefix: str = "") -> dict[str, int]:
-        """Every counter whose name starts with `prefix`."""
-        return {name: int(c()) for name, c in self.counters.items()
-                if name.startswith(prefix)}
+        """Every counter whose name starts with `prefix` (the derived total included)."""
+        values = {name: int(c()) for name, c in self.counters.items()
+                  if name.startswith(prefix)}
+        if COMMITTED.startswith(prefix):
+            values[COMMITTED] = self.value(COMMITTED)
+        return values
 
     def record_failure(self, info: dict[str, Any], keep: int) -> int:
         """Log one failed step; keeps the newest `keep` entries. Returns its key."""

@@ -37,10 +37,9 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import zmq
-import zmq.asyncio
 
 from kernel import auth, wire
 from kernel.errors import KernelError, MessageGone, Overloaded
@@ -72,10 +71,10 @@ class Kernel:
         self.watchers: dict[str, set[Address]] = {}
         self.recent: OrderedDict[str, wire.Record] = OrderedDict()
         self.users: dict[tuple[int, bytes], str] = {}
-        self.sockets: list[zmq.asyncio.Socket] = []
+        self.sockets: list[zmq.Socket[bytes]] = []
         self.ready = threading.Event()
         self.started = time.time()
-        self._ctx = zmq.asyncio.Context()
+        self._ctx: zmq.Context[Any] = zmq.Context()
         self._auth: Any = None
         self._keyring = auth.KeyRing(image.directory)
         self._pool = ThreadPoolExecutor(self.config["steps.workers"], "batos-step")
@@ -105,9 +104,10 @@ class Kernel:
         try:
             self._bind_all()
             await self._startup()
-            tasks = [asyncio.create_task(self._recv_loop(i, s)) for i, s in
-                     enumerate(self.sockets)]
-            tasks.append(asyncio.create_task(self._heartbeat_loop()))
+            for index, sock in enumerate(self.sockets):
+                self._loop.add_reader(_fd(sock), self._readable, index)
+            tasks = [asyncio.create_task(self._heartbeat_loop())]
+            tasks.append(asyncio.create_task(self._audit_loop()))
             self.ready.set()
             log.info("kernel serving %s", ", ".join(self.endpoints))
             await self._stopping.wait()
@@ -118,12 +118,15 @@ class Kernel:
     def _bind_all(self) -> None:
         plain = [e for e in self.endpoints if not e.startswith("tcp://")]
         secure = [e for e in self.endpoints if e.startswith("tcp://")]
-        if plain:
-            self.sockets.append(self._bind_plain(plain))
-        if secure:
-            self.sockets.append(self._bind_curve(secure))
+        try:
+            if plain:
+                self._bind_plain(plain)
+            if secure:
+                self._bind_curve(secure)
+        except zmq.ZMQError as exc:
+            raise KernelError(f"cannot bind {', '.join(self.endpoints)}: {exc}") from exc
 
-    def _new_router(self) -> zmq.asyncio.Socket:
+    def _new_router(self) -> zmq.Socket[bytes]:
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 500)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -132,8 +135,9 @@ class Kernel:
         sock.setsockopt(zmq.SNDHWM, 10_000)
         return sock
 
-    def _bind_plain(self, endpoints: list[str]) -> zmq.asyncio.Socket:
+    def _bind_plain(self, endpoints: list[str]) -> zmq.Socket[bytes]:
         sock = self._new_router()
+        self.sockets.append(sock)  # closed by _close, even when a bind below fails
         for endpoint in endpoints:
             if endpoint.startswith("ipc://"):
                 self._bind_ipc(sock, endpoint)
@@ -143,7 +147,7 @@ class Kernel:
                 raise KernelError(f"endpoint {endpoint}: only ipc://, inproc:// or tcp://")
         return sock
 
-    def _bind_ipc(self, sock: zmq.asyncio.Socket, endpoint: str) -> None:
+    def _bind_ipc(self, sock: zmq.Socket[bytes], endpoint: str) -> None:
         path = Path(endpoint[len("ipc://"):])
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():  # a stale socket from a killed kernel; the image lock is ours
@@ -156,11 +160,12 @@ class Kernel:
         os.chmod(path, 0o600)
         self._ipc_paths.append(path)
 
-    def _bind_curve(self, endpoints: list[str]) -> zmq.asyncio.Socket:
+    def _bind_curve(self, endpoints: list[str]) -> zmq.Socket[bytes]:
         if not (auth.keys_dir(self.image.directory) / "server.key_secret").exists():
             raise KernelError("tcp endpoints require CURVE keys: run `batos keys init`")
         self._auth = auth.start_authenticator(self._ctx, self._keyring)  # before bind
         sock = self._new_router()
+        self.sockets.append(sock)
         auth.make_curve_server(sock, self._keyring)
         for endpoint in endpoints:
             sock.bind(endpoint)
@@ -175,6 +180,25 @@ class Kernel:
         if pending:
             log.info("redelivering %d pending messages", len(pending))
 
+    async def _audit_loop(self) -> None:
+        """Enqueue a self-audit every `audit.interval_s`; the due time is in the image,
+        so a restart neither skips nor doubles one."""
+        interval = self.config["audit.interval_s"]
+        actor = self.config["audit.actor"]
+        if interval <= 0:
+            return
+        while True:
+            due = await self._loop_run(lambda: self._worker().audit_due(actor, interval))
+            if due is None:
+                return  # no auditor in this image: nothing to schedule
+            await asyncio.sleep(max(0.0, due - time.time()))
+            posted = await self._loop_run(lambda: self._worker().enqueue_audit(actor,
+                                                                              interval))
+            if posted is not None:
+                key, env = posted
+                log.info("self-audit %s enqueued", env.id)
+                self._schedule(actor, key, env)
+
     async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
         log.info("kernel stopping: waiting for %d running steps", self.scheduler.running)
         for task in tasks:
@@ -186,6 +210,9 @@ class Kernel:
     def _close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         for sock in self.sockets:
+            if self._loop is not None and not sock.closed:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(_fd(sock))
             sock.close(linger=200)
         if self._auth is not None:
             self._auth.stop()
@@ -206,16 +233,27 @@ class Kernel:
         return worker
 
     # -- the socket loop: bytes in, records out ----------------------------------
-    async def _recv_loop(self, index: int, sock: zmq.asyncio.Socket) -> None:
+    def _readable(self, index: int) -> None:
+        """The socket's FD fired: drain every waiting message (the FD is edge-triggered)."""
+        sock = self.sockets[index]
         curve = sock.getsockopt(zmq.CURVE_SERVER) == 1
-        while True:
-            frames = await sock.recv_multipart(copy=False)
+        while _readable_now(sock):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
             user = str(frames[-1].get("User-Id")) if curve else ""
             try:
                 self._on_frames(index, [f.bytes for f in frames], user or "")
             except Exception:  # a bug must not stop the kernel; count and log it
                 self.counters.incr("internal_errors")
                 log.exception("internal error handling a frame")
+
+    def _rearm(self, index: int) -> None:
+        """After a send the FD may not fire again for messages already waiting."""
+        if _readable_now(self.sockets[index]):
+            assert self._loop is not None
+            self._loop.call_soon(self._readable, index)
 
     def _on_frames(self, index: int, frames: list[bytes], user: str) -> None:
         self.counters.incr("frames_in")
@@ -279,24 +317,19 @@ class Kernel:
             self.counters.incr("reply_key_mismatch")  # the routing id changed hands
             return
         try:
-            frames = wire.router_frames(address.identity, record, self.limits)
+            # event names come from handlers: those records get the full field checks
+            trusted = not isinstance(record, wire.Event)
+            frames = wire.router_frames(address.identity, record, self.limits, trusted=trusted)
         except wire.ProtocolError as exc:
             ref = getattr(record, "ref", None)
             frames = wire.router_frames(address.identity, wire.error_reply(
                 wire.ErrorCode.INTERNAL, f"reply cannot be encoded: {exc.message}", ref=ref))
-        # zmq.asyncio reports a failed send on the returned future, never by raising
-        sent = cast("asyncio.Future[Any]", self.sockets[address.socket].send_multipart(
-            frames, flags=zmq.NOBLOCK))
-        if sent.done():  # always, with NOBLOCK: count it now
-            self._count_sent(sent)
-        else:
-            sent.add_done_callback(self._count_sent)
-
-    def _count_sent(self, sent: asyncio.Future[Any]) -> None:
-        if sent.cancelled() or sent.exception() is not None:
-            self.counters.incr("undeliverable")  # the peer is gone (ROUTER_MANDATORY) or full
-        else:
+        try:
+            self.sockets[address.socket].send_multipart(frames, flags=zmq.NOBLOCK)
             self.counters.incr("frames_out")
+        except zmq.ZMQError:  # the peer is gone (ROUTER_MANDATORY) or its queue is full
+            self.counters.incr("undeliverable")
+        self._rearm(address.socket)
 
     # -- clients -------------------------------------------------------------------
     def _on_send(self, address: Address, msg: wire.Send) -> None:
@@ -347,12 +380,36 @@ class Kernel:
             self._send(address, wire.Accepted(ref=msg.id))
             self._send(address, known)
             return
-        if msg.ref not in self.watchers and not self._is_pending(msg.ref):
-            self._send(address, wire.error_reply(
-                wire.ErrorCode.NOT_FOUND, f"nothing known as {msg.ref}", ref=msg.id))
+        if msg.ref in self.watchers or self._is_pending(msg.ref):
+            self.watchers.setdefault(msg.ref, set()).add(address)
+            self._send(address, wire.Accepted(ref=msg.id))
             return
-        self.watchers.setdefault(msg.ref, set()).add(address)
-        self._send(address, wire.Accepted(ref=msg.id))
+        self._watch_in_image(address, msg)
+
+    def _watch_in_image(self, address: Address, msg: wire.Watch) -> None:
+        """A mission this kernel has not seen (e.g. begun before a restart): ask the
+        mission entry actor where it stands (`watch(mission_id)`, read-only)."""
+        entry = self.config["kernel.mission_entry"]
+        probe = Envelope(actor=entry, selector="watch", args=(msg.ref,))
+
+        def done(result: StepResult | None, error: BaseException | None) -> None:
+            where = result.value if result is not None and result.ok else None
+            if not isinstance(where, dict):
+                self._send(address, wire.error_reply(
+                    wire.ErrorCode.NOT_FOUND, f"nothing known as {msg.ref}", ref=msg.id))
+                return
+            self._send(address, wire.Accepted(ref=msg.id))
+            if where.get("final") == "result":
+                self._send(address, wire.Result(ref=msg.ref, value=where.get("value")))
+            elif where.get("final") == "failed":
+                self._send(address, wire.error_reply(
+                    wire.ErrorCode.STEP_FAILED, str(where.get("error")), ref=msg.ref))
+            else:
+                self.watchers.setdefault(msg.ref, set()).add(address)
+                self._send(address, wire.Event(ref=msg.ref, event="state",
+                                               data={"state": where.get("state")}))
+
+        self.scheduler.submit(entry, lambda: self._worker().runner.run_message(probe), done)
 
     def _on_status(self, address: Address, msg: wire.Status) -> None:
         def done(stats: Any, error: BaseException | None) -> None:
@@ -580,3 +637,11 @@ class Kernel:
                 if env.id == ref:
                     return key
         return ref
+
+
+def _fd(sock: zmq.Socket[bytes]) -> int:
+    return int(sock.getsockopt(zmq.FD))
+
+
+def _readable_now(sock: zmq.Socket[bytes]) -> bool:
+    return bool(int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)

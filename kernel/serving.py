@@ -7,6 +7,7 @@ envelopes, counters), never live persistent objects, to the loop thread.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -95,6 +96,33 @@ class Worker:
                 box = root["mailboxes"].get(name)
                 found = [(key, box.peek(key)) for key in box.keys()] if box else []
         return found
+
+    def audit_due(self, actor: str, interval: float) -> float | None:
+        """When the next self-audit is due (set to now + interval the first time)."""
+        for attempt in self.tm.attempts(3):
+            with attempt:
+                root = self.conn.root()
+                if actor not in root["actors"]:
+                    return None
+                due = root["batos"].get("audit_next_due")
+                if due is None:
+                    due = root["batos"]["audit_next_due"] = time.time() + interval
+        return float(due)
+
+    def enqueue_audit(self, actor: str, interval: float) -> tuple[str, Envelope] | None:
+        """Post the self-audit and move the due time, in one transaction."""
+        for attempt in self.tm.attempts(3):
+            with attempt as txn:
+                root = self.conn.root()
+                if root["batos"].get("audit_next_due", 0.0) > time.time():
+                    return None  # another kernel (ZEO) or a clock change got there first
+                envelope = Envelope(actor=actor, selector="audit")
+                envelope = Envelope(actor=actor, selector="audit", id=envelope.id,
+                                    mission=envelope.id)
+                txn.note(f"self-audit {envelope.id}")
+                key = mailboxes.post(root, envelope, self.runner.config["mailbox.capacity"])
+                root["batos"]["audit_next_due"] = time.time() + interval
+        return key, envelope
 
     def stats(self) -> dict[str, int]:
         with self._reading() as root:

@@ -172,8 +172,7 @@ class StepRunner:
         capacity = self.config["mailbox.capacity"]
         posted = tuple((out, mailboxes.post(root, out, capacity)) for out in ctx.outbox)
         metrics = root["metrics"]
-        metrics.incr("steps.committed")
-        metrics.incr(f"steps.actor.{actor_name}")
+        metrics.incr(f"steps.actor.{actor_name}")  # steps.committed is their sum
         if attempt > 1:
             metrics.incr("steps.retries", attempt - 1)
         return StepResult(actor_name, key, envelope, ok=True, value=value, outbox=posted,
@@ -215,7 +214,6 @@ class StepRunner:
                     root = self.conn.root()
                     envelope = mailboxes.mailbox_for(root, actor).take(key)
                     txn.note(f"step {actor}.{envelope.selector} {key} (external)")
-                    root["metrics"].incr("steps.committed")
                     root["metrics"].incr(f"steps.actor.{actor}")
         except MessageGone:
             return StepResult(actor, key, None, ok=False, error=MessageGone(actor, key))

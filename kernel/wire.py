@@ -24,8 +24,8 @@ calls it; role checks use the direction tables at the bottom.
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
@@ -78,8 +78,8 @@ DEFAULT_LIMITS = Limits()
 
 
 def new_id() -> str:
-    """A fresh message id: 32 hex characters from uuid4."""
-    return uuid.uuid4().hex
+    """A fresh message id: 32 random hex characters."""
+    return os.urandom(16).hex()
 
 
 # -- errors -------------------------------------------------------------------
@@ -661,15 +661,21 @@ def decode(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
         raise
 
 
-def encode(msg: Record, limits: Limits = DEFAULT_LIMITS) -> bytes:
-    """Encode a record, with the same checks ``decode`` applies on the other side."""
+def encode(msg: Record, limits: Limits = DEFAULT_LIMITS, *, trusted: bool = False) -> bytes:
+    """Encode a record, with the same checks ``decode`` applies on the other side.
+
+    ``trusted`` skips the per-field checks for records the kernel built from
+    fields it already validated; the walk over every value still runs, so a
+    handler's result that the wire cannot carry is still refused.
+    """
     cls = type(msg)
     if cls not in _SPECS:
         raise BadKind(f"{cls.__name__} is not a message record")
     obj = {"kind": cls.kind} | {name: getattr(msg, name) for name, _, _ in _SPECS[cls]}
     try:
         _check_tree(obj, limits)
-        _check_fields(cls, obj)
+        if not trusted:
+            _check_fields(cls, obj)
         payload: bytes = msgpack.packb(obj, use_bin_type=True)
     except ProtocolError as exc:
         exc.msg_id, exc.kind = _peek_id(obj), cls.kind
@@ -722,9 +728,10 @@ def split_router_frames(
         raise
 
 
-def router_frames(identity: bytes, msg: Record, limits: Limits = DEFAULT_LIMITS) -> list[bytes]:
+def router_frames(identity: bytes, msg: Record, limits: Limits = DEFAULT_LIMITS,
+                  *, trusted: bool = False) -> list[bytes]:
     """The ROUTER-side frames sending ``msg`` to the peer ``identity``."""
-    return [identity, b"", VERSION, encode(msg, limits)]
+    return [identity, b"", VERSION, encode(msg, limits, trusted=trusted)]
 
 
 def peer_frames(msg: Record, limits: Limits = DEFAULT_LIMITS) -> list[bytes]:

@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 run: $(STAMP)
-	$(BATOS) init --image $(IMAGE)
+	BATOS=$(BATOS) IMAGE=$(IMAGE) scripts/main_job.sh
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -28,6 +28,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check kernel actors prototypes scripts tests
 	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) scripts/bench_kernel.py
+	$(PY) scripts/bench_mission.py
+	$(PY) scripts/crash_image.py --kills 100
 
 clean-image:
 	find $(IMAGE) -mindepth 1 ! -name .gitkeep -delete

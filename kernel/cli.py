@@ -371,7 +371,10 @@ def _setup_logging() -> None:
 
 def main() -> None:
     """Console-script entry point: typed errors become one line and exit code 2."""
+    from kernel.plugins import run_hooks
+
     _setup_logging()
+    run_hooks("batos.cli", app)  # actor packages add their own commands
     try:
         app()
     except BatosError as exc:

@@ -4,7 +4,8 @@ Groups (declared by actor packages in their `pyproject.toml`):
 
 - `batos.actors`: `install(root, config)` at every genesis (see `kernel.image`);
 - `batos.init`:   `init(image, model_dir, progress)` during `batos init`;
-- `batos.serve`:  `serve(image)` in the kernel's process before it serves.
+- `batos.serve`:  `serve(image)` in the kernel's process before it serves;
+- `batos.cli`:    `register(app)` adds a package's commands to the `batos` CLI.
 """
 
 from __future__ import annotations

@@ -21,8 +21,9 @@ under the model's *raw* distribution (log-softmax of the logits before
 temperature or top-p), so a confidence read from it means the same at every
 temperature.
 
-Personas (LoRA adapters) arrive in a later issue: `activate` is the seam, and
-for now it wears nothing and returns None.
+Personas (LoRA adapters): `activate` hands the request's persona to the
+attached `actors.steward.VramSteward`, inside the generate lock; without one
+every request runs on the bare model.
 """
 
 from __future__ import annotations
@@ -142,13 +143,20 @@ class Engine:
         llm.install_engine(self, self if self.embedder is not None else None)
 
     # -- personas ------------------------------------------------------------
-    def activate(self, persona: str | None) -> str | None:
-        """Wear `persona`'s adapter; returns the persona actually worn.
+    # The adapter tiers (`actors.steward.VramSteward`), attached by `steward.attach`.
+    steward: Any = None
 
-        The seam for the adapter tiers of a later issue: no adapter registry
-        exists yet, so every request runs on the bare model and gets None.
+    def activate(self, persona: str | None) -> str | None:
+        """Wear `persona`'s adapter; returns the persona actually worn (None: bare model).
+
+        `generate` calls it inside the generate lock, so a pass always runs
+        with its own adapter however passes interleave. Without a steward,
+        every request runs on the bare model.
         """
-        return None
+        if self.steward is None:
+            return None
+        worn: str | None = self.steward.activate(persona)
+        return worn
 
     # -- generation ----------------------------------------------------------
     def prompt(self, request: llm.GenerationRequest) -> str:

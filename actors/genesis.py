@@ -22,6 +22,7 @@ from actors.audit import Auditor
 from actors.memory import Hippocampus
 from actors.mission import Missions, install_states
 from actors.roles import Critic, Drafter, PassActor, Router, Scorer, Synthesizer
+from actors.steward import StewardActor
 from actors.thermal import ThermalActor, ThermalSettings
 
 # name -> factory(config) -> actor object.
@@ -35,6 +36,7 @@ ACTORS: dict[str, Callable[[Any], Any]] = {
     "scorer": lambda config: Scorer(),
     "thermal": ThermalActor,
     "auditor": lambda config: Auditor(),
+    "steward": StewardActor,
 }
 
 

@@ -1,8 +1,9 @@
 """The kernel's hooks into this package (entry points, see pyproject.toml).
 
 - `batos.init`: `init(image, model_dir, progress)` puts the models in the image.
-- `batos.serve`: `serve(image, log)` loads the engine from the image into the
-  kernel's process before it serves.
+- `batos.serve`: `serve(image)` ingests the adapter folders in
+  `adapters.staging_dir`, loads the engine from the image into the kernel's
+  process and attaches the adapter steward to it, before it serves.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from actors import models
+from actors import adapters, models, steward
 
 log = logging.getLogger("batos.actors")
 
@@ -25,7 +26,7 @@ def init(image: Any, model_dir: Path | None, progress: Callable[[str], None]) ->
 
 
 def serve(image: Any) -> None:
-    """`batos serve`: load the base and embedding models from the image, if present."""
+    """`batos serve`: ingest staged adapters, load the models from the image, attach the steward."""
     from actors import engine
 
     names = {info.name for info in models.list_models(image)}
@@ -33,8 +34,23 @@ def serve(image: Any) -> None:
         log.warning("no base model in the image: missions will fail until `batos init` "
                     "has ingested one")
         return
+    ingest_staged_adapters(image)
     log.info("loading the engine from the image")
     loaded = engine.load_from_image(image, embedding="embedding" if "embedding" in names
                                     else None)
+    steward.attach(image, loaded)
     loaded.install()
     log.info("engine ready")
+
+
+def ingest_staged_adapters(image: Any) -> adapters.IngestReport:
+    """Ingest `adapters.staging_dir`; refused folders are logged, never fatal."""
+    report = adapters.ingest_staging(image, image.config["adapters.staging_dir"])
+    for outcome in report.outcomes:
+        if outcome.status == "refused":
+            log.warning("adapter %s refused (%s): %s", outcome.folder, outcome.error_kind,
+                        outcome.error)
+        elif outcome.status != "unchanged":
+            log.info("adapter %s %s as version %s", outcome.name, outcome.status,
+                     outcome.version)
+    return report

@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 
 from persistent import Persistent
 
-from actors import llm, prompts, thermal
+from actors import llm, prompts, steward, thermal
 from actors.memory import cosine, embed_one
 from actors.mission import Mission, claim
 from kernel.steps import StepContext, handler
@@ -102,13 +102,14 @@ class PassActor(Persistent):
             step.stream("chunk", **{"pass": name, "round": round_, "seq": next(seq),
                                     "text": text})
 
+        steward.prefetch_next(step)  # refresh this pass's adapter, prefetch the next one
         started = time.perf_counter()
         generation = llm.generator().generate(request, on_text=on_text)
         seconds = round(time.perf_counter() - started, 6)
-        persona = generation.persona or request.persona
+        persona = generation.persona  # the adapter actually worn; None: the bare model
         mission.record_pass({
             "pass": name, "round": round_, "tokens": generation.tokens, "seconds": seconds,
-            "persona": persona, "max_new_tokens": request.max_new_tokens,
+            "persona": persona, "wanted_persona": request.persona, "max_new_tokens": request.max_new_tokens,
             "temperature": request.temperature, "scale": cooled.observation.scale,
             "zone": cooled.observation.zone, "stopped_by": generation.stopped_by,
             "mean_logprob": _finite(generation.mean_logprob),

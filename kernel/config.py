@@ -80,6 +80,16 @@ SETTINGS: tuple[Setting, ...] = (
             "longest a step sleeps waiting for the hot zone to clear"),
     Setting("thermal.poll_s", float, 5.0,
             "seconds between temperature readings while waiting to cool"),
+    Setting("adapters.staging_dir", str, "lora_staging",
+            "peft adapter folders ingested at `batos serve` start-up (relative to the cwd)"),
+    Setting("adapters.hot_slots_bytes", int, 0,
+            "bytes of preallocated adapter slots on the model's device; 0: auto "
+            "(CUDA: 5% of free memory up to 1 GiB, CPU: 64 MiB)"),
+    Setting("adapters.warm_bytes", int, 268_435_456,
+            "bytes of adapter tensors kept in RAM (pinned on CUDA) for fast swaps"),
+    Setting("adapters.pinned", list, [], "personas kept hot and warm, never evicted"),
+    Setting("adapters.prefetch", bool, True,
+            "load the persona of the next pass on a background thread while one generates"),
 )
 
 _BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

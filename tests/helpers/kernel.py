@@ -60,6 +60,11 @@ def kernel_process(image_dir: Path, *args: str,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, **(env or {})},
     )
+    # Drain the kernel's output as it comes: a full pipe would block its logging.
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
+    reader.start()
+    _OUTPUT[proc.pid] = (reader, lines)
     try:
         wait_for_kernel(f"ipc://{image_dir}/kernel.sock", proc)
         yield proc
@@ -73,13 +78,23 @@ def kernel_process(image_dir: Path, *args: str,
                 proc.wait()
 
 
+_OUTPUT: dict[int, tuple[threading.Thread, list[str]]] = {}
+
+
+def captured_output(proc: subprocess.Popen[str], timeout: float = 30) -> str:
+    """Everything the kernel process wrote, once it has exited."""
+    reader, lines = _OUTPUT[proc.pid]
+    reader.join(timeout)
+    return "".join(lines)
+
+
 def wait_for_kernel(endpoint: str, proc: subprocess.Popen[str] | None = None,
                     deadline_s: float = 60) -> None:
     """Ping until the kernel answers (or the process died)."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
+            out = captured_output(proc) if proc.pid in _OUTPUT else ""
             raise RuntimeError(f"kernel exited with {proc.returncode}: {out}")
         with contextlib.suppress(Exception), Client(endpoint, timeout=0.5) as client:
             client.ping()

@@ -29,7 +29,7 @@ from kernel import auth, wire
 from kernel.client import Client, RemoteError
 from kernel.image import Image
 from tests.helpers.actors import Recorder, Sleeper
-from tests.helpers.kernel import kernel_process, running_kernel
+from tests.helpers.kernel import captured_output, kernel_process, running_kernel
 
 Frames = list[bytes]
 FuzzCase = tuple[str, Frames, tuple[str, str | None]]  # generator, frames, expected (code, ref)
@@ -658,7 +658,7 @@ def test_json_log_describes_steps_without_their_bodies(image_dir: Path) -> None:
                 client.send("system", "nope", secret)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-        output = proc.stdout.read() if proc.stdout else ""
+        output = captured_output(proc)
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert lines and len(lines) == len(output.splitlines()), output  # every line is JSON
     steps = [line["step"] for line in lines if "step" in line]

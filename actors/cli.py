@@ -1,9 +1,186 @@
-"""This package's `batos` commands (the `batos.cli` entry point)."""
+"""This package's `batos` commands (the `batos.cli` entry point).
+
+    batos export-training [--image DIR] [--min-confidence X] [--out FILE|-] [--persona NAME]
+    batos adapters [--json]                       the steward's adapter table
+    batos adapters ingest [--image DIR] [--folder lora_staging]
+
+Everything heavy is imported inside the commands: starting the CLI never
+imports torch, and never the actors the commands do not use.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from kernel.cli import (
+    EndpointOpt,
+    ImageOpt,
+    JsonOpt,
+    KeyOpt,
+    ServerKeyOpt,
+    TimeoutOpt,
+    console,
+    err_console,
+)
+from kernel.image import DEFAULT_IMAGE
+
+INGEST_TIMEOUT_S = 600.0  # hashing and storing a few adapters; generous on a slow disk
+
+adapters_app = typer.Typer(help="LoRA persona adapters: list them, ingest lora_staging/.")
+
+FolderOpt = Annotated[Path, typer.Option(
+    "--folder", help="Staging folder: one peft adapter folder per persona.")]
 
 
 def register(app: Any) -> None:
     """Add the actor package's commands to the `batos` typer app."""
+    app.command("export-training")(export_training)
+    app.add_typer(adapters_app, name="adapters")
+
+
+# -- export-training -------------------------------------------------------------------
+
+
+def export_training(
+    image: ImageOpt = DEFAULT_IMAGE,
+    min_confidence: Annotated[float, typer.Option(
+        "--min-confidence", min=0.0, max=1.0,
+        help="Only missions whose answer scored at least this (default: the 0.55 "
+             "acceptance bar).")] = 0.55,
+    out: Annotated[str, typer.Option(
+        "--out", help="JSONL file to write, or - for standard output.")] = "-",
+    persona: Annotated[str | None, typer.Option(
+        "--persona", help="Only this persona's rows (router, drafter, critic, synthesizer).")
+    ] = None,
+) -> None:
+    """Write the image's answered missions as chat-format training rows (JSONL).
+
+    One row per pass that can be rebuilt; train with
+    `python scripts/train_persona.py --persona NAME --data FILE`.
+    """
+    from actors import training
+    from kernel.cli import open_for_reading
+
+    if persona is not None and persona not in training.PERSONAS:
+        raise typer.BadParameter(f"unknown persona {persona!r} "
+                                 f"(one of {', '.join(training.PERSONAS)})",
+                                 param_hint="--persona")
+    with open_for_reading(image) as img:
+        if out == "-":
+            stats = training.export_training(img, min_confidence, sys.stdout, persona)
+        else:
+            with Path(out).open("w", encoding="utf-8") as handle:
+                stats = training.export_training(img, min_confidence, handle, persona)
+    counts = ", ".join(f"{name} {stats.rows[name]}" for name in training.PERSONAS
+                       if persona in (None, name))
+    err_console.print(f"[dim]{stats.used} of {stats.missions} missions used; rows: {counts}"
+                      + ("" if out == "-" else f"; written to {out}") + "[/]")
+
+
+# -- adapters --------------------------------------------------------------------------
+
+
+@adapters_app.callback(invoke_without_command=True)
+def adapters(
+    ctx: typer.Context,
+    image: ImageOpt = DEFAULT_IMAGE, endpoint: EndpointOpt = None, key: KeyOpt = None,
+    server_key: ServerKeyOpt = None, timeout: TimeoutOpt = 10.0, as_json: JsonOpt = False,
+) -> None:
+    """List the adapters the kernel's steward knows: tier, size, hits, swaps, pins."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from kernel.cli import _client
+
+    with _client(image, endpoint, key, server_key, timeout) as client:
+        rows = client.send("steward", "list") or []
+    if as_json:
+        print(json.dumps(rows, default=repr))
+        return
+    console.print(adapter_table(rows))
+
+
+@adapters_app.command("ingest")
+def adapters_ingest(
+    image: ImageOpt = DEFAULT_IMAGE, folder: FolderOpt = Path("lora_staging"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Take every adapter folder in FOLDER into the image (refused ones are named).
+
+    When a kernel holds the image, its steward ingests the folder instead.
+    """
+    value = ingest(image, folder)
+    if as_json:
+        print(json.dumps(value, default=repr))
+    else:
+        console.print(ingest_table(value))
+    if not value.get("ok", True):
+        raise typer.Exit(1)
+
+
+def ingest(image: Path, folder: Path) -> dict[str, Any]:
+    """`ingest_staging` on the image, or through the kernel's steward when it holds it."""
+    from actors.adapters import ingest_staging
+    from kernel.cli import _client
+    from kernel.errors import ImageLocked
+    from kernel.image import Image
+
+    try:
+        img = Image.open(image, create=False)
+    except ImageLocked:
+        err_console.print("[dim]a kernel holds the image: its steward ingests the folder[/]")
+        with _client(image, None, None, None, 5.0) as client:
+            client.ping()  # KernelUnreachable now, not after the long wait below
+            client.timeout = INGEST_TIMEOUT_S
+            value: dict[str, Any] = client.send("steward", "ingest", str(folder.resolve()))
+        return value
+    with img:
+        return ingest_staging(img, folder).to_dict()
+
+
+# -- rendering -------------------------------------------------------------------------
+
+
+def adapter_table(rows: list[dict[str, Any]]) -> Table:
+    """The steward's rows as a table; every key that comes back gets a column."""
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    table = Table(*columns, title="adapters")
+    for row in rows:
+        table.add_row(*(cell(name, row.get(name)) for name in columns))
+    if not rows:
+        table.caption = "no adapters (batos adapters ingest)"
+    return table
+
+
+def ingest_table(report: dict[str, Any]) -> Table:
+    table = Table("name", "status", "version", "error", title=f"ingest {report.get('folder')}")
+    for outcome in report.get("outcomes") or ():
+        error = outcome.get("error")
+        kind = outcome.get("error_kind")
+        table.add_row(str(outcome.get("name")), str(outcome.get("status")),
+                      cell("version", outcome.get("version")),
+                      f"{kind}: {error}" if kind and error else cell("error", error))
+    if not report.get("outcomes"):
+        table.caption = "no adapter folders found"
+    return table
+
+
+def cell(name: str, value: Any) -> str:
+    """One value as table text: sizes in MB, times of day, booleans as yes/no."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if name.endswith("bytes") and isinstance(value, int | float):
+        return f"{value / 1e6:.2f} MB"
+    if name in ("last_used", "created") and isinstance(value, int | float):
+        return dt.datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)

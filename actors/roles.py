@@ -109,7 +109,8 @@ class PassActor(Persistent):
         persona = generation.persona  # the adapter actually worn; None: the bare model
         mission.record_pass({
             "pass": name, "round": round_, "tokens": generation.tokens, "seconds": seconds,
-            "persona": persona, "wanted_persona": request.persona, "max_new_tokens": request.max_new_tokens,
+            "persona": persona, "wanted_persona": request.persona,
+            "max_new_tokens": request.max_new_tokens,
             "temperature": request.temperature, "scale": cooled.observation.scale,
             "zone": cooled.observation.zone, "stopped_by": generation.stopped_by,
             "mean_logprob": _finite(generation.mean_logprob),

@@ -5,8 +5,10 @@ parallel on the worker pool. When an actor has a backlog, the worker that ran
 its last job goes straight on to the next one (a drain), so consecutive steps
 of one actor stay on one thread and one ZODB connection with a warm cache, and
 nothing waits for a trip through the event loop between them. Each job's
-result still goes back to the loop with `call_soon_threadsafe`, because only
-the loop thread sends.
+result still goes back to the loop, because only the loop thread sends: onto
+one FIFO of results, with a `call_soon_threadsafe` wake-up only when the loop
+has none pending already (a wake-up is a syscall and a thread switch; the
+loop hands out every result waiting when it runs).
 
 `submit` is called from the loop thread; the queues are shared with the
 draining workers under one lock.
@@ -35,11 +37,16 @@ class Scheduler:
         self._queues: dict[str, deque[tuple[Work, Done]]] = {}
         self._busy: set[str] = set()
         self.running = 0
+        self._results: deque[tuple[Done, Any, BaseException | None]] = deque()
+        self._wake_pending = False
 
     def submit(self, actor: str, work: Work, done: Done) -> None:
         """Queue `work` (run on a worker) for `actor`; `done(result, error)` on the loop."""
         with self._lock:
-            self._queues.setdefault(actor, deque()).append((work, done))
+            queue = self._queues.get(actor)
+            if queue is None:
+                queue = self._queues[actor] = deque()
+            queue.append((work, done))
             if actor in self._busy:
                 return
             self._busy.add(actor)
@@ -75,7 +82,29 @@ class Scheduler:
                 result, error = work(), None
             except BaseException as exc:  # handed to `done`; the drain goes on
                 result, error = None, exc
+            if not self._hand_back(done, result, error):
+                return  # the loop closed during shutdown: nobody to tell
+
+    def _hand_back(self, done: Done, result: Any, error: BaseException | None) -> bool:
+        """On a worker: queue `done(result, error)` for the loop; False if it is closed."""
+        self._results.append((done, result, error))
+        if self._wake_pending:  # the loop has yet to run the last wake-up: it takes this too
+            return True
+        self._wake_pending = True
+        try:
+            self._loop.call_soon_threadsafe(self._deliver)
+        except RuntimeError:
+            return False
+        return True
+
+    def _deliver(self) -> None:
+        """On the loop: run every queued `done`, oldest first."""
+        self._wake_pending = False  # before taking: a result queued from now on wakes again
+        results = self._results
+        while results:
+            done, result, error = results.popleft()
             try:
-                self._loop.call_soon_threadsafe(done, result, error)
-            except RuntimeError:  # the loop closed during shutdown: nobody to tell
-                return
+                done(result, error)
+            except Exception as exc:  # as asyncio treats a failing callback: report, go on
+                self._loop.call_exception_handler(
+                    {"message": "exception in a step's completion", "exception": exc})

@@ -41,7 +41,7 @@ from typing import Any
 
 import zmq
 
-from kernel import auth, wire
+from kernel import auth, logs, wire
 from kernel.errors import KernelError, MessageGone, Overloaded
 from kernel.image import Image
 from kernel.mailbox import Envelope
@@ -83,6 +83,8 @@ class Kernel:
         self._attached = asyncio.Event()  # wakes the heartbeat loop: a new beat to keep
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ipc_paths: list[Path] = []
+        self._curve: list[bool] = []  # per socket: CURVE (its peers carry a key)
+        self._draining: int | None = None  # the socket `_readable` is draining now
 
     # -- lifecycle ---------------------------------------------------------------
     def serve_forever(self) -> None:
@@ -103,6 +105,7 @@ class Kernel:
                 self._loop.add_signal_handler(sig, self._stopping.set)
         try:
             self._bind_all()
+            self._curve = [sock.getsockopt(zmq.CURVE_SERVER) == 1 for sock in self.sockets]
             await self._startup()
             for index, sock in enumerate(self.sockets):
                 self._loop.add_reader(_fd(sock), self._readable, index)
@@ -236,22 +239,25 @@ class Kernel:
     def _readable(self, index: int) -> None:
         """The socket's FD fired: drain every waiting message (the FD is edge-triggered)."""
         sock = self.sockets[index]
-        curve = sock.getsockopt(zmq.CURVE_SERVER) == 1
-        while _readable_now(sock):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                break
-            user = str(frames[-1].get("User-Id")) if curve else ""
-            try:
-                self._on_frames(index, [f.bytes for f in frames], user or "")
-            except Exception:  # a bug must not stop the kernel; count and log it
-                self.counters.incr("internal_errors")
-                log.exception("internal error handling a frame")
+        curve = self._curve[index]
+        self._draining = index  # sends from here leave the re-check to the loop below
+        try:
+            while _waiting(sock):
+                try:
+                    frames, user = _receive(sock, curve)
+                except zmq.Again:
+                    break
+                try:
+                    self._on_frames(index, frames, user)
+                except Exception:  # a bug must not stop the kernel; count and log it
+                    self.counters.incr("internal_errors")
+                    log.exception("internal error handling a frame")
+        finally:
+            self._draining = None
 
     def _rearm(self, index: int) -> None:
         """After a send the FD may not fire again for messages already waiting."""
-        if _readable_now(self.sockets[index]):
+        if index != self._draining and _waiting(self.sockets[index]):
             assert self._loop is not None
             self._loop.call_soon(self._readable, index)
 
@@ -325,7 +331,7 @@ class Kernel:
             frames = wire.router_frames(address.identity, wire.error_reply(
                 wire.ErrorCode.INTERNAL, f"reply cannot be encoded: {exc.message}", ref=ref))
         try:
-            self.sockets[address.socket].send_multipart(frames, flags=zmq.NOBLOCK)
+            _send_frames(self.sockets[address.socket], frames)
             self.counters.incr("frames_out")
         except zmq.ZMQError:  # the peer is gone (ROUTER_MANDATORY) or its queue is full
             self.counters.incr("undeliverable")
@@ -551,7 +557,7 @@ class Kernel:
             self._finish(env.id, wire.error_reply(
                 wire.ErrorCode.INTERNAL, "internal error", ref=env.id), env)
             return
-        log.info("step", extra={"step": describe_step(result)})
+        logs.log_step(log, describe_step(result))
         if not result.ok:
             self._step_failed(result, env)
             return
@@ -643,5 +649,29 @@ def _fd(sock: zmq.Socket[bytes]) -> int:
     return int(sock.getsockopt(zmq.FD))
 
 
-def _readable_now(sock: zmq.Socket[bytes]) -> bool:
-    return bool(int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+# Plain ints: pyzmq's enum flags cost more per operation than the operation itself.
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+_NOBLOCK, _MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)
+
+
+def _waiting(sock: zmq.Socket[bytes]) -> bool:
+    """A message is waiting (ZMQ_EVENTS also re-arms the edge-triggered FD)."""
+    return bool(int(sock.get(_EVENTS)) & _POLLIN)
+
+
+def _receive(sock: zmq.Socket[bytes], curve: bool) -> tuple[list[bytes], str]:
+    """One waiting multipart message (raises `zmq.Again` when none) and, on a CURVE
+    socket, the sender's authenticated key (the ZAP `User-Id`)."""
+    part = sock.recv(_NOBLOCK, copy=False)  # a Frame knows `more`: no getsockopt per part
+    frames = [part.bytes]
+    while part.more:
+        part = sock.recv(_NOBLOCK, copy=False)
+        frames.append(part.bytes)
+    return frames, str(part.get("User-Id")) if curve else ""
+
+
+def _send_frames(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
+    last = len(frames) - 1
+    for frame in frames[:last]:
+        sock.send(frame, _MORE)
+    sock.send(frames[last], _NOBLOCK)

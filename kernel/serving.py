@@ -7,6 +7,7 @@ envelopes, counters), never live persistent objects, to the loop thread.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -34,8 +35,14 @@ class Address:
 
     @classmethod
     def decode(cls, text: str) -> Address:
-        socket, identity, user = text.split(":", 2)
-        return cls(int(socket), bytes.fromhex(identity), user)
+        # every reply to one peer decodes the same text: parse it once
+        return _decode_address(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_address(text: str) -> Address:
+    socket, identity, user = text.split(":", 2)
+    return Address(int(socket), bytes.fromhex(identity), user)
 
 
 class KernelCounters:
@@ -159,4 +166,4 @@ class _Reading:
 
 
 def describe_step(result: StepResult) -> dict[str, Any]:
-    return dict(describe_result(result))
+    return describe_result(result)

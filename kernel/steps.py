@@ -9,8 +9,8 @@ events, and only its caller (the kernel) hands them out.
 Failure: any exception dooms the transaction and it is aborted; then, in a
 separate small transaction, the message moves to its mailbox's dead letters
 with the error, the failure is logged in metrics, and the caller gets a
-failed `StepResult` carrying a typed `StepFailed`. A `ConflictError` is
-retried (`TransactionManager.attempts`) up to `steps.max_attempts` times;
+failed `StepResult` carrying a typed `StepFailed`. A `ConflictError` (any
+`TransientError`) is retried, up to `steps.max_attempts` attempts in all;
 running out is reported as `RetriesExhausted`, never swallowed.
 
 Handlers are called as `handler(step, *args, **kwargs)` where `step` is the
@@ -25,11 +25,11 @@ import contextlib
 import logging
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from transaction.interfaces import NoTransaction
+from transaction.interfaces import NoTransaction, TransientError
 from ZODB.Connection import Connection
 from ZODB.POSException import ConflictError
 
@@ -111,6 +111,12 @@ class StepResult:
     duration_s: float = 0.0
 
 
+# What a committed step made: its message, the handler's value, the messages it
+# posted (with their mailbox keys) and the events it emitted.
+_Posted = tuple[tuple[Envelope, str], ...]
+_Done = tuple[Envelope, Any, _Posted, tuple[tuple[str, dict[str, Any]], ...]]
+
+
 class StepRunner:
     """Runs steps on one connection; one runner per worker thread."""
 
@@ -120,6 +126,8 @@ class StepRunner:
         self.tm = conn.transaction_manager
         self.config = config
         self.live = live
+        self._max_attempts: int = config["steps.max_attempts"]
+        self._capacity: int = config["mailbox.capacity"]
 
     def run(self, actor: str, key: str) -> StepResult:
         """Consume the message at `key` in `actor`'s mailbox as one step."""
@@ -136,13 +144,11 @@ class StepRunner:
     def _execute(self, actor: str, key: str, direct: Envelope | None) -> StepResult:
         started = time.perf_counter()
         attempts = 0
+        done: _Done | None = None
         try:
-            for attempt in self.tm.attempts(self.config["steps.max_attempts"]):
+            while done is None:
                 attempts += 1
-                with attempt as txn:
-                    result = self._step(actor, key, direct, attempts)
-                    assert result.message is not None
-                    txn.note(f"step {actor}.{result.message.selector} {key}")
+                done = self._attempt(actor, key, direct, attempts)
         except MessageGone:
             return StepResult(actor, key, None, ok=False, error=MessageGone(actor, key),
                               attempts=attempts, duration_s=time.perf_counter() - started)
@@ -156,10 +162,34 @@ class StepRunner:
             return self._fail(actor, key, direct, None, attempts, started, exhausted=True)
         except Exception as exc:  # any handler error dooms the step
             return self._fail(actor, key, direct, exc, attempts, started)
-        return _with_timing(result, attempts, started)
+        envelope, value, outbox, events = done
+        return StepResult(actor, key, envelope, ok=True, value=value, outbox=outbox,
+                          events=events, attempts=attempts,
+                          duration_s=time.perf_counter() - started)
+
+    def _attempt(self, actor: str, key: str, direct: Envelope | None,
+                 attempt: int) -> _Done | None:
+        """One try at the step's transaction: what it made once committed, None to retry.
+
+        What `TransactionManager.attempts` does, without its per-try objects: a
+        transient error (a conflict) before the last attempt aborts and retries;
+        anything else aborts and is raised.
+        """
+        txn = self.tm.begin()
+        try:
+            done = self._step(actor, key, direct, attempt)
+            txn.note(f"step {actor}.{done[0].selector} {key}")
+            self.tm.commit()
+        except BaseException as exc:
+            with contextlib.suppress(NoTransaction):
+                self.tm.abort()
+            if attempt < self._max_attempts and isinstance(exc, TransientError):
+                return None
+            raise
+        return done
 
     def _step(self, actor_name: str, key: str, direct: Envelope | None,
-              attempt: int) -> StepResult:
+              attempt: int) -> _Done:
         root = self.conn.root()
         if direct is None:
             envelope = mailboxes.mailbox_for(root, actor_name).take(key)
@@ -168,15 +198,16 @@ class StepRunner:
         actor = lookup_actor(root, actor_name)
         func = resolve_handler(actor, actor_name, envelope.selector)
         ctx = StepContext(message=envelope, root=root, actor=actor, live=self.live)
-        value = func(ctx, *envelope.args, **dict(envelope.kwargs))
-        capacity = self.config["mailbox.capacity"]
-        posted = tuple((out, mailboxes.post(root, out, capacity)) for out in ctx.outbox)
+        value = func(ctx, *envelope.args, **envelope.kwargs)
+        posted: _Posted = ()
+        if ctx.outbox:
+            posted = tuple((out, mailboxes.post(root, out, self._capacity))
+                           for out in ctx.outbox)
         metrics = root["metrics"]
         metrics.incr(f"steps.actor.{actor_name}")  # steps.committed is their sum
         if attempt > 1:
             metrics.incr("steps.retries", attempt - 1)
-        return StepResult(actor_name, key, envelope, ok=True, value=value, outbox=posted,
-                          events=tuple(ctx.events))
+        return envelope, value, posted, tuple(ctx.events)
 
     def admit(self, envelope: Envelope, *, check: Callable[[Any], None] | None = None) -> str:
         """Post a client's message durably (one transaction); returns its mailbox key.
@@ -308,12 +339,6 @@ def selectors_of(actor: Any) -> list[str]:
     return sorted(names)
 
 
-def _with_timing(result: StepResult, attempts: int, started: float) -> StepResult:
-    return StepResult(result.actor, result.key, result.message, ok=True, value=result.value,
-                      outbox=result.outbox, events=result.events, attempts=attempts,
-                      duration_s=time.perf_counter() - started)
-
-
 def _describe(exc: BaseException | None) -> str:
     if exc is None:
         return "unknown error"
@@ -327,7 +352,7 @@ def _short_trace(exc: BaseException | None, limit: int = 2000) -> str:
     return "".join(traceback.format_exception(exc))[-limit:]
 
 
-def describe_result(result: StepResult) -> Mapping[str, Any]:
+def describe_result(result: StepResult) -> dict[str, Any]:
     """A loggable summary of a step (no message bodies)."""
     return {"actor": result.actor, "selector": result.message.selector if result.message
             else None, "message_id": result.message.id if result.message else result.key,

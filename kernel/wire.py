@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
@@ -55,6 +56,7 @@ MAX_HEARTBEAT_MS = 3_600_000
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 _ID_RE = re.compile(rf"[!-~]{{1,{MAX_ID_LEN}}}")  # visible ASCII, no spaces
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what msgpack can carry
+_BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +197,13 @@ def _any(value: Any) -> Any:
     return value  # the tree walk already vetted it
 
 
+# Each check lets the exact wire type through first (what msgpack produces);
+# anything else takes the general test, which decides alike and words the error.
+
+
 def _str(value: Any) -> str:
+    if type(value) is str:
+        return value
     return _expect(value, str, "str")
 
 
@@ -206,12 +214,16 @@ def _text(value: Any) -> str:
 
 
 def _msg_id(value: Any) -> str:
+    if type(value) is str and _ID_RE.fullmatch(value):
+        return value
     if not _ID_RE.fullmatch(_str(value)):
         raise _Invalid(f"must be 1..{MAX_ID_LEN} visible ASCII characters")
     return value
 
 
 def _name(value: Any) -> str:
+    if type(value) is str and _NAME_RE.fullmatch(value):
+        return value
     if not _NAME_RE.fullmatch(_str(value)):
         raise _Invalid("must match [A-Za-z_][A-Za-z0-9_.-]{0,63}")
     return value
@@ -226,18 +238,26 @@ def _names(value: Any) -> list[str]:
 
 
 def _map(value: Any) -> dict[str, Any]:
+    if type(value) is dict:
+        return value
     return _expect(value, dict, "map")
 
 
 def _list(value: Any) -> list[Any]:
+    if type(value) is list:
+        return value
     return _expect(value, list, "list")
 
 
 def _bool(value: Any) -> bool:
+    if type(value) is bool:
+        return value
     return _expect(value, bool, "bool")
 
 
 def _float(value: Any) -> float:
+    if type(value) is float:
+        return value
     return float(_expect(value, (int, float), "float"))
 
 
@@ -491,9 +511,53 @@ _RULES: dict[type[Record], tuple[str, Callable[[dict[str, Any]], None]]] = {
 _FIELD_NAMES: dict[type[Record], frozenset[str]] = {
     cls: frozenset(name for name, _, _ in specs) | {"kind"} for cls, specs in _SPECS.items()
 }
+_WIRE_NAMES: dict[type[Record], tuple[str, ...]] = {
+    cls: tuple(name for name, _, _ in specs) for cls, specs in _SPECS.items()
+}
 
 
 # -- the tree walk: wire value types, string keys, sizes, depth ---------------
+
+
+def _tree_ok(value: Any, limits: Limits) -> bool:
+    """The walk's fast path: True only where ``_check_tree`` would pass.
+
+    It accepts exact wire types (what msgpack unpacks) far from every limit and
+    answers False for anything else; the full walk then decides and names the
+    culprit. So it changes the cost of a check, never its outcome.
+    """
+    return type(value) is dict and _container_ok(value, limits, 1)
+
+
+def _container_ok(value: dict[Any, Any] | list[Any], limits: Limits, depth: int) -> bool:
+    if depth > limits.max_depth or len(value) > limits.max_items:
+        return False
+    chars = limits.max_str_bytes >> 2  # at most 4 UTF-8 bytes a character
+    items: Any = value
+    if type(value) is dict:
+        for key in value:
+            if type(key) is not str or len(key) > chars:
+                return False
+        items = value.values()
+    for item in items:  # the checks inline: a call per value would cost as much again
+        kind = type(item)
+        if kind is str:
+            if len(item) > chars:
+                return False
+        elif kind is int:
+            if not _INT_MIN <= item <= _INT_MAX:
+                return False
+        elif kind is dict or kind is list:
+            # an empty container passes wherever its depth does
+            if (item or depth >= limits.max_depth) and not _container_ok(item, limits,
+                                                                         depth + 1):
+                return False
+        elif kind is bytes:
+            if len(item) > limits.max_payload_bytes:
+                return False
+        elif not (item is None or kind is float or kind is bool):
+            return False
+    return True
 
 
 def _check_tree(value: Any, limits: Limits, depth: int = 0) -> None:
@@ -554,20 +618,30 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise BadPayload(f"msgpack extension type {code} is not allowed")
 
 
+_STRICT_OPTIONS: dict[Limits, dict[str, Any]] = {}
+
+
 def _unpackb(payload: bytes, limits: Limits, *, loose: bool) -> Any:
     cap = len(payload)  # loose: only what this buffer could hold, as msgpack's default
-    return msgpack.unpackb(
-        payload,
-        raw=False,
-        strict_map_key=True,
-        use_list=True,
-        ext_hook=_ext_hook,
-        max_str_len=cap if loose else limits.max_str_bytes,
-        max_bin_len=cap if loose else limits.max_payload_bytes,
-        max_array_len=cap if loose else limits.max_items,
-        max_map_len=cap if loose else limits.max_items,
-        max_ext_len=cap,
-    )
+    if loose:
+        return msgpack.unpackb(payload, max_ext_len=cap, **_unpack_options(cap, cap, cap))
+    options = _STRICT_OPTIONS.get(limits) or _strict_options(limits)
+    return msgpack.unpackb(payload, max_ext_len=cap, **options)
+
+
+def _strict_options(limits: Limits) -> dict[str, Any]:
+    """Built once per Limits: the keywords cost more than the unpacking."""
+    if len(_STRICT_OPTIONS) > 64:  # a caller making Limits per call: do not grow
+        _STRICT_OPTIONS.clear()
+    options = _STRICT_OPTIONS[limits] = _unpack_options(
+        limits.max_str_bytes, limits.max_payload_bytes, limits.max_items)
+    return options
+
+
+def _unpack_options(max_str: int, max_bin: int, max_items: int) -> dict[str, Any]:
+    return {"raw": False, "strict_map_key": True, "use_list": True, "ext_hook": _ext_hook,
+            "max_str_len": max_str, "max_bin_len": max_bin,
+            "max_array_len": max_items, "max_map_len": max_items}
 
 
 def _unpack(payload: bytes, limits: Limits) -> tuple[Any, bool]:
@@ -601,7 +675,8 @@ def _peek_id(obj: dict[str, Any]) -> str | None:
 
 def _check_fields(cls: type[Record], obj: dict[str, Any]) -> dict[str, Any]:
     """The record's constructor arguments from ``obj``, each field checked."""
-    unknown = obj.keys() - _FIELD_NAMES[cls]
+    known = _FIELD_NAMES[cls]
+    unknown = () if known.issuperset(obj) else obj.keys() - known
     if unknown:
         name = min(unknown)[:64]
         raise BadField(f"unknown field {name!r} for kind {cls.kind!r}", field=name)
@@ -614,8 +689,9 @@ def _check_fields(cls: type[Record], obj: dict[str, Any]) -> dict[str, Any]:
                 raise _Invalid("missing")
         except _Invalid as exc:
             raise BadField(f"{name}: {exc}", field=name) from None
-    if cls in _RULES:
-        name, rule = _RULES[cls]
+    ruled = _RULES.get(cls)
+    if ruled is not None:
+        name, rule = ruled
         try:
             rule(values)
         except _Invalid as exc:
@@ -640,16 +716,18 @@ def decode(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
     Checks run in order: size, msgpack, the tree walk (types, keys, limits),
     ``kind``, then the fields; the first failure is reported.
     """
-    if not isinstance(payload, bytes | bytearray | memoryview):
-        raise BadPayload(f"payload must be bytes, got {_type_name(payload)}")
-    payload = bytes(payload)
+    if type(payload) is not bytes:
+        if not isinstance(payload, _BYTES_LIKE):
+            raise BadPayload(f"payload must be bytes, got {_type_name(payload)}")
+        payload = bytes(payload)
     if len(payload) > limits.max_payload_bytes:
         raise TooLarge(f"payload of {len(payload)} bytes, over {limits.max_payload_bytes}")
     obj, over_limit = _unpack(payload, limits)
     if not isinstance(obj, dict):
         raise BadPayload(f"payload must be a msgpack map, got {_type_name(obj)}")
     try:
-        _check_tree(obj, limits)
+        if not _tree_ok(obj, limits):
+            _check_tree(obj, limits)
         if over_limit:  # unreachable while the walk mirrors the caps; kept as a backstop
             raise TooLarge("a string or container exceeds the limits")
         cls = _record_class(obj)
@@ -661,6 +739,18 @@ def decode(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
         raise
 
 
+_packers = threading.local()
+
+
+def _pack(obj: dict[str, Any]) -> bytes:
+    """``msgpack.packb``, less a new Packer per call (one per thread, reused)."""
+    packer = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    payload: bytes = packer.pack(obj)  # a failed pack leaves the packer reset
+    return payload
+
+
 def encode(msg: Record, limits: Limits = DEFAULT_LIMITS, *, trusted: bool = False) -> bytes:
     """Encode a record, with the same checks ``decode`` applies on the other side.
 
@@ -669,14 +759,18 @@ def encode(msg: Record, limits: Limits = DEFAULT_LIMITS, *, trusted: bool = Fals
     handler's result that the wire cannot carry is still refused.
     """
     cls = type(msg)
-    if cls not in _SPECS:
+    names = _WIRE_NAMES.get(cls)
+    if names is None:
         raise BadKind(f"{cls.__name__} is not a message record")
-    obj = {"kind": cls.kind} | {name: getattr(msg, name) for name, _, _ in _SPECS[cls]}
+    obj = {"kind": cls.kind}
+    for name in names:
+        obj[name] = getattr(msg, name)
     try:
-        _check_tree(obj, limits)
+        if not _tree_ok(obj, limits):
+            _check_tree(obj, limits)
         if not trusted:
             _check_fields(cls, obj)
-        payload: bytes = msgpack.packb(obj, use_bin_type=True)
+        payload = _pack(obj)
     except ProtocolError as exc:
         exc.msg_id, exc.kind = _peek_id(obj), cls.kind
         raise
@@ -692,7 +786,7 @@ def encode(msg: Record, limits: Limits = DEFAULT_LIMITS, *, trusted: bool = Fals
 
 def _as_frames(frames: Any, count: int, identity: bytes | None = None) -> list[bytes]:
     if not isinstance(frames, list | tuple) or not all(
-        isinstance(frame, bytes | bytearray | memoryview) for frame in frames
+        isinstance(frame, _BYTES_LIKE) for frame in frames
     ):
         raise BadFrame("frames must be a list of bytes", identity=identity)
     if len(frames) != count:
@@ -715,8 +809,17 @@ def split_router_frames(
 
     Errors carry ``identity`` whenever the first frame was a usable one.
     """
+    if type(frames) is list and len(frames) == 4:  # the socket's own output: no copies
+        peer, empty, version, body = frames
+        if (type(peer) is bytes and peer and type(empty) is bytes and not empty
+                and type(version) is bytes and version == VERSION and type(body) is bytes):
+            try:
+                return peer, decode(body, limits)
+            except ProtocolError as exc:
+                exc.identity = peer
+                raise
     first = frames[0] if isinstance(frames, list | tuple) and frames else None
-    identity = bytes(first) if isinstance(first, bytes | bytearray | memoryview) else None
+    identity = bytes(first) if isinstance(first, _BYTES_LIKE) else None
     identity = identity or None  # ROUTER identities are never empty
     identity, delimiter, version, payload = _as_frames(frames, 4, identity)
     if not identity:
@@ -741,6 +844,11 @@ def peer_frames(msg: Record, limits: Limits = DEFAULT_LIMITS) -> list[bytes]:
 
 def parse_peer_frames(frames: list[bytes], limits: Limits = DEFAULT_LIMITS) -> Message:
     """``[b"", VERSION, payload]`` received on a DEALER -> record."""
+    if type(frames) is list and len(frames) == 3:  # the socket's own output: no copies
+        empty, version, body = frames
+        if (type(empty) is bytes and not empty and type(version) is bytes
+                and version == VERSION and type(body) is bytes):
+            return decode(body, limits)
     delimiter, version, payload = _as_frames(frames, 3)
     return _decode_body(delimiter, version, payload, limits)
 

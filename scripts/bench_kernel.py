@@ -32,8 +32,16 @@ image. After the kernel stops, the image is opened and the `system` actor's
 echo count is checked against the number of results received, so every step
 counted was a committed step.
 
+Anchor and kernel are measured in alternating rounds, all servers up side by
+side: per round, a block of raw round trips, a block of kernel pings, a raw
+pipelined round, a round of raw commits, a round of kernel steps. A ratio of
+two figures taken tens of seconds apart inherits whatever the machine did in
+between (fsync latency on a shared disk moves several-fold within seconds);
+taken in alternation, both sides of a ratio see the same conditions. Each
+round's own ratio is reported too (`*_ratio_rounds`).
+
 Round trips are reported as medians (and p90) of per-message timings; rates
-as the median of several timed rounds. Everything is warmed up first.
+as the median of the timed rounds. Everything is warmed up first.
 `client_codec_us` (what the kernel client spends encoding a ping and decoding
 its pong) is part of the kernel round trip and not of the raw one; it is
 reported so the ratio can be read fairly. The 1-minute load average at the
@@ -188,32 +196,16 @@ def raw_server_process(endpoint: str) -> Iterator[None]:
         stop(proc)
 
 
-def measure_raw(ctx: zmq.Context[Any], endpoint: str, plan: Plan) -> dict[str, Any]:
-    frames = wire.peer_frames(wire.Ping())  # the same frames, and size, as a kernel ping
+def raw_request() -> Frames:
+    return RAW_FRAMES
 
-    def request() -> Frames:
-        return frames
 
-    def check(reply: Frames) -> None:
-        if len(reply) != 3:
-            raise RuntimeError(f"raw echo sent {len(reply)} frames")
+def raw_check(reply: Frames) -> None:
+    if len(reply) != 3:
+        raise RuntimeError(f"raw echo sent {len(reply)} frames")
 
-    with raw_server_process(endpoint):
-        sock = dealer(ctx, endpoint)
-        round_trips(sock, request, check, plan.warmup)
-        rtts = round_trips(sock, request, check, plan.rtt_samples)
-        pipelined(sock, request, check, plan.pipelined_window * 2, plan.pipelined_window)
-        rates = rounds_of(lambda: pipelined(sock, request, check, plan.pipelined_msgs,
-                                            plan.pipelined_window), plan.rounds)
-        sock.close()
-    return {"raw_rtt_us": micros(statistics.median(rtts)),
-            "raw_rtt_p90_us": micros(percentile(rtts, 0.9)),
-            "raw_rtt_samples": len(rtts),
-            "raw_pipelined_per_s": round(statistics.median(rates)),
-            "raw_pipelined_rounds_per_s": [round(r) for r in rates],
-            "raw_pipelined_msgs": plan.pipelined_msgs,
-            "raw_pipelined_window": plan.pipelined_window,
-            "payload_bytes": len(frames[2])}
+
+RAW_FRAMES = wire.peer_frames(wire.Ping())  # the same frames, and size, as a kernel ping
 
 
 # -- the raw anchor: ZODB commits on the same disk ----------------------------------
@@ -225,35 +217,36 @@ class Counter(Persistent):
     counter = 0
 
 
-def measure_zodb(directory: Path, plan: Plan) -> dict[str, Any]:
-    import transaction
-    import ZODB
-    from ZODB.FileStorage import FileStorage
+class RawZodb:
+    """A FileStorage beside the image: one connection, one object, commit after commit."""
 
-    directory.mkdir()
-    storage = FileStorage(str(directory / "Data.fs"), blob_dir=str(directory / "blobs"))
-    db = ZODB.DB(storage)
-    conn = db.open()
-    conn.root()["obj"] = obj = Counter()
-    transaction.commit()
+    def __init__(self, directory: Path) -> None:
+        import transaction
+        import ZODB
+        from ZODB.FileStorage import FileStorage
 
-    def commits(count: int) -> float:
+        directory.mkdir()
+        storage = FileStorage(str(directory / "Data.fs"), blob_dir=str(directory / "blobs"))
+        self.db = ZODB.DB(storage)
+        self.conn = self.db.open()  # the thread's default transaction manager
+        self.conn.root()["obj"] = self.obj = Counter()
+        self.commit = transaction.commit
+        self.commit()
+
+    def commits(self, count: int) -> float:
+        """Commits per second over `count` commits."""
+        obj, commit = self.obj, self.commit
         started = time.perf_counter()
         for _ in range(count):
             obj.counter += 1
-            transaction.commit()
+            commit()
         return count / (time.perf_counter() - started)
 
-    commits(plan.warmup)
-    rates = rounds_of(lambda: commits(plan.zodb_commits), plan.rounds)
-    total = obj.counter
-    conn.close()
-    db.close()
-    rate = statistics.median(rates)
-    return {"raw_zodb_commits_per_s": round(rate, 1),
-            "raw_zodb_commit_us": micros(1 / rate),
-            "raw_zodb_rounds_per_s": [round(r, 1) for r in rates],
-            "raw_zodb_commits": total}
+    def close(self) -> int:
+        total = int(self.obj.counter)
+        self.conn.close()
+        self.db.close()
+        return total
 
 
 # -- the kernel: `batos serve` in its own process ---------------------------------
@@ -343,36 +336,100 @@ def echo_requests() -> Callable[[], Frames]:
     return request
 
 
-def measure_pings(sock: zmq.Socket[Any], replies: Replies, plan: Plan) -> dict[str, Any]:
-    round_trips(sock, ping_request, replies.pong, plan.warmup)
-    pings = round_trips(sock, ping_request, replies.pong, plan.ping_samples)
-    return {"kernel_ping_rtt_us": micros(statistics.median(pings)),
-            "kernel_ping_rtt_p90_us": micros(percentile(pings, 0.9)),
-            "kernel_ping_samples": len(pings)}
+class Rounds:
+    """The samples of every measurement, gathered round by round."""
+
+    def __init__(self) -> None:
+        self.raw_rtts: list[float] = []
+        self.pings: list[float] = []
+        self.raw_rtt_medians: list[float] = []
+        self.ping_medians: list[float] = []
+        self.raw_rates: list[float] = []
+        self.commit_rates: list[float] = []
+        self.step_rates: list[float] = []
 
 
-def measure_steps(sock: zmq.Socket[Any], replies: Replies, plan: Plan) -> dict[str, Any]:
-    echo = echo_requests()
-    round_trips(sock, echo, replies.result, plan.warmup // 5)
-    step_rtts = round_trips(sock, echo, replies.result, plan.step_rtt_samples)
-    pipelined(sock, echo, replies.result, plan.step_window * 4, plan.step_window)
-    rates = rounds_of(lambda: pipelined(sock, echo, replies.result, plan.step_msgs,
-                                        plan.step_window), plan.rounds)
-    return {"kernel_steps_per_s": round(statistics.median(rates), 1),
-            "kernel_steps_rounds_per_s": [round(r, 1) for r in rates],
-            "kernel_steps": plan.step_msgs, "kernel_step_window": plan.step_window,
-            "kernel_step_rtt_us": micros(statistics.median(step_rtts)),
-            "kernel_step_rtt_p90_us": micros(percentile(step_rtts, 0.9))}
+def measure_round(raw: zmq.Socket[Any], kernel: zmq.Socket[Any], zodb: RawZodb,
+                  replies: Replies, echo: Callable[[], Frames], plan: Plan,
+                  rounds: Rounds) -> None:
+    """One round: each anchor right beside its kernel counterpart."""
+    raw_rtts = round_trips(raw, raw_request, raw_check, max(1, plan.rtt_samples // plan.rounds))
+    pings = round_trips(kernel, ping_request, replies.pong,
+                        max(1, plan.ping_samples // plan.rounds))
+    rounds.raw_rtts += raw_rtts
+    rounds.pings += pings
+    rounds.raw_rtt_medians.append(statistics.median(raw_rtts))
+    rounds.ping_medians.append(statistics.median(pings))
+    rounds.raw_rates.append(pipelined(raw, raw_request, raw_check, plan.pipelined_msgs,
+                                      plan.pipelined_window))
+    rounds.commit_rates.append(zodb.commits(plan.zodb_commits))
+    rounds.step_rates.append(pipelined(kernel, echo, replies.result, plan.step_msgs,
+                                       plan.step_window))
 
 
-def measure_kernel(ctx: zmq.Context[Any], image_dir: Path, plan: Plan,
-                   settings: list[str]) -> dict[str, Any]:
+def warm_up(raw: zmq.Socket[Any], kernel: zmq.Socket[Any], zodb: RawZodb, replies: Replies,
+            echo: Callable[[], Frames], plan: Plan) -> None:
+    round_trips(raw, raw_request, raw_check, plan.warmup)
+    pipelined(raw, raw_request, raw_check, plan.pipelined_window * 2, plan.pipelined_window)
+    round_trips(kernel, ping_request, replies.pong, plan.warmup)
+    round_trips(kernel, echo, replies.result, plan.warmup // 5)
+    pipelined(kernel, echo, replies.result, plan.step_window * 4, plan.step_window)
+    zodb.commits(plan.warmup)
+
+
+def figures_of(rounds: Rounds, step_rtts: list[float], plan: Plan) -> dict[str, Any]:
+    def ratios(kernel: list[float], anchor: list[float]) -> list[float]:
+        return [round(k / a, 3) for k, a in zip(kernel, anchor, strict=True)]
+
+    rate = statistics.median(rounds.commit_rates)
+    return {
+        "raw_rtt_us": micros(statistics.median(rounds.raw_rtts)),
+        "raw_rtt_p90_us": micros(percentile(rounds.raw_rtts, 0.9)),
+        "raw_rtt_samples": len(rounds.raw_rtts),
+        "raw_pipelined_per_s": round(statistics.median(rounds.raw_rates)),
+        "raw_pipelined_rounds_per_s": [round(r) for r in rounds.raw_rates],
+        "raw_pipelined_msgs": plan.pipelined_msgs,
+        "raw_pipelined_window": plan.pipelined_window,
+        "payload_bytes": len(RAW_FRAMES[2]),
+        "raw_zodb_commits_per_s": round(rate, 1),
+        "raw_zodb_commit_us": micros(1 / rate),
+        "raw_zodb_rounds_per_s": [round(r, 1) for r in rounds.commit_rates],
+        "kernel_ping_rtt_us": micros(statistics.median(rounds.pings)),
+        "kernel_ping_rtt_p90_us": micros(percentile(rounds.pings, 0.9)),
+        "kernel_ping_samples": len(rounds.pings),
+        "ping_rtt_ratio_rounds": ratios(rounds.ping_medians, rounds.raw_rtt_medians),
+        "kernel_steps_per_s": round(statistics.median(rounds.step_rates), 1),
+        "kernel_steps_rounds_per_s": [round(r, 1) for r in rounds.step_rates],
+        "step_rate_ratio_rounds": ratios(rounds.step_rates, rounds.commit_rates),
+        "kernel_steps": plan.step_msgs, "kernel_step_window": plan.step_window,
+        "kernel_step_rtt_us": micros(statistics.median(step_rtts)),
+        "kernel_step_rtt_p90_us": micros(percentile(step_rtts, 0.9)),
+    }
+
+
+def measure(ctx: zmq.Context[Any], work: Path, plan: Plan,
+            settings: list[str]) -> dict[str, Any]:
+    """Every server up side by side; anchors and kernel measured in alternation."""
     replies = Replies()
-    with kernel_process(image_dir, settings) as proc:
-        sock = dealer(ctx, f"ipc://{image_dir}/kernel.sock")
-        figures = measure_pings(sock, replies, plan) | measure_steps(sock, replies, plan)
-        sock.close()
-    return figures | {"kernel_exit_code": proc.returncode, "steps_answered": replies.results}
+    echo = echo_requests()
+    rounds = Rounds()
+    zodb = RawZodb(work / "raw-zodb")
+    try:
+        with raw_server_process(f"ipc://{work}/raw.sock"), \
+                kernel_process(work / "image", settings) as proc:
+            raw = dealer(ctx, f"ipc://{work}/raw.sock")
+            kernel = dealer(ctx, f"ipc://{work}/image/kernel.sock")
+            warm_up(raw, kernel, zodb, replies, echo, plan)
+            for _ in range(plan.rounds):
+                measure_round(raw, kernel, zodb, replies, echo, plan, rounds)
+            step_rtts = round_trips(kernel, echo, replies.result, plan.step_rtt_samples)
+            raw.close()
+            kernel.close()
+    finally:
+        commits = zodb.close()
+    return figures_of(rounds, step_rtts, plan) | {
+        "raw_zodb_commits": commits, "kernel_exit_code": proc.returncode,
+        "steps_answered": replies.results}
 
 
 def committed_echoes(image_dir: Path) -> int:
@@ -409,10 +466,7 @@ def run(plan: Plan, settings: list[str], quick: bool) -> dict[str, Any]:
     ctx: zmq.Context[Any] = zmq.Context.instance()
     with tempfile.TemporaryDirectory(prefix="batos-bench-") as tmp:
         work = Path(tmp)
-        figures: dict[str, Any] = {}
-        figures |= measure_raw(ctx, f"ipc://{work}/raw.sock", plan)
-        figures |= measure_zodb(work / "raw-zodb", plan)
-        figures |= measure_kernel(ctx, work / "image", plan, settings)
+        figures = measure(ctx, work, plan, settings)
         figures["steps_committed"] = committed_echoes(work / "image")
     figures["steps_verified"] = figures["steps_committed"] == figures["steps_answered"]
     figures["client_codec_us"] = client_codec_us()

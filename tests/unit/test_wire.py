@@ -513,6 +513,74 @@ def test_fuzz_mutated_samples(msg: Record, data: st.DataObject) -> None:
     decodes_or_protocol_error(decode, bytes(payload[:cut]))
 
 
+class _Str(str):
+    """A str subclass: only the full walk and the full field checks may vouch for it."""
+
+
+tight_limits = st.builds(
+    Limits, max_payload_bytes=st.integers(1, 24), max_depth=st.integers(1, 4),
+    max_str_bytes=st.integers(1, 12), max_items=st.integers(1, 5),
+)  # fmt: skip
+odd_scalars = st.one_of(
+    scalars, st.text(max_size=4).map(_Str), st.just(2**64), st.just(-(2**63) - 1),
+    st.just((1, 2)), st.just(bytearray(b"x")),
+)  # fmt: skip
+odd_values = st.recursive(
+    odd_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=6), st.dictionaries(wire_keys, inner, max_size=6)
+    ),
+    max_leaves=25,
+)
+
+
+@FUZZ
+@given(st.dictionaries(st.text(max_size=14), odd_values, max_size=6), tight_limits)
+def test_fast_walk_agrees_with_the_full_walk(obj: dict[str, Any], limits: Limits) -> None:
+    """The fast path may only pass what the full walk passes (and, for exact wire
+    types and strings short enough to need no UTF-8 measuring, all of it)."""
+    try:
+        wire._check_tree(obj, limits)
+        full = True
+    except ProtocolError:
+        full = False
+    fast = wire._tree_ok(obj, limits)
+    assert not fast or full
+    if _plain(obj, limits.max_str_bytes // 4):
+        assert fast == full
+
+
+def _plain(value: Any, chars: int) -> bool:
+    """Only exact wire types, and no string over `chars` characters."""
+    if type(value) is dict:
+        return all(_plain(k, chars) and _plain(v, chars) for k, v in value.items())
+    if type(value) is list:
+        return all(_plain(v, chars) for v in value)
+    if type(value) is str:
+        return len(value) <= chars
+    return type(value) in (type(None), bool, int, float, bytes)
+
+
+@FUZZ
+@given(st.sampled_from(sorted(wire._SPECS, key=lambda c: c.kind)), st.data())
+def test_field_fast_paths_agree_with_the_full_checks(
+    cls: type[Record], data: st.DataObject
+) -> None:
+    """Each field check returns the same value or raises alike, exact type or not."""
+    for _name, check, _required in wire._SPECS[cls]:
+        value = data.draw(odd_scalars | st.lists(st.text(max_size=3), max_size=3)
+                          | st.dictionaries(st.text(max_size=3), scalars, max_size=2))
+        results = []
+        for candidate in (value, _Str(value) if type(value) is str else value):
+            try:
+                results.append(("ok", check(candidate)))
+            except wire._Invalid as exc:
+                results.append(("invalid", str(exc)))
+        assert results[0][0] == results[1][0]
+        if results[0][0] == "ok":
+            assert results[0][1] == results[1][1]
+
+
 def test_random_bytes_seeded() -> None:
     seed = int.from_bytes(os.urandom(4), "big")
     print(f"seed={seed}")

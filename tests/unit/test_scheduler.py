@@ -1,0 +1,87 @@
+"""The scheduler: per-actor order, parallel actors, every completion handed back."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from kernel.scheduler import Scheduler
+
+
+def _run(jobs: list[tuple[str, Any]], workers: int = 4) -> tuple[list[tuple[str, Any]], Any]:
+    """Submit `(actor, value)` jobs; returns completions in the order the loop saw them."""
+    seen: list[tuple[str, Any]] = []
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+        errors: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        with ThreadPoolExecutor(workers) as pool:
+            scheduler = Scheduler(loop, pool)
+            finished = asyncio.Event()
+
+            def done_for(actor: str) -> Any:
+                def done(result: Any, error: BaseException | None) -> None:
+                    seen.append((actor, error if error is not None else result))
+                    if len(seen) == len(jobs):
+                        finished.set()
+                    if result == "boom-in-done":
+                        raise RuntimeError("a failing completion")
+                return done
+
+            def work_for(value: Any) -> Any:
+                def work() -> Any:
+                    if isinstance(value, BaseException):
+                        raise value
+                    return value
+                return work
+
+            for actor, value in jobs:
+                scheduler.submit(actor, work_for(value), done_for(actor))
+            await asyncio.wait_for(finished.wait(), 10)
+            while not scheduler.idle():
+                await asyncio.sleep(0.001)
+        return errors
+
+    errors = asyncio.run(main())
+    return seen, errors
+
+
+def test_each_actor_sees_its_jobs_in_order() -> None:
+    jobs = [(f"a{i % 5}", i) for i in range(2000)]
+    seen, errors = _run(jobs)
+    assert errors == []
+    assert len(seen) == len(jobs)
+    for actor in {a for a, _ in jobs}:
+        assert [v for a, v in seen if a == actor] == [v for a, v in jobs if a == actor]
+
+
+def test_errors_reach_done_and_a_failing_done_stops_nothing() -> None:
+    boom = ValueError("boom")
+    jobs = [("a", 1), ("a", boom), ("a", "boom-in-done"), ("a", 2), ("b", 3)]
+    seen, errors = _run(jobs)
+    assert sorted(map(repr, seen)) == sorted(map(repr, [(a, v) for a, v in jobs]))
+    assert [v for a, v in seen if a == "a"] == [1, boom, "boom-in-done", 2]
+    assert len(errors) == 1 and isinstance(errors[0]["exception"], RuntimeError)
+
+
+def test_completions_come_back_on_the_loop_thread() -> None:
+    threads: list[threading.Thread] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(2) as pool:
+            scheduler = Scheduler(loop, pool)
+            finished = asyncio.Event()
+            for i in range(50):
+                def done(_result: Any, _error: BaseException | None, last: bool = i == 49) -> None:
+                    threads.append(threading.current_thread())
+                    if last:
+                        finished.set()
+                scheduler.submit("a", lambda: None, done)
+            await asyncio.wait_for(finished.wait(), 10)
+
+    asyncio.run(main())
+    assert set(threads) == {threading.main_thread()}

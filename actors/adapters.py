@@ -51,10 +51,9 @@ from typing import Any
 
 import persistent
 from persistent.mapping import PersistentMapping
-from ZODB.blob import Blob
 
 from actors.llm import EngineError
-from kernel.blobs import committed_path, sha256_of
+from kernel.blobs import committed_path, consume_into, scratch_dir, sha256_of
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -497,30 +496,15 @@ def _store_files(root: Any, record: AdapterRecord, folder: Path,
                  digests: Mapping[str, str]) -> None:
     jar = getattr(root, "_p_jar", None)
     names = [*IDENTITY_FILES, *(n for n in OPTIONAL_FILES if (folder / n).is_file())]
-    with tempfile.TemporaryDirectory(dir=_scratch_dir(jar), prefix="batos-adapter-") as scratch:
+    with tempfile.TemporaryDirectory(dir=scratch_dir(jar), prefix="batos-adapter-") as scratch:
         for index, filename in enumerate(names):
             copy = Path(scratch) / str(index)
             shutil.copyfile(folder / filename, copy)  # the user's file stays where it is
             if copy.stat().st_size != (folder / filename).stat().st_size:
                 raise CorruptAdapter(str(folder), f"{filename} changed while being copied")
             record.size_bytes += copy.stat().st_size
-            record.files[filename] = _consume(jar, copy)
+            record.files[filename] = consume_into(jar, copy)
             record.file_sha256[filename] = digests.get(filename) or sha256_of(folder / filename)
-
-
-def _scratch_dir(jar: Any) -> str | None:
-    """The storage's temporary directory: a copy there moves into a blob by rename."""
-    storage = jar.db().storage if jar is not None else None
-    temporary = getattr(storage, "temporaryDirectory", None)
-    return temporary() if temporary is not None else None
-
-
-def _consume(jar: Any, path: Path) -> Blob:
-    blob = Blob()
-    if jar is not None:
-        jar.add(blob)
-    blob.consumeFile(str(path))
-    return blob
 
 
 def staged_folders(folder: Path | str) -> Iterator[Path]:

@@ -41,10 +41,9 @@ from typing import Any
 
 import persistent
 from persistent.mapping import PersistentMapping
-from ZODB.blob import Blob
 
 from actors.llm import EngineError
-from kernel.blobs import committed_path, sha256_of
+from kernel.blobs import committed_path, consume_into, scratch_dir, sha256_of
 
 # Nothing is ever fetched from a hub; these are defaults a user may override.
 OFFLINE_ENV = {
@@ -295,31 +294,16 @@ def ingest_directory(root: Any, name: str, directory: Path | str, kind: str, *,
     if progress:
         progress(f"storing {name!r}: {len(inventory)} files, {size_mb:.1f} MB")
     jar = getattr(root, "_p_jar", None)
-    with tempfile.TemporaryDirectory(dir=_scratch_dir(jar), prefix="batos-ingest-") as scratch:
+    with tempfile.TemporaryDirectory(dir=scratch_dir(jar), prefix="batos-ingest-") as scratch:
         for index, (rel, path) in enumerate(inventory):
             staged = path
             if not take_files or path.is_symlink():
                 staged = Path(scratch) / str(index)
                 shutil.copyfile(path, staged)
-            record.files[rel] = _consume(jar, staged)
+            record.files[rel] = consume_into(jar, staged)
             record.sha256[rel] = digests[rel]
     models[name] = record
     return record
-
-
-def _scratch_dir(jar: Any) -> str | None:
-    """The storage's temporary directory: a copy there moves into a blob by rename."""
-    storage = jar.db().storage if jar is not None else None
-    temporary = getattr(storage, "temporaryDirectory", None)
-    return temporary() if temporary is not None else None
-
-
-def _consume(jar: Any, path: Path) -> Blob:
-    blob = Blob()
-    if jar is not None:
-        jar.add(blob)  # with a jar the blob stages in the storage's own directory
-    blob.consumeFile(str(path))
-    return blob
 
 
 def ingest_model_dir(image: Any, directory: Path | str, name: str = "base",

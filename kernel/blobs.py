@@ -10,6 +10,7 @@ import hashlib
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from ZODB.blob import Blob
 
@@ -32,6 +33,23 @@ def store_file(path: Path | str, *, keep_original: bool = False) -> Blob:
         source = Path(tmp)
     blob = Blob()
     blob.consumeFile(str(source))
+    return blob
+
+
+def scratch_dir(jar: Any) -> str | None:
+    """The storage's temporary directory: a copy staged there moves into a blob by rename."""
+    storage = jar.db().storage if jar is not None else None
+    temporary = getattr(storage, "temporaryDirectory", None)
+    return temporary() if temporary is not None else None
+
+
+def consume_into(jar: Any, path: Path) -> Blob:
+    """A blob taking over `path`; with a jar it is added first, so it stages in the
+    storage's own directory and `consumeFile` is a rename on one file system."""
+    blob = Blob()
+    if jar is not None:
+        jar.add(blob)
+    blob.consumeFile(str(path))
     return blob
 
 

@@ -519,8 +519,9 @@ def attach(image: Any, engine: Any) -> VramSteward | None:
         log.warning("the base model has none of the adapters' modules: personas run bare")
         return None
     budgets = budgets_for(config, str(engine.device))
+    fuse = config["adapters.fuse_on_cpu"] and str(engine.device).startswith("cpu")
     bank = SlotBank.build(engine.model, budgets.hot_bytes, rank=rank, targets=tuple(leaves),
-                          max_slots=max(1, len(refs)))
+                          max_slots=max(1, len(refs)), fuse=fuse)
     steward = VramSteward(bank, adapters.ImageCatalog(image), budgets,
                           pinned=sorted(pinned), prefetching=config["adapters.prefetch"],
                           max_slots=max(1, len(refs)))
@@ -528,8 +529,9 @@ def attach(image: Any, engine: Any) -> VramSteward | None:
     old = install(steward)
     if old is not None:
         old.close()
-    log.info("adapter steward: %d slot(s) of rank %d (%d bytes hot, %d warm budget)",
-             len(bank.slots), bank.rank, bank.held_bytes(), budgets.warm_bytes)
+    log.info("adapter steward: %d slot(s) of rank %d (%d bytes hot, %d warm budget)%s",
+             len(bank.slots), bank.rank, bank.held_bytes(), budgets.warm_bytes,
+             ", fusing the worn adapter into the base weights" if fuse else "")
     return steward
 
 

@@ -60,6 +60,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("kernel.heartbeat_liveness", int, 3, "missed heartbeats before an actor is dead"),
     Setting("kernel.mission_entry", str, "missions",
             "the actor that receives each new mission (selector 'start')"),
+    Setting("kernel.group_commit", bool, True,
+            "steps share fsyncs; nothing leaves before its step is on disk"),
+    Setting("kernel.metrics_flush_s", float, 1.0,
+            "how often step counts are added to the image's counters"),
     Setting("kernel.request_timeout_s", float, 10.0, "client wait for a kernel reply"),
     Setting("log.level", str, "INFO", "log level: DEBUG, INFO, WARNING or ERROR"),
     Setting("log.json", bool, False, "write JSON lines instead of readable lines"),
@@ -90,6 +94,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("adapters.pinned", list, [], "personas kept hot and warm, never evicted"),
     Setting("adapters.prefetch", bool, True,
             "load the persona of the next pass on a background thread while one generates"),
+    Setting("adapters.fuse_on_cpu", bool, True,
+            "on CPU, merge the worn adapter into the base weights (one merge per swap "
+            "instead of extra matmuls per token; keeps a copy of the targeted weights)"),
 )
 
 _BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

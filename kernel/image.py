@@ -37,13 +37,13 @@ from persistent.mapping import PersistentMapping
 from transaction.interfaces import NoTransaction
 from zc.lockfile import LockError
 from ZODB.Connection import Connection
-from ZODB.FileStorage import FileStorage
 from ZODB.POSException import POSKeyError, StorageError
 from ZODB.utils import get_pickle_metadata, p64, u64
 
 import prototypes.genesis
 from kernel import config as config_mod
-from kernel import system
+from kernel import metrics, system
+from kernel.durability import GroupCommitFileStorage, SyncGroup
 from kernel.errors import ImageError, ImageLocked, UnknownObject
 from kernel.metrics import Metrics
 
@@ -119,6 +119,7 @@ class Image:
         if not read_only:
             config_mod.write_default(directory)
             image.genesis()
+            image._start_step_ledger()
         return image
 
     def close(self) -> None:
@@ -129,7 +130,24 @@ class Image:
                 with contextlib.suppress(NoTransaction):
                     tm.abort()
                 conn.close()
+        if not self.read_only:
+            self.flush_step_counts()
         self.db.close()
+
+    def flush_step_counts(self) -> int:
+        """Add the step ledger's counts to the image's counters (see kernel.metrics)."""
+        return metrics.flush_ledger(self.db, self.config["steps.max_attempts"])
+
+    def _start_step_ledger(self) -> None:
+        storage = self.db.storage
+        if not isinstance(storage, GroupCommitFileStorage) or storage.ledger is not None:
+            return
+        attempts = self.config["steps.max_attempts"]
+        recounted = metrics.recount_steps(self.db, attempts)
+        if recounted:
+            log.info("recounted %d steps committed after the last metrics flush", recounted)
+        metrics.start_ledger(self.db, attempts)
+        storage.ledger = metrics.StepLedger()
 
     def __enter__(self) -> Image:
         return self
@@ -169,6 +187,20 @@ class Image:
         finally:
             tm.abort()
             conn.close()
+
+    def group_commit(self) -> SyncGroup | None:
+        """Let commits share their fsync until `end_group_commit` (the kernel's mode;
+        see `kernel.durability`). None when the storage syncs on its own (ZEO)."""
+        storage = self.db.storage
+        if isinstance(storage, GroupCommitFileStorage) and not self.read_only:
+            return storage.defer_sync()
+        return None
+
+    def end_group_commit(self) -> None:
+        """Sync what is pending and go back to one fsync per commit."""
+        storage = self.db.storage
+        if isinstance(storage, GroupCommitFileStorage):
+            storage.resume_sync()
 
     # -- genesis -----------------------------------------------------------
     def genesis(self) -> None:
@@ -243,8 +275,8 @@ def _open_storage(directory: Path, cfg: config_mod.Config, *, read_only: bool,
     if not data_fs.exists() and (read_only or not create):
         raise ImageError(str(directory), "no Data.fs here (run `batos init`)")
     try:
-        return FileStorage(str(data_fs), blob_dir=str(directory / "blobs"),
-                           read_only=read_only)
+        return GroupCommitFileStorage(str(data_fs), blob_dir=str(directory / "blobs"),
+                                      read_only=read_only)
     except LockError as exc:
         raise ImageLocked(str(directory)) from exc
     except StorageError as exc:

@@ -15,7 +15,6 @@ racing producers may overshoot it by one message each, never more.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -24,12 +23,13 @@ from BTrees.Length import Length
 from BTrees.OOBTree import OOBTree
 from persistent import Persistent
 
+from kernel import wire
 from kernel.errors import MessageGone, Overloaded
 
 
 def new_message_id() -> str:
     """A fresh message id (the idempotency key of a message)."""
-    return uuid.uuid4().hex
+    return wire.new_id()
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,17 +3,33 @@
 Counters are `BTrees.Length.Length` objects: their conflict resolution adds
 concurrent increments instead of failing, so steps on different actors never
 conflict over a counter. The failure log is a bounded BTree keyed by time.
+
+Step counts (`steps.actor.<name>`) are exact without a counter write in
+every step. Each step's transaction already says what it was (its note,
+`step <actor>.<selector> <key>`), so on a local image the storage tells a
+`StepLedger` of each committed step, in commit order, under its commit lock;
+the ledger's counts are added to the counters now and then by one small
+transaction (`flush_ledger`), which also records the last step transaction it
+covers (`Metrics.steps_through`). Reading a counter adds what the ledger holds
+still. After a crash, `recount_steps` counts the step transactions after
+`steps_through` again from the storage's own log, so nothing is lost or
+counted twice. On ZEO, where the storage is not ours, each step adds to its
+counter in its own transaction instead.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import Counter
 from typing import Any
 
+import transaction
 from BTrees.Length import Length
 from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 from persistent import Persistent
+from ZODB.utils import p64, u64
 
 # Created at genesis so that concurrent first increments never race to add them.
 # `steps.committed` is not stored: it is the sum of the `steps.actor.<name>`
@@ -27,8 +43,74 @@ STANDARD_COUNTERS = (
 )
 
 
+STEP_NOTE = "step "
+
+
+def step_note(actor: str, selector: str, key: str, suffix: str = "") -> str:
+    """The note of a step's transaction (what `StepLedger` reads back)."""
+    return f"{STEP_NOTE}{actor}.{selector} {key}{suffix}"
+
+
+def step_actor(note: bytes) -> str | None:
+    """The actor of a step transaction's note; None for any other transaction."""
+    if not note.startswith(b"step "):
+        return None
+    head = note[5:].split(b" ", 1)[0]
+    actor, dot, _selector = head.rpartition(b".")
+    return actor.decode("utf-8", "replace") if dot else None
+
+
+class StepLedger:
+    """Counts of committed steps not yet added to the image's counters.
+
+    The storage calls `committed` for every transaction it finishes, in commit
+    order and under its commit lock, so the counts held here are exactly the
+    step transactions after `flushed_through` up to `through`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._through: bytes | None = None
+
+    def committed(self, tid: bytes, note: bytes) -> None:
+        actor = step_actor(note)
+        if actor is None:
+            return
+        with self._lock:
+            self._counts[actor] += 1
+            self._through = tid
+
+    def pending(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def take(self) -> tuple[Counter[str], bytes | None]:
+        """Hand over the counts and the last tid they cover; the ledger starts afresh."""
+        with self._lock:
+            counts, self._counts = self._counts, Counter()
+            return counts, self._through
+
+    def give_back(self, counts: Counter[str]) -> None:
+        """Counts whose flush did not commit: they are pending again."""
+        with self._lock:
+            self._counts.update(counts)
+
+
+def ledger_of(jar: Any) -> StepLedger | None:
+    """The step ledger of the storage behind connection `jar` (None on ZEO)."""
+    if jar is None:
+        return None
+    ledger: StepLedger | None = getattr(jar.db().storage, "ledger", None)
+    return ledger
+
+
 class Metrics(Persistent):
     """Conflict-free counters plus a bounded log of failed steps."""
+
+    # The tid of the last step transaction the `steps.actor.*` counters include
+    # (None: every step so far is counted, as in images older than the ledger).
+    steps_through: bytes | None = None
 
     def __init__(self) -> None:
         self.counters: OOBTree = OOBTree()
@@ -45,18 +127,39 @@ class Metrics(Persistent):
 
     def value(self, name: str) -> int:
         """The current value of counter `name` (0 if it never moved)."""
-        if name == COMMITTED:
-            return sum(self.snapshot(PER_ACTOR).values())
+        if name == COMMITTED or name.startswith(PER_ACTOR):
+            return self.snapshot(name).get(name, 0)
         counter = self.counters.get(name)
         return int(counter()) if counter is not None else 0
 
     def snapshot(self, prefix: str = "") -> dict[str, int]:
-        """Every counter whose name starts with `prefix` (the derived total included)."""
+        """Every counter whose name starts with `prefix` (the derived total included),
+        step counts with what the ledger holds still."""
         values = {name: int(c()) for name, c in self.counters.items()
                   if name.startswith(prefix)}
-        if COMMITTED.startswith(prefix):
-            values[COMMITTED] = self.value(COMMITTED)
+        if PER_ACTOR.startswith(prefix) or prefix.startswith(PER_ACTOR) \
+                or COMMITTED.startswith(prefix):
+            steps = self._step_counts()
+            values.update((k, v) for k, v in steps.items() if k.startswith(prefix))
+            if COMMITTED.startswith(prefix):
+                values[COMMITTED] = sum(steps.values())
         return values
+
+    def _step_counts(self) -> dict[str, int]:
+        steps = {name: int(c()) for name, c in self.counters.items(min=PER_ACTOR)
+                 if name.startswith(PER_ACTOR)}
+        ledger = ledger_of(self._p_jar)
+        for actor, count in (ledger.pending() if ledger else {}).items():
+            steps[PER_ACTOR + actor] = steps.get(PER_ACTOR + actor, 0) + count
+        return steps
+
+    def add_steps(self, counts: Counter[str], through: bytes | None) -> None:
+        """Add counted steps to the counters (by `flush_ledger` / `recount_steps`)."""
+        for actor, count in counts.items():
+            self.incr(PER_ACTOR + actor, count)
+        if through is not None and (self.steps_through is None
+                                    or through > self.steps_through):
+            self.steps_through = through
 
     def record_failure(self, info: dict[str, Any], keep: int) -> int:
         """Log one failed step; keeps the newest `keep` entries. Returns its key."""
@@ -74,3 +177,64 @@ class Metrics(Persistent):
         """The newest failures, newest first."""
         keys = list(self.failures.keys())[-limit:]
         return [dict(self.failures[k], at=k / 1e9) for k in reversed(keys)]
+
+
+def flush_ledger(db: Any, attempts: int = 5) -> int:
+    """Add the ledger's counts to the image's counters in one transaction; the
+    number of steps added (0 when there is no ledger or nothing pending)."""
+    ledger: StepLedger | None = getattr(db.storage, "ledger", None)
+    if ledger is None:
+        return 0
+    counts, through = ledger.take()
+    if not counts:
+        return 0
+    try:
+        _add_steps(db, counts, through, "metrics: steps counted", attempts)
+    except BaseException:
+        ledger.give_back(counts)
+        raise
+    return sum(counts.values())
+
+
+def recount_steps(db: Any, attempts: int = 5) -> int:
+    """After a crash: count the step transactions after `Metrics.steps_through`
+    from the storage's log and add them. Returns how many there were."""
+    storage = db.storage
+    with db.transaction() as conn:
+        metrics = conn.root().get("metrics")
+        through = metrics.steps_through if metrics is not None else None
+    if through is None:
+        return 0  # no ledger has run on this image: its counters are complete
+    counts: Counter[str] = Counter()
+    last = None
+    for txn in storage.iterator(start=p64(u64(through) + 1)):
+        actor = step_actor(txn.description)
+        if actor is not None:
+            counts[actor] += 1
+            last = txn.tid
+    if counts:
+        _add_steps(db, counts, last, "metrics: steps recounted after a crash", attempts)
+    return sum(counts.values())
+
+
+def start_ledger(db: Any, attempts: int = 5) -> None:
+    """Mark where counting by ledger begins (the image's last transaction)."""
+    with db.transaction() as conn:
+        metrics = conn.root().get("metrics")
+        if metrics is None or metrics.steps_through is not None:
+            return
+    _add_steps(db, Counter(), db.storage.lastTransaction(), "metrics: step ledger starts",
+               attempts)
+
+
+def _add_steps(db: Any, counts: Counter[str], through: bytes | None, note: str,
+               attempts: int) -> None:
+    tm = transaction.TransactionManager(explicit=True)
+    conn = db.open(transaction_manager=tm)
+    try:
+        for attempt in tm.attempts(attempts):
+            with attempt as txn:
+                txn.note(note)
+                conn.root()["metrics"].add_steps(counts, through)
+    finally:
+        conn.close()

@@ -10,6 +10,10 @@ one FIFO of results, with a `call_soon_threadsafe` wake-up only when the loop
 has none pending already (a wake-up is a syscall and a thread switch; the
 loop hands out every result waiting when it runs).
 
+With group commit (`kernel.durability`), a result waits for the fsync that
+makes its step durable: the worker hands it to the sync group and goes on with
+the next job while the disk works; the flusher passes it to the loop.
+
 `submit` is called from the loop thread; the queues are shared with the
 draining workers under one lock.
 """
@@ -23,6 +27,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
+from kernel.durability import SyncGroup
+
 Work = Callable[[], Any]
 Done = Callable[[Any, BaseException | None], None]
 
@@ -30,9 +36,11 @@ Done = Callable[[Any, BaseException | None], None]
 class Scheduler:
     """FIFO per actor, one running job per actor, results back on the loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, pool: Executor) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, pool: Executor,
+                 durable: SyncGroup | None = None) -> None:
         self._loop = loop
         self._pool = pool
+        self._durable = durable
         self._lock = threading.Lock()
         self._queues: dict[str, deque[tuple[Work, Done]]] = {}
         self._busy: set[str] = set()
@@ -86,7 +94,16 @@ class Scheduler:
                 return  # the loop closed during shutdown: nobody to tell
 
     def _hand_back(self, done: Done, result: Any, error: BaseException | None) -> bool:
-        """On a worker: queue `done(result, error)` for the loop; False if it is closed."""
+        """On a worker: queue `done(result, error)` for the loop once what the job
+        committed is on disk; False if the loop is closed."""
+        if self._durable is not None:
+            if self._loop.is_closed():
+                return False
+            self._durable.when_durable(lambda: self._to_loop(done, result, error))
+            return True
+        return self._to_loop(done, result, error)
+
+    def _to_loop(self, done: Done, result: Any, error: BaseException | None) -> bool:
         self._results.append((done, result, error))
         if self._wake_pending:  # the loop has yet to run the last wake-up: it takes this too
             return True

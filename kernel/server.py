@@ -42,6 +42,7 @@ from typing import Any
 import zmq
 
 from kernel import auth, logs, wire
+from kernel.durability import SyncGroup
 from kernel.errors import KernelError, MessageGone, Overloaded
 from kernel.image import Image
 from kernel.mailbox import Envelope
@@ -85,6 +86,7 @@ class Kernel:
         self._ipc_paths: list[Path] = []
         self._curve: list[bool] = []  # per socket: CURVE (its peers carry a key)
         self._draining: int | None = None  # the socket `_readable` is draining now
+        self._durable: SyncGroup | None = None
 
     # -- lifecycle ---------------------------------------------------------------
     def serve_forever(self) -> None:
@@ -99,7 +101,9 @@ class Kernel:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        self.scheduler = Scheduler(self._loop, self._pool)
+        self._durable = (self.image.group_commit() if self.config["kernel.group_commit"]
+                         else None)
+        self.scheduler = Scheduler(self._loop, self._pool, self._durable)
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError, RuntimeError):
                 self._loop.add_signal_handler(sig, self._stopping.set)
@@ -111,6 +115,7 @@ class Kernel:
                 self._loop.add_reader(_fd(sock), self._readable, index)
             tasks = [asyncio.create_task(self._heartbeat_loop())]
             tasks.append(asyncio.create_task(self._audit_loop()))
+            tasks.append(asyncio.create_task(self._metrics_loop()))
             self.ready.set()
             log.info("kernel serving %s", ", ".join(self.endpoints))
             await self._stopping.wait()
@@ -202,6 +207,17 @@ class Kernel:
                 log.info("self-audit %s enqueued", env.id)
                 self._schedule(actor, key, env)
 
+    async def _metrics_loop(self) -> None:
+        """Add the step ledger's counts to the image's counters now and then (one
+        small transaction; `kernel.metrics` says why steps do not write them)."""
+        period = self.config["kernel.metrics_flush_s"]
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self._loop_run(self.image.flush_step_counts)
+            except Exception:  # the counts stay pending; the next round retries
+                log.exception("cannot add step counts to the image")
+
     async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
         log.info("kernel stopping: waiting for %d running steps", self.scheduler.running)
         for task in tasks:
@@ -212,6 +228,8 @@ class Kernel:
 
     def _close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._durable is not None:
+            self.image.end_group_commit()
         for sock in self.sockets:
             if self._loop is not None and not sock.closed:
                 with contextlib.suppress(Exception):
@@ -226,8 +244,17 @@ class Kernel:
         log.info("kernel stopped")
 
     async def _loop_run(self, work: Any) -> Any:
+        """`work()` on a worker; its result once what it committed is on disk."""
         assert self._loop is not None
-        return await self._loop.run_in_executor(self._pool, work)
+        durable = self._durable
+        if durable is None:
+            return await self._loop.run_in_executor(self._pool, work)
+
+        def work_then_sync() -> Any:
+            result = work()
+            durable.wait_durable()
+            return result
+        return await self._loop.run_in_executor(self._pool, work_then_sync)
 
     def _worker(self) -> Worker:
         worker = getattr(self._local, "worker", None)
@@ -452,6 +479,7 @@ class Kernel:
         return {"uptime_s": round(time.time() - self.started, 3),
                 "endpoints": self.endpoints, "counters": stats,
                 "kernel": self.counters.snapshot(),
+                "durability": self._durable.stats() if self._durable else None,
                 "queues": self.scheduler.depths(), "running": self.scheduler.running,
                 "external_actors": sorted({i.name for i in self.peers.instances()})}
 

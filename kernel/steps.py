@@ -44,6 +44,7 @@ from kernel.errors import (
     UnknownSelector,
 )
 from kernel.mailbox import Envelope
+from kernel.metrics import PER_ACTOR, ledger_of, step_note
 from prototypes import Method, UvmObject
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,9 @@ class StepRunner:
         self.live = live
         self._max_attempts: int = config["steps.max_attempts"]
         self._capacity: int = config["mailbox.capacity"]
+        # With a step ledger the storage counts steps; without one (ZEO) each step
+        # adds to its counter itself.
+        self._count_in_step = ledger_of(conn) is None
 
     def run(self, actor: str, key: str) -> StepResult:
         """Consume the message at `key` in `actor`'s mailbox as one step."""
@@ -178,7 +182,7 @@ class StepRunner:
         txn = self.tm.begin()
         try:
             done = self._step(actor, key, direct, attempt)
-            txn.note(f"step {actor}.{done[0].selector} {key}")
+            txn.note(step_note(actor, done[0].selector, key))
             self.tm.commit()
         except BaseException as exc:
             with contextlib.suppress(NoTransaction):
@@ -203,10 +207,10 @@ class StepRunner:
         if ctx.outbox:
             posted = tuple((out, mailboxes.post(root, out, self._capacity))
                            for out in ctx.outbox)
-        metrics = root["metrics"]
-        metrics.incr(f"steps.actor.{actor_name}")  # steps.committed is their sum
+        if self._count_in_step:
+            root["metrics"].incr(PER_ACTOR + actor_name)  # steps.committed is their sum
         if attempt > 1:
-            metrics.incr("steps.retries", attempt - 1)
+            root["metrics"].incr("steps.retries", attempt - 1)
         return envelope, value, posted, tuple(ctx.events)
 
     def admit(self, envelope: Envelope, *, check: Callable[[Any], None] | None = None) -> str:
@@ -244,8 +248,9 @@ class StepRunner:
                 with attempt as txn:
                     root = self.conn.root()
                     envelope = mailboxes.mailbox_for(root, actor).take(key)
-                    txn.note(f"step {actor}.{envelope.selector} {key} (external)")
-                    root["metrics"].incr(f"steps.actor.{actor}")
+                    txn.note(step_note(actor, envelope.selector, key, " (external)"))
+                    if self._count_in_step:
+                        root["metrics"].incr(PER_ACTOR + actor)
         except MessageGone:
             return StepResult(actor, key, None, ok=False, error=MessageGone(actor, key))
         return StepResult(actor, key, envelope, ok=True, value=value,

@@ -24,6 +24,7 @@ calls it; role checks use the direction tables at the bottom.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -79,9 +80,25 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
+_ID_PREFIX = os.urandom(8).hex()  # this process's; a new one after each fork
+_id_counter = itertools.count()
+
+
 def new_id() -> str:
-    """A fresh message id: 32 random hex characters."""
-    return os.urandom(16).hex()
+    """A fresh message id: 32 hex characters, unique across processes and restarts.
+
+    A random per-process prefix and a counter: ids are idempotency keys, not
+    secrets, and a counter costs no system call per message.
+    """
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
+
+
+def _new_prefix() -> None:
+    global _ID_PREFIX
+    _ID_PREFIX = os.urandom(8).hex()
+
+
+os.register_at_fork(after_in_child=_new_prefix)
 
 
 # -- errors -------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from kernel import wire
 from kernel.client import Client, RemoteError
 from kernel.image import Image
 from tests.helpers.kernel import kernel_process, running_kernel
@@ -32,6 +33,25 @@ def test_ping_echo_and_typed_errors(tmp_path: Path) -> None:
         assert root["actors"]["system"].echoes == 2
         assert root["actors"]["system"].last_echo == {"nested": [1, 2.5, None]}
         assert "nobody" not in root["mailboxes"]  # refused at the door: nothing written
+
+
+def test_steps_share_fsyncs_and_answers_wait_for_them(tmp_path: Path) -> None:
+    image_dir = tmp_path / "image"
+    with running_kernel(image_dir), Client(f"ipc://{image_dir}/kernel.sock") as client:
+        sends = [wire.Send(actor="system", selector="echo", args=[n]) for n in range(200)]
+        for record in sends:  # pipelined: many steps finish while one fsync runs
+            client.send_record(record)
+        answers = [client.receive(timeout=30) for _ in sends]
+        assert sorted(a.value for a in answers if isinstance(a, wire.Result)) == \
+            list(range(200))
+        durability = client.status()["durability"]
+    # every answered step was synced first: transactions counts each commit,
+    # fsyncs how many syncs covered them
+    assert durability["transactions"] >= 200
+    assert 1 <= durability["fsyncs"] <= durability["transactions"]
+    with Image.open(image_dir) as image, image.reading() as root:
+        assert root["actors"]["system"].echoes == 200
+        assert root["metrics"].value("steps.actor.system") == 200
 
 
 def test_socket_is_owner_only_and_removed_on_sigterm(tmp_path: Path) -> None:

@@ -1,0 +1,161 @@
+"""Group commit (one fsync for many step transactions) and the step ledger."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from kernel.durability import GroupCommitFileStorage, SyncGroup
+from kernel.image import Image
+from kernel.mailbox import Envelope
+from kernel.metrics import StepLedger, step_actor, step_note
+from kernel.steps import StepRunner
+
+
+class GatedSync:
+    """A sync that blocks until the test lets it go, counting its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self) -> None:
+        self.calls += 1
+        self.entered.set()
+        assert self.release.wait(10)
+
+
+def test_a_waiter_is_released_only_after_the_sync_covering_it() -> None:
+    sync = GatedSync()
+    group = SyncGroup(sync)
+    try:
+        released: list[str] = []
+        group.finished()  # a transaction finished, not yet on disk
+        group.when_durable(lambda: released.append("first"))
+        assert sync.entered.wait(5)
+        assert released == []  # the fsync has not returned: nothing may go out
+        sync.release.set()
+        group.wait_durable()
+        assert released == ["first"]
+    finally:
+        sync.release.set()
+        group.stop()
+
+
+def test_nothing_pending_calls_back_at_once_without_a_sync() -> None:
+    sync = GatedSync()
+    sync.release.set()
+    group = SyncGroup(sync)
+    try:
+        released: list[int] = []
+        group.when_durable(lambda: released.append(1))
+        assert released == [1] and sync.calls == 0
+    finally:
+        group.stop()
+
+
+def test_one_sync_covers_every_transaction_finished_before_it() -> None:
+    sync = GatedSync()
+    group = SyncGroup(sync)
+    try:
+        released: list[int] = []
+        group.finished()
+        group.when_durable(lambda: released.append(0))
+        assert sync.entered.wait(5)  # the flusher is inside the first fsync
+        for n in range(1, 6):  # five more commits while the disk works
+            group.finished()
+            group.when_durable(lambda n=n: released.append(n))
+        sync.release.set()
+        group.wait_durable()
+        assert released == [0, 1, 2, 3, 4, 5]  # in the order they came
+        assert sync.calls == 2  # one for the first, one for the five behind it
+        assert group.stats() == {"transactions": 6, "fsyncs": 2}
+    finally:
+        group.stop()
+
+
+def test_stop_syncs_what_is_pending_and_releases_every_waiter() -> None:
+    sync = GatedSync()
+    sync.release.set()
+    group = SyncGroup(sync)
+    released: list[int] = []
+    group.finished()
+    group.when_durable(lambda: released.append(1))
+    group.stop()
+    assert released == [1] and sync.calls >= 1
+    group.finished()  # after the flusher ended: synced on the caller's thread
+    group.when_durable(lambda: released.append(2))
+    assert released == [1, 2] and sync.calls >= 2
+
+
+def test_storage_in_group_mode_commits_and_syncs_later(image: Image) -> None:
+    storage = image.db.storage
+    assert isinstance(storage, GroupCommitFileStorage)
+    group = image.group_commit()
+    assert group is not None
+    runner = StepRunner(image.connection(), image.config)
+    for n in range(20):
+        assert runner.run_message(Envelope("system", "echo", (n,))).ok
+    group.wait_durable()
+    assert group.transactions == 20
+    assert 1 <= group.fsyncs <= 20
+    image.end_group_commit()
+    with image.reading() as root:
+        assert root["actors"]["system"].echoes == 20
+
+
+def test_step_notes_name_their_actor() -> None:
+    note = step_note("a.b", "echo", "direct.x", " (external)").encode()
+    assert step_actor(note) == "a.b"
+    assert step_actor(b"genesis") is None
+    assert step_actor(b"step nodot key") is None
+
+
+def test_the_ledger_counts_steps_in_commit_order() -> None:
+    ledger = StepLedger()
+    ledger.committed(b"\x00" * 7 + b"\x01", b"step a.x k1")
+    ledger.committed(b"\x00" * 7 + b"\x02", b"admit a.x k2")
+    ledger.committed(b"\x00" * 7 + b"\x03", b"step b.y k3")
+    counts, through = ledger.take()
+    assert counts == {"a": 1, "b": 1} and through == b"\x00" * 7 + b"\x03"
+    assert ledger.pending() == {}
+    ledger.give_back(counts)
+    assert ledger.pending() == {"a": 1, "b": 1}
+
+
+def _echo(image: Image, count: int) -> None:
+    runner = StepRunner(image.connection(), image.config)
+    for n in range(count):
+        assert runner.run_message(Envelope("system", "echo", (n,))).ok
+
+
+def test_step_counts_are_exact_before_and_after_a_flush(image: Image) -> None:
+    _echo(image, 7)
+    with image.reading() as root:  # counted by the ledger, not yet in the counters
+        assert root["metrics"].value("steps.actor.system") == 7
+        assert root["metrics"].counters.get("steps.actor.system") is None
+    assert image.flush_step_counts() == 7
+    _echo(image, 3)
+    with image.reading() as root:
+        metrics = root["metrics"]
+        assert int(metrics.counters["steps.actor.system"]()) == 7
+        assert metrics.value("steps.actor.system") == 10
+        assert metrics.value("steps.committed") == 10
+        assert metrics.snapshot("steps.")["steps.actor.system"] == 10
+
+
+def test_steps_after_the_last_flush_are_recounted_after_a_crash(image_dir: Path) -> None:
+    image = Image.open(image_dir)
+    _echo(image, 5)
+    image.flush_step_counts()
+    _echo(image, 4)  # committed, never flushed: the process "dies" here
+    for conn in list(image._connections):
+        conn.close()
+    image.db.close()  # no Image.close(): no flush
+    with Image.open(image_dir) as again, again.reading() as root:
+        assert root["actors"]["system"].echoes == 9
+        assert int(root["metrics"].counters["steps.actor.system"]()) == 9
+        assert root["metrics"].value("steps.actor.system") == 9
+    with Image.open(image_dir) as third, third.reading() as root:  # counted once only
+        assert root["metrics"].value("steps.actor.system") == 9

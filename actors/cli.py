@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from kernel.cli import (
@@ -96,14 +97,28 @@ def adapters(
     """List the adapters the kernel's steward knows: tier, size, hits, swaps, pins."""
     if ctx.invoked_subcommand is not None:
         return
-    from kernel.cli import _client
+    from kernel.cli import _client, open_for_reading
+    from kernel.client import KernelUnreachable
 
-    with _client(image, endpoint, key, server_key, timeout) as client:
-        rows = client.send("steward", "list") or []
+    caption = None
+    try:
+        with _client(image, endpoint, key, server_key, timeout) as client:
+            rows = client.send("steward", "list") or []
+    except KernelUnreachable:
+        if endpoint is not None:
+            raise
+        # No kernel: the registry and the counters as the image has them; an
+        # adapter is hot or warm only inside a running kernel.
+        with open_for_reading(image) as img, img.reading() as root:
+            rows = root["actors"]["steward"].rows(root)
+        caption = "no kernel running: every adapter is cold; counts as last committed"
     if as_json:
         print(json.dumps(rows, default=repr))
         return
-    console.print(adapter_table(rows))
+    table = adapter_table(rows)
+    if caption and rows:
+        table.caption = caption
+    console.print(table)
 
 
 @adapters_app.command("ingest")
@@ -147,12 +162,23 @@ def ingest(image: Path, folder: Path) -> dict[str, Any]:
 # -- rendering -------------------------------------------------------------------------
 
 
+# Short headings, so the table fits 80 columns (`--json` keeps the full keys).
+HEADINGS = {"size_bytes": "size", "last_used": "last use", "mean_swap_ms": "swap ms",
+            "version": "ver", "pinned": "pin"}
+
+
 def adapter_table(rows: list[dict[str, Any]]) -> Table:
     """The steward's rows as a table; every key that comes back gets a column."""
     columns: list[str] = []
     for row in rows:
         columns.extend(k for k in row if k not in columns)
-    table = Table(*columns, title="adapters")
+    table = Table(title="adapters", box=box.SIMPLE_HEAD)
+    for name in columns:
+        numeric = any(isinstance(r.get(name), int | float) and not isinstance(r.get(name), bool)
+                      for r in rows) and name not in ("last_used", "created")
+        heading = HEADINGS.get(name, name)
+        table.add_column(heading, no_wrap=True, min_width=len(heading),
+                         justify="right" if numeric or name.endswith("bytes") else "left")
     for row in rows:
         table.add_row(*(cell(name, row.get(name)) for name in columns))
     if not rows:
@@ -180,7 +206,11 @@ def cell(name: str, value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if name.endswith("bytes") and isinstance(value, int | float):
-        return f"{value / 1e6:.2f} MB"
+        return f"{value / 1e6:.1f} MB"
     if name in ("last_used", "created") and isinstance(value, int | float):
-        return dt.datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
+        when = dt.datetime.fromtimestamp(value)
+        today = when.date() == dt.date.today()
+        return when.strftime("%H:%M:%S" if today else "%Y-%m-%d %H:%M")
+    if isinstance(value, float):
+        return f"{value:.1f}"
     return str(value)

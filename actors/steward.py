@@ -588,9 +588,12 @@ class StewardActor(Persistent):
         """One row per registered adapter: {name, version, tier, size_bytes, hits, misses,
         last_used, mean_swap_ms, pinned} (`batos adapters`)."""
         steward_metrics(step)
-        records = [r for r in step.root["adapters"].values()
-                   if isinstance(r, adapters.AdapterRecord)]
-        return [self._row(step.root, record) for record in records]
+        return self.rows(step.root)
+
+    def rows(self, root: Any) -> Rows:
+        """The rows of `list`, from `root` and this process's steward (if any)."""
+        records = [r for r in root["adapters"].values() if isinstance(r, adapters.AdapterRecord)]
+        return [self._row(root, record) for record in records]
 
     @handler
     def pin(self, step: StepContext, name: str) -> dict[str, Any]:

@@ -31,6 +31,10 @@ What runs
      into the baseline's loaded adapter.
    `max_abs_logit_diff` compares the engine wearing one persona with the
    baseline PeftModel wearing the same folder.
+   - `fuse_ms` (CPU, `adapters.fuse_on_cpu`): merging the worn adapter into
+     the base weights, which the first forward after a swap does once
+     (actors.adapter_slots, "Fusing"); on CPU a swap's whole cost is its
+     activation plus this. `null` when the bank does not fuse.
 
     python scripts/bench_adapters.py --json --image /tmp/bench-image
 """
@@ -97,7 +101,8 @@ def run(image: Image, staging: Path, scratch: Path, repeats: int) -> dict[str, A
     names = sorted(folders)
     timings = {"cold_to_hot_ms": _cold(live, names, repeats),
                "warm_to_hot_ms": _warm(live, names, repeats),
-               "hot_hit_ms": _hot(live, names, repeats)}
+               "hot_hit_ms": _hot(live, names, repeats),
+               "fuse_ms": _fuse(live, names, repeats)}
     baseline, diff = _baseline(base_dir, folders, names, repeats, engine)
     peft_ms = baseline["peft_load_adapter_ms"]
     ratios = {"cold_ratio": timings["cold_to_hot_ms"] / peft_ms,
@@ -111,7 +116,9 @@ def run(image: Image, staging: Path, scratch: Path, repeats: int) -> dict[str, A
         "slots": len(live.bank.slots), "slot_rank": live.bank.rank,
         "hot_bytes": live.bank.held_bytes(), "repeats": repeats,
         "engine_load_s": round(load_s, 3), "steward_attach_s": round(attach_s, 3),
-        **{k: round(v, 4) for k, v in {**baseline, **timings, **ratios}.items()},
+        **{k: round(v, 4) if v is not None else None
+           for k, v in {**baseline, **timings, **ratios}.items()},
+        "fused": live.bank.fuse, "pristine_bytes": live.bank.pristine_bytes(),
         "max_abs_logit_diff": diff,
         "targets": TARGETS,
         "cold_target_met": ratios["cold_ratio"] <= TARGETS["cold_ratio"],
@@ -215,6 +222,16 @@ def _hot(live: steward.VramSteward, names: list[str], repeats: int) -> float:
         name = first if k % 2 == 0 else second
         assert live.tier_of(name) == "hot"
         samples.append(_timed(live.activate, name))
+    return _median_ms(samples)
+
+
+def _fuse(live: steward.VramSteward, names: list[str], repeats: int) -> float | None:
+    if not live.bank.fuse:
+        return None
+    samples = []
+    for k in range(repeats):
+        live.activate(names[k % 2])
+        samples.append(_timed(live.bank.settle))
     return _median_ms(samples)
 
 

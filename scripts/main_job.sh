@@ -29,6 +29,9 @@ echo "== batos mission \"$QUESTION\""
 status=0
 "$BATOS" mission "$QUESTION" --image "$IMAGE" || status=$?
 
+echo "== batos adapters: the persona adapters the passes wore (tier, hits, swap times)"
+"$BATOS" adapters --image "$IMAGE" || true
+
 if [ -n "$started" ]; then
     echo "== stopping the kernel (SIGTERM)"
     kill -TERM "$started"

@@ -92,6 +92,26 @@ def test_ingest_stores_each_adapter_as_blobs(based: Image, made: dict[str, Path]
     assert {p: sha256_of(p) for p in originals} == originals  # the user's files stay put
 
 
+def test_cli_lists_the_registry_from_the_image_when_no_kernel_runs(
+        based: Image, made: dict[str, Path], tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from actors.cli import register
+
+    app = typer.Typer()
+    register(app)
+    ingest_staging(based, stage(tmp_path, made, "drafter", "critic"))
+    based.close()
+    result = CliRunner().invoke(app, ["adapters", "--image", str(based.directory), "--json",
+                                      "--timeout", "0.5"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    assert sorted(rows) == ["critic", "drafter"]
+    assert {row["tier"] for row in rows.values()} == {"cold"}  # no kernel: nothing is loaded
+    assert rows["drafter"]["size_bytes"] > 0 and rows["drafter"]["hits"] == 0
+
+
 def test_reingesting_the_same_content_commits_nothing(based: Image, made: dict[str, Path],
                                                       tmp_path: Path) -> None:
     staging = stage(tmp_path, made, "drafter", "critic")

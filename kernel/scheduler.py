@@ -114,6 +114,11 @@ class Scheduler:
             return False
         return True
 
+    def after_results(self, callback: Callable[[], None]) -> None:
+        """On the loop: `callback()` once every result queued so far has been handed out."""
+        self._deliver()
+        callback()
+
     def _deliver(self) -> None:
         """On the loop: run every queued `done`, oldest first."""
         self._wake_pending = False  # before taking: a result queued from now on wakes again

@@ -225,6 +225,22 @@ class Kernel:
         deadline = time.monotonic() + 30
         while self.scheduler.running and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        await self._answers_sent(deadline)
+
+    async def _answers_sent(self, deadline: float) -> None:
+        """Let the answers of the last steps, waiting for their fsync, go out.
+
+        The flusher hands results to the loop in order; a marker queued behind
+        them through the same path runs after every one of them."""
+        if self._durable is None:
+            return
+        assert self._loop is not None
+        loop, marker = self._loop, self._loop.create_future()
+        self._durable.when_durable(
+            lambda: loop.call_soon_threadsafe(self.scheduler.after_results,
+                                              lambda: marker.done() or marker.set_result(None)))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(marker, max(0.1, deadline - time.monotonic()))
 
     def _close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -52,7 +52,11 @@ def step_note(actor: str, selector: str, key: str, suffix: str = "") -> str:
 
 
 def step_actor(note: bytes) -> str | None:
-    """The actor of a step transaction's note; None for any other transaction."""
+    """The actor of a step transaction's note; None for any other transaction.
+
+    The step runner notes last, after the handler (whose own notes, if any,
+    come first, one per line)."""
+    note = note.rpartition(b"\n")[2]
     if not note.startswith(b"step "):
         return None
     head = note[5:].split(b" ", 1)[0]

@@ -110,6 +110,8 @@ def test_step_notes_name_their_actor() -> None:
     assert step_actor(note) == "a.b"
     assert step_actor(b"genesis") is None
     assert step_actor(b"step nodot key") is None
+    assert step_actor(b"step failed a.echo k") is None  # a failure record, not a step
+    assert step_actor(b"a handler's own note\nstep a.echo k") == "a"
 
 
 def test_the_ledger_counts_steps_in_commit_order() -> None:

@@ -142,11 +142,9 @@ class Image:
         storage = self.db.storage
         if not isinstance(storage, GroupCommitFileStorage) or storage.ledger is not None:
             return
-        attempts = self.config["steps.max_attempts"]
-        recounted = metrics.recount_steps(self.db, attempts)
+        recounted = metrics.resume_ledger(self.db, self.config["steps.max_attempts"])
         if recounted:
             log.info("recounted %d steps committed after the last metrics flush", recounted)
-        metrics.start_ledger(self.db, attempts)
         storage.ledger = metrics.StepLedger()
 
     def __enter__(self) -> Image:

@@ -27,11 +27,6 @@ from kernel import wire
 from kernel.errors import MessageGone, Overloaded
 
 
-def new_message_id() -> str:
-    """A fresh message id (the idempotency key of a message)."""
-    return wire.new_id()
-
-
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """One message to an actor, as stored in its mailbox.
@@ -44,7 +39,7 @@ class Envelope:
     selector: str
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
-    id: str = field(default_factory=new_message_id)
+    id: str = field(default_factory=wire.new_id)  # the idempotency key
     reply_to: str | None = None
     mission: str | None = None
     attempt: int = 0

@@ -11,7 +11,7 @@ every step. Each step's transaction already says what it was (its note,
 the ledger's counts are added to the counters now and then by one small
 transaction (`flush_ledger`), which also records the last step transaction it
 covers (`Metrics.steps_through`). Reading a counter adds what the ledger holds
-still. After a crash, `recount_steps` counts the step transactions after
+still. After a crash, `resume_ledger` counts the step transactions after
 `steps_through` again from the storage's own log, so nothing is lost or
 counted twice. On ZEO, where the storage is not ours, each step adds to its
 counter in its own transaction instead.
@@ -103,9 +103,11 @@ class StepLedger:
 
 def ledger_of(jar: Any) -> StepLedger | None:
     """The step ledger of the storage behind connection `jar` (None on ZEO)."""
-    if jar is None:
-        return None
-    ledger: StepLedger | None = getattr(jar.db().storage, "ledger", None)
+    return _ledger(jar.db()) if jar is not None else None
+
+
+def _ledger(db: Any) -> StepLedger | None:
+    ledger: StepLedger | None = getattr(db.storage, "ledger", None)
     return ledger
 
 
@@ -150,15 +152,16 @@ class Metrics(Persistent):
         return values
 
     def _step_counts(self) -> dict[str, int]:
-        steps = {name: int(c()) for name, c in self.counters.items(min=PER_ACTOR)
-                 if name.startswith(PER_ACTOR)}
+        past = PER_ACTOR[:-1] + chr(ord(PER_ACTOR[-1]) + 1)  # the first key after them
+        steps = {name: int(c()) for name, c in
+                 self.counters.items(min=PER_ACTOR, max=past, excludemax=True)}
         ledger = ledger_of(self._p_jar)
         for actor, count in (ledger.pending() if ledger else {}).items():
             steps[PER_ACTOR + actor] = steps.get(PER_ACTOR + actor, 0) + count
         return steps
 
     def add_steps(self, counts: Counter[str], through: bytes | None) -> None:
-        """Add counted steps to the counters (by `flush_ledger` / `recount_steps`)."""
+        """Add counted steps to the counters (by `flush_ledger` / `resume_ledger`)."""
         for actor, count in counts.items():
             self.incr(PER_ACTOR + actor, count)
         if through is not None and (self.steps_through is None
@@ -186,7 +189,7 @@ class Metrics(Persistent):
 def flush_ledger(db: Any, attempts: int = 5) -> int:
     """Add the ledger's counts to the image's counters in one transaction; the
     number of steps added (0 when there is no ledger or nothing pending)."""
-    ledger: StepLedger | None = getattr(db.storage, "ledger", None)
+    ledger = _ledger(db)
     if ledger is None:
         return 0
     counts, through = ledger.take()
@@ -200,18 +203,23 @@ def flush_ledger(db: Any, attempts: int = 5) -> int:
     return sum(counts.values())
 
 
-def recount_steps(db: Any, attempts: int = 5) -> int:
-    """After a crash: count the step transactions after `Metrics.steps_through`
-    from the storage's log and add them. Returns how many there were."""
-    storage = db.storage
+def resume_ledger(db: Any, attempts: int = 5) -> int:
+    """Make the counters whole before a ledger counts on this image.
+
+    After a crash: count the step transactions after `Metrics.steps_through`
+    from the storage's own log and add them (returns how many). On an image no
+    ledger has counted yet (its counters are complete): mark its last
+    transaction as where counting by ledger begins.
+    """
     with db.transaction() as conn:
-        metrics = conn.root().get("metrics")
-        through = metrics.steps_through if metrics is not None else None
+        through = conn.root()["metrics"].steps_through
     if through is None:
-        return 0  # no ledger has run on this image: its counters are complete
+        _add_steps(db, Counter(), db.storage.lastTransaction(), "metrics: step ledger starts",
+                   attempts)
+        return 0
     counts: Counter[str] = Counter()
     last = None
-    for txn in storage.iterator(start=p64(u64(through) + 1)):
+    for txn in db.storage.iterator(start=p64(u64(through) + 1)):
         actor = step_actor(txn.description)
         if actor is not None:
             counts[actor] += 1
@@ -219,16 +227,6 @@ def recount_steps(db: Any, attempts: int = 5) -> int:
     if counts:
         _add_steps(db, counts, last, "metrics: steps recounted after a crash", attempts)
     return sum(counts.values())
-
-
-def start_ledger(db: Any, attempts: int = 5) -> None:
-    """Mark where counting by ledger begins (the image's last transaction)."""
-    with db.transaction() as conn:
-        metrics = conn.root().get("metrics")
-        if metrics is None or metrics.steps_through is not None:
-            return
-    _add_steps(db, Counter(), db.storage.lastTransaction(), "metrics: step ledger starts",
-               attempts)
 
 
 def _add_steps(db: Any, counts: Counter[str], through: bytes | None, note: str,

@@ -5,12 +5,19 @@ selector, message id, duration, outcome); message bodies and keys are
 never logged.
 
 The kernel logs every step from its event loop, so a record costs the
-logging thread as little as possible: `log_step` skips the caller lookup,
-and the writer thread formats and writes records in batches. Waking a
-thread per record costs more than the record (a cross-CPU wake-up, and a
-second thread contending for the GIL), so the writer wakes on the first
-record of a batch, lets `BATCH_WINDOW_S` gather the rest, then writes them
-all at once. A line reaches the stream at most that much later.
+logging thread as little as possible, and the writer thread formats and
+writes records in batches. Waking a thread per record costs more than the
+record (a cross-CPU wake-up, and a second thread contending for the GIL), so
+the writer wakes on the first record of a batch, lets `BATCH_WINDOW_S`
+gather the rest, then writes them all at once. A line reaches the stream at
+most that much later.
+
+Step records take a shorter lane still: when `configure`'s writer is the
+only place a step record could go (no other handler on the way up from the
+logger, INFO enabled), `log_step` queues a plain tuple and the writer
+formats the same line from it - no `LogRecord`, no handler chain, on a
+thread that shares one GIL with the steps. Anywhere else (a test's capture
+handler, an extra handler) it makes the standard record.
 """
 
 from __future__ import annotations
@@ -34,12 +41,21 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"me
 def log_step(logger: logging.Logger, step: Mapping[str, Any]) -> None:
     """Log one step at INFO: message "step", `step` (a plain dict) as its data.
 
-    The same record `logger.info("step", extra={"step": step})` makes, less the
+    The same line `logger.info("step", extra={"step": step})` writes, less the
     caller lookup (a walk up the stack), which no formatter here shows.
     """
-    if logger.isEnabledFor(logging.INFO):
-        logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, "step", (),
-                                        None, "log_step", {"step": step}))
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    writer = _writer
+    if writer is not None and writer.only_route(logger):
+        writer.records.put((time.time(), logger.name, step))
+        return
+    logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, "step", (),
+                                    None, "log_step", {"step": step}))
+
+
+def _step_line_parts(step: Any) -> str:
+    return " ".join(f"{k}={v}" for k, v in step.items() if v is not None)
 
 
 class ReadableFormatter(logging.Formatter):
@@ -49,17 +65,25 @@ class ReadableFormatter(logging.Formatter):
     _stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
-        if second != self._second:  # many records share a second: format it once
-            self._stamp = time.strftime("%H:%M:%S", time.localtime(second))
-            self._second = second
-        text = f"{self._stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        text = f"{self._time(record.created)} {record.levelname:<7} {record.name}: " \
+               f"{record.getMessage()}"
         step = getattr(record, "step", None)
         if isinstance(step, dict):
-            text += " " + " ".join(f"{k}={v}" for k, v in step.items() if v is not None)
+            text += " " + _step_line_parts(step)
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text
+
+    def format_step(self, created: float, name: str, step: dict[str, Any]) -> str:
+        """The line `format` makes of a step record."""
+        return f"{self._time(created)} INFO    {name}: step {_step_line_parts(step)}"
+
+    def _time(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:  # many records share a second: format it once
+            self._stamp = time.strftime("%H:%M:%S", time.localtime(second))
+            self._second = second
+        return self._stamp
 
 
 class JsonFormatter(logging.Formatter):
@@ -74,6 +98,11 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)
+
+    def format_step(self, created: float, name: str, step: dict[str, Any]) -> str:
+        """The line `format` makes of a step record."""
+        return json.dumps({"time": round(created, 6), "level": "INFO", "logger": name,
+                           "message": "step", "step": step}, default=str)
 
 
 class _Enqueue(logging.handlers.QueueHandler):
@@ -96,6 +125,17 @@ class _Lines(logging.StreamHandler):
         except Exception:
             self.handleError(record)
 
+    def emit_step(self, created: float, name: str, step: dict[str, Any]) -> None:
+        """A step queued by `log_step`'s short lane, as `emit` writes its record."""
+        formatter: Any = self.formatter
+        try:
+            self._lines.append(formatter.format_step(created, name, step) + self.terminator)
+        except Exception:  # the standard record's path reports it (handleError)
+            record = logging.makeLogRecord({"name": name, "levelno": logging.INFO,
+                                            "levelname": "INFO", "msg": "step",
+                                            "created": created, "step": step})
+            self.emit(record)
+
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
             lines, self._lines = self._lines, []
@@ -113,10 +153,25 @@ _STOP = object()
 class _Writer:
     """The writer thread: takes queued records a batch at a time (see the module note)."""
 
-    def __init__(self, records: queue.SimpleQueue[Any], handler: logging.Handler) -> None:
+    def __init__(self, records: queue.SimpleQueue[Any], handler: _Lines) -> None:
         self.records = records
         self.handler = handler
+        self.enqueue = _Enqueue(records)
         self._thread = threading.Thread(target=self._run, name="batos-log", daemon=True)
+
+    def only_route(self, logger: logging.Logger) -> bool:
+        """This writer is the one handler a record of `logger` reaches."""
+        node: Any = logger
+        while node is not None:
+            handlers = node.handlers
+            if node.parent is None:  # the root
+                return len(handlers) == 1 and handlers[0] is self.enqueue
+            if handlers:
+                return False
+            if not node.propagate:
+                return False
+            node = node.parent
+        return False
 
     def start(self) -> None:
         self._thread.start()
@@ -141,12 +196,16 @@ class _Writer:
 
     def _write(self, batch: list[Any]) -> bool:
         """Handle `batch` in order; False once the stop mark is met."""
+        handler = self.handler
         for record in batch:
             if record is _STOP:
-                self.handler.flush()
+                handler.flush()
                 return False
-            if record.levelno >= self.handler.level:
-                self.handler.handle(record)
+            if type(record) is tuple:  # log_step's short lane
+                if handler.level <= logging.INFO:
+                    handler.emit_step(*record)
+            elif record.levelno >= handler.level:
+                handler.handle(record)
         self.handler.flush()
         return True
 
@@ -170,5 +229,5 @@ def configure(level: str = "INFO", as_json: bool = False) -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     root = logging.getLogger()
-    root.handlers[:] = [_Enqueue(records)]
+    root.handlers[:] = [_writer.enqueue]
     root.setLevel(getattr(logging, level.upper(), logging.INFO))

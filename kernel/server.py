@@ -35,7 +35,6 @@ import signal
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +53,11 @@ from kernel.steps import StepResult
 log = logging.getLogger("batos.kernel")
 
 RECENT_RESULTS = 10_000
+KERNEL_CHORES = "kernel:chores"  # the scheduler queue of `_loop_run` jobs
+# Routing ids whose CURVE key the kernel remembers (a reply goes out only to the
+# key that asked); the oldest is forgotten past this many.
+REMEMBERED_KEYS = 65_536
+DRAIN_BATCH = 256  # messages taken per FD event before other callbacks run
 MIN_HEARTBEAT_S = 0.01  # an actor asking for a 1 ms beat must not spin the loop
 _TO_KERNEL = wire.CLIENT_KINDS | wire.ACTOR_KINDS
 
@@ -71,14 +75,13 @@ class Kernel:
         self.remote_names: set[str] = set()
         self.watchers: dict[str, set[Address]] = {}
         self.recent: OrderedDict[str, wire.Record] = OrderedDict()
-        self.users: dict[tuple[int, bytes], str] = {}
+        self.users: dict[tuple[int, bytes], str] = {}  # CURVE peers' keys, by routing id
         self.sockets: list[zmq.Socket[bytes]] = []
         self.ready = threading.Event()
         self.started = time.time()
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._auth: Any = None
         self._keyring = auth.KeyRing(image.directory)
-        self._pool = ThreadPoolExecutor(self.config["steps.workers"], "batos-step")
         self._local = threading.local()
         self._stopping: asyncio.Event | None = None
         self._attached = asyncio.Event()  # wakes the heartbeat loop: a new beat to keep
@@ -86,6 +89,7 @@ class Kernel:
         self._ipc_paths: list[Path] = []
         self._curve: list[bool] = []  # per socket: CURVE (its peers carry a key)
         self._draining: int | None = None  # the socket `_readable` is draining now
+        self._rearm_due: set[int] = set()  # sockets with a re-check queued (`_rearm`)
         self._durable: SyncGroup | None = None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -103,7 +107,7 @@ class Kernel:
         self._stopping = asyncio.Event()
         self._durable = (self.image.group_commit() if self.config["kernel.group_commit"]
                          else None)
-        self.scheduler = Scheduler(self._loop, self._pool, self._durable)
+        self.scheduler = Scheduler(self._loop, self.config["steps.workers"], self._durable)
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError, RuntimeError):
                 self._loop.add_signal_handler(sig, self._stopping.set)
@@ -236,14 +240,17 @@ class Kernel:
             return
         assert self._loop is not None
         loop, marker = self._loop, self._loop.create_future()
+
+        def mark() -> None:
+            if not marker.done():
+                marker.set_result(None)
         self._durable.when_durable(
-            lambda: loop.call_soon_threadsafe(self.scheduler.after_results,
-                                              lambda: marker.done() or marker.set_result(None)))
+            lambda: loop.call_soon_threadsafe(self.scheduler.after_results, mark))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(marker, max(0.1, deadline - time.monotonic()))
 
     def _close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.scheduler.stop()
         if self._durable is not None:
             self.image.end_group_commit()
         for sock in self.sockets:
@@ -260,17 +267,21 @@ class Kernel:
         log.info("kernel stopped")
 
     async def _loop_run(self, work: Any) -> Any:
-        """`work()` on a worker; its result once what it committed is on disk."""
-        assert self._loop is not None
-        durable = self._durable
-        if durable is None:
-            return await self._loop.run_in_executor(self._pool, work)
+        """`work()` on a worker; its result once what it committed is on disk.
 
-        def work_then_sync() -> Any:
-            result = work()
-            durable.wait_durable()
-            return result
-        return await self._loop.run_in_executor(self._pool, work_then_sync)
+        The kernel's own chores (start-up, audits, counters) run one at a time."""
+        assert self._loop is not None
+        finished = self._loop.create_future()
+
+        def done(result: Any, error: BaseException | None) -> None:
+            if finished.done():  # cancelled while it ran (shutdown)
+                return
+            if error is not None:
+                finished.set_exception(error)
+            else:
+                finished.set_result(result)
+        self.scheduler.submit(KERNEL_CHORES, work, done)
+        return await finished
 
     def _worker(self) -> Worker:
         worker = getattr(self._local, "worker", None)
@@ -280,16 +291,25 @@ class Kernel:
 
     # -- the socket loop: bytes in, records out ----------------------------------
     def _readable(self, index: int) -> None:
-        """The socket's FD fired: drain every waiting message (the FD is edge-triggered)."""
+        """The socket's FD fired: take what is waiting, up to a batch.
+
+        The FD is edge-triggered: reading `ZMQ_EVENTS` re-arms it (cheaper than
+        a receive that fails with `EAGAIN`, which raises). A full batch yields
+        to the loop's other callbacks and goes on after them.
+        """
         sock = self.sockets[index]
+        if sock.closed:  # a continuation queued before shutdown closed it
+            return
         curve = self._curve[index]
-        self._draining = index  # sends from here leave the re-check to the loop below
+        self._draining = index  # sends from here: the check below re-arms
         try:
-            while _waiting(sock):
+            for _ in range(DRAIN_BATCH):
+                if not _waiting(sock):
+                    return
                 try:
                     frames, user = _receive(sock, curve)
                 except zmq.Again:
-                    break
+                    return
                 try:
                     self._on_frames(index, frames, user)
                 except Exception:  # a bug must not stop the kernel; count and log it
@@ -297,22 +317,34 @@ class Kernel:
                     log.exception("internal error handling a frame")
         finally:
             self._draining = None
+        assert self._loop is not None
+        self._loop.call_soon(self._readable, index)
 
     def _rearm(self, index: int) -> None:
-        """After a send the FD may not fire again for messages already waiting."""
-        if index != self._draining and _waiting(self.sockets[index]):
-            assert self._loop is not None
-            self._loop.call_soon(self._readable, index)
+        """After sends the FD may not fire for messages already waiting: check
+        once, after the loop's current callbacks (one check for a burst of sends)."""
+        if index == self._draining or index in self._rearm_due:
+            return
+        self._rearm_due.add(index)
+        assert self._loop is not None
+        self._loop.call_soon(self._rearm_check, index)
+
+    def _rearm_check(self, index: int) -> None:
+        self._rearm_due.discard(index)
+        sock = self.sockets[index]
+        if not sock.closed and _waiting(sock):
+            self._readable(index)
 
     def _on_frames(self, index: int, frames: list[bytes], user: str) -> None:
         self.counters.incr("frames_in")
         try:
             identity, msg = wire.split_router_frames(frames, self.limits)
         except wire.ProtocolError as exc:
-            self._bad_input(index, exc)
+            self._bad_input(index, exc, user)
             return
         address = Address(index, identity, user)
-        self.users[(index, identity)] = user
+        if user:  # a CURVE peer: its answers must reach the same key (see `_send`)
+            self._remember_key(index, identity, user)
         self.peers.seen(address, time.monotonic())
         if msg.kind not in _TO_KERNEL:
             self.counters.incr(f"bad.{wire.ErrorCode.BAD_KIND}")
@@ -326,13 +358,22 @@ class Kernel:
             return
         self._dispatch(address, msg)
 
-    def _bad_input(self, index: int, exc: wire.ProtocolError) -> None:
+    def _remember_key(self, index: int, identity: bytes, user: str) -> None:
+        key = (index, identity)
+        if self.users.get(key) == user:
+            return
+        self.users[key] = user
+        if len(self.users) > REMEMBERED_KEYS:  # forget the longest-known routing id
+            del self.users[next(iter(self.users))]
+
+    def _bad_input(self, index: int, exc: wire.ProtocolError, user: str) -> None:
         self.counters.incr(f"bad.{exc.code}")
         if exc.identity is None:
             self.counters.incr("bad.unroutable")
             return
-        self._send(Address(index, exc.identity, self.users.get((index, exc.identity), "")),
-                   wire.error_reply(exc))
+        if user:
+            self._remember_key(index, exc.identity, user)
+        self._send(Address(index, exc.identity, user), wire.error_reply(exc))
 
     def _role(self, address: Address) -> str | None:
         if not address.user:  # the owner-only ipc socket: the local owner

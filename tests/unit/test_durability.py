@@ -161,3 +161,41 @@ def test_steps_after_the_last_flush_are_recounted_after_a_crash(image_dir: Path)
         assert root["metrics"].value("steps.actor.system") == 9
     with Image.open(image_dir) as third, third.reading() as root:  # counted once only
         assert root["metrics"].value("steps.actor.system") == 9
+
+
+def test_transactions_are_staged_in_memory_and_a_large_buffer_is_dropped(
+        tmp_path: Path) -> None:
+    import io
+
+    import transaction
+    import ZODB
+    from persistent.mapping import PersistentMapping
+
+    from kernel.durability import STAGING_KEEP_BYTES
+
+    storage = GroupCommitFileStorage(str(tmp_path / "Data.fs"))
+    db = ZODB.DB(storage)
+    try:
+        tm = transaction.TransactionManager()
+        conn = db.open(tm)
+        root = conn.root()
+        root["small"] = PersistentMapping(value=1)
+        tm.commit()
+        staging = storage._tfile
+        assert isinstance(staging, io.BytesIO)
+        root["big"] = PersistentMapping(value=b"x" * (STAGING_KEEP_BYTES + 1))
+        root["small"]["value"] = 2
+        tm.commit()
+        assert storage._tfile is not staging  # the grown buffer went with its commit
+        root["small"]["value"] = 3
+        tm.commit()
+        assert (tmp_path / "Data.fs.tmp").stat().st_size == 0  # the disk file is unused
+    finally:
+        db.close()
+    db = ZODB.DB(GroupCommitFileStorage(str(tmp_path / "Data.fs")))
+    try:
+        root = db.open().root()
+        assert root["small"]["value"] == 3
+        assert root["big"]["value"] == b"x" * (STAGING_KEEP_BYTES + 1)
+    finally:
+        db.close()

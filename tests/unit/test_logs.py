@@ -58,3 +58,33 @@ def test_log_step_respects_the_level(capsys: Capture) -> None:
     logs.configure("WARNING", as_json=False)
     logs.log_step(logging.getLogger("batos.test"), {"actor": "a"})
     assert _lines(capsys) == []
+
+
+@pytest.mark.parametrize("formatter", [logs.ReadableFormatter(), logs.JsonFormatter()],
+                         ids=["readable", "json"])
+def test_the_short_lane_writes_the_line_a_record_makes(formatter: logging.Formatter) -> None:
+    step = {"actor": "a", "selector": "s", "message_id": "m1", "ok": True,
+            "duration_ms": 0.25, "error": None}
+    record = logging.getLogger("batos.test").makeRecord(
+        "batos.test", logging.INFO, __file__, 0, "step", (), None, extra={"step": step})
+    short = formatter.format_step(record.created, "batos.test", step)  # type: ignore[attr-defined]
+    assert short == formatter.format(record)
+
+
+def test_another_handler_on_the_way_gets_the_step_record(capsys: Capture) -> None:
+    logs.configure("INFO", as_json=False)
+    log = logging.getLogger("batos.test.extra")
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    log.addHandler(Keep())
+    try:
+        logs.log_step(log, {"actor": "a", "message_id": "m9"})
+    finally:
+        log.handlers.clear()
+    lines = _lines(capsys)
+    assert [r.step for r in seen] == [{"actor": "a", "message_id": "m9"}]  # type: ignore[attr-defined]
+    assert len(lines) == 1 and lines[0].endswith("step actor=a message_id=m9")

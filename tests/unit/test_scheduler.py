@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kernel.scheduler import Scheduler
@@ -18,8 +17,8 @@ def _run(jobs: list[tuple[str, Any]], workers: int = 4) -> tuple[list[tuple[str,
         loop = asyncio.get_running_loop()
         errors: list[dict[str, Any]] = []
         loop.set_exception_handler(lambda _loop, context: errors.append(context))
-        with ThreadPoolExecutor(workers) as pool:
-            scheduler = Scheduler(loop, pool)
+        scheduler = Scheduler(loop, workers)
+        try:
             finished = asyncio.Event()
 
             def done_for(actor: str) -> Any:
@@ -43,6 +42,8 @@ def _run(jobs: list[tuple[str, Any]], workers: int = 4) -> tuple[list[tuple[str,
             await asyncio.wait_for(finished.wait(), 10)
             while not scheduler.idle():
                 await asyncio.sleep(0.001)
+        finally:
+            scheduler.stop()
         return errors
 
     errors = asyncio.run(main())
@@ -72,8 +73,8 @@ def test_completions_come_back_on_the_loop_thread() -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(2) as pool:
-            scheduler = Scheduler(loop, pool)
+        scheduler = Scheduler(loop, 2)
+        try:
             finished = asyncio.Event()
             for i in range(50):
                 def done(_result: Any, _error: BaseException | None, last: bool = i == 49) -> None:
@@ -82,6 +83,37 @@ def test_completions_come_back_on_the_loop_thread() -> None:
                         finished.set()
                 scheduler.submit("a", lambda: None, done)
             await asyncio.wait_for(finished.wait(), 10)
+        finally:
+            scheduler.stop()
 
     asyncio.run(main())
     assert set(threads) == {threading.main_thread()}
+
+
+def test_stop_lets_the_running_job_finish_and_drops_the_queued_ones() -> None:
+    started, release = threading.Event(), threading.Event()
+    ran: list[int] = []
+
+    def job(n: int) -> Any:
+        def work() -> None:
+            if n == 0:
+                started.set()
+                assert release.wait(10)
+            ran.append(n)
+        return work
+
+    async def main() -> Scheduler:
+        loop = asyncio.get_running_loop()
+        scheduler = Scheduler(loop, 2)
+        for n in range(5):
+            scheduler.submit("a", job(n), lambda _r, _e: None)
+        assert await loop.run_in_executor(None, started.wait, 10)
+        threading.Timer(0.05, release.set).start()
+        await loop.run_in_executor(None, scheduler.stop)
+        return scheduler
+
+    scheduler = asyncio.run(main())
+    assert ran == [0]  # the running job finished; the four behind it were dropped
+    assert not any(t.name.startswith("batos-step") and t.is_alive()
+                   for t in threading.enumerate())
+    assert scheduler.depth("a") == 0

@@ -319,3 +319,24 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 10) -> N
             raise AssertionError(f"timed out waiting for: {what}")
         time.sleep(0.02)
 
+
+
+def test_keys_are_remembered_for_curve_peers_only_and_boundedly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each new connection's routing id would grow the key table for good; it keeps
+    CURVE peers only (the ipc socket has no keys), and only the newest ones."""
+    import kernel.server
+
+    monkeypatch.setattr(kernel.server, "REMEMBERED_KEYS", 2)
+    image_dir = tmp_path / "image"
+    keys = make_keys(image_dir)
+    port = free_port()
+    with running_kernel(image_dir, endpoints(image_dir, port)) as kern:
+        with dealer(f"ipc://{image_dir}/kernel.sock", lambda sock: None) as local:
+            assert [type(r) for r in ask(local, wire.Ping())] == [wire.Pong]
+        assert kern.users == {}
+        ids = [b"peer-1", b"peer-2", b"peer-3"]
+        for routing_id in ids:
+            with dealer(f"tcp://127.0.0.1:{port}", keys["client"].apply, routing_id) as sock:
+                assert [type(r) for r in ask(sock, wire.Ping())] == [wire.Pong]
+        assert [identity for _socket, identity in kern.users] == ids[1:]

@@ -70,6 +70,7 @@ class Kernel:
         self.config = image.config
         self.endpoints = list(endpoints or self.config["kernel.endpoints"])
         self.limits = wire.Limits(max_payload_bytes=self.config["kernel.max_message_bytes"])
+        self._capacity: int = self.config["mailbox.capacity"]
         self.counters = KernelCounters()
         self.peers = PeerTable(self.config["kernel.heartbeat_liveness"])
         self.remote_names: set[str] = set()
@@ -428,9 +429,9 @@ class Kernel:
         if msg.actor in self.remote_names:
             self._admit(address, env)
             return
-        if self.scheduler.depth(msg.actor) >= self.config["mailbox.capacity"]:
-            self._send(address, wire.error_reply(
-                Overloaded(msg.actor, self.config["mailbox.capacity"]), ref=msg.id))
+        if self.scheduler.depth(msg.actor) >= self._capacity:
+            self._send(address, wire.error_reply(Overloaded(msg.actor, self._capacity),
+                                                 ref=msg.id))
             return
         self.scheduler.submit(msg.actor, lambda: self._worker().runner.run_message(env),
                               lambda res, err: self._after_step(res, err, env))
@@ -708,10 +709,14 @@ class Kernel:
         self.recent[ref] = record
         if len(self.recent) > RECENT_RESULTS:
             self.recent.popitem(last=False)
-        targets = self.watchers.pop(ref, set())
+        targets = self.watchers.pop(ref, None)
         if env is not None and env.reply_to:
-            targets.add(Address.decode(env.reply_to))
-        for address in targets:
+            sender = Address.decode(env.reply_to)
+            if not targets:  # the common case: the sender alone
+                self._send(sender, record)
+                return
+            targets.add(sender)
+        for address in targets or ():
             self._send(address, record)
 
     def _is_pending(self, ref: str) -> bool:

@@ -62,6 +62,8 @@ SETTINGS: tuple[Setting, ...] = (
             "the actor that receives each new mission (selector 'start')"),
     Setting("kernel.group_commit", bool, True,
             "steps share fsyncs; nothing leaves before its step is on disk"),
+    Setting("kernel.group_commit_delay_s", float, 0.001,
+            "while more steps wait, an fsync waits this long to cover them too"),
     Setting("kernel.metrics_flush_s", float, 1.0,
             "how often step counts are added to the image's counters"),
     Setting("kernel.request_timeout_s", float, 10.0, "client wait for a kernel reply"),

@@ -156,9 +156,22 @@ class SyncGroup:
         self._waiters: deque[tuple[int, Callable[[], object]]] = deque()
         self._stopping = False
         self._alive = True
+        self._idle = False  # the flusher waits for a transaction to sync
+        self._delay_s = 0.0
+        self._busy: Callable[[], bool] = _never
         self.fsyncs = 0
         self._thread = threading.Thread(target=self._run, name="batos-fsync", daemon=True)
         self._thread.start()
+
+    def gather(self, delay_s: float, busy: Callable[[], bool]) -> None:
+        """Before a sync, while `busy()` says more commits are on their way, wait up
+        to `delay_s` so that one fsync covers them too (PostgreSQL's `commit_delay`).
+
+        A lone step syncs at once; under a backlog each fsync covers more steps,
+        and the flusher wakes, syncs and hands results to the loop less often.
+        """
+        with self._cond:
+            self._delay_s, self._busy = max(0.0, delay_s), busy
 
     @property
     def transactions(self) -> int:
@@ -168,7 +181,8 @@ class SyncGroup:
         """A transaction was finished (called by the storage, under its lock)."""
         with self._cond:
             self._finished += 1
-            self._cond.notify()
+            if self._idle:  # wake the flusher only when it waits for work
+                self._cond.notify()
 
     def when_durable(self, callback: Callable[[], object]) -> None:
         """Call `callback` once everything finished so far is on disk.
@@ -180,7 +194,6 @@ class SyncGroup:
             pending = self._synced < self._finished
             if pending and self._alive:
                 self._waiters.append((self._finished, callback))
-                self._cond.notify()
                 return
         if pending:  # the flusher has ended (shutdown): sync here
             self._fsync()
@@ -210,13 +223,17 @@ class SyncGroup:
         while True:
             with self._cond:
                 while self._synced >= self._finished and not self._stopping:
+                    self._idle = True
                     self._cond.wait()
+                self._idle = False
                 if self._synced >= self._finished:  # stopping, nothing left to sync
                     self._alive = False
                     ready = list(self._waiters)
                     self._waiters.clear()
                     self._cond.notify_all()
                     break
+                if self._delay_s and not self._stopping and self._busy():
+                    self._cond.wait(self._delay_s)  # `stop` cuts it short
                 target = self._finished
             self._fsync()
             with self._cond:
@@ -240,6 +257,10 @@ class SyncGroup:
             logging.shutdown()
             os._exit(EXIT_DISK_FAILED)
         self.fsyncs += 1
+
+
+def _never() -> bool:
+    return False
 
 
 def _call_all(waiters: list[tuple[int, Callable[[], object]]]) -> None:

@@ -15,10 +15,13 @@ makes its step durable: the worker hands it to the sync group and goes on with
 the next job while the disk works; the flusher passes it to the loop.
 
 The scheduler owns its worker threads. An actor with work and no running
-job goes onto one queue of ready actors; an idle worker takes it and drains
-it. Starting a drain costs a put on that queue (no future, no work item), so
-an actor whose queue runs dry between two messages, which happens all the
-time under a steady load, costs almost nothing to wake again.
+job goes onto a queue of ready actors, and the worker that went idle last is
+woken to take it: under a steady load one thread, with one ZODB connection
+and its warm object cache, runs nearly every step. (Woken in turn, every
+thread's connection would see the others' commits as invalidations and load
+the same objects again.) Starting a drain costs a lock release, no future
+and no work item, so an actor whose queue runs dry between two messages,
+which happens all the time under a steady load, costs little to wake again.
 
 `submit` is called from the loop thread; the queues are shared with the
 draining workers under one lock.
@@ -30,7 +33,6 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import Callable
-from queue import SimpleQueue
 from typing import Any
 
 from kernel.durability import SyncGroup
@@ -52,7 +54,9 @@ class Scheduler:
         self.running = 0
         self._results: deque[tuple[Done, Any, BaseException | None]] = deque()
         self._wake_pending = False
-        self._ready: SimpleQueue[str | None] = SimpleQueue()
+        self._ready: deque[str] = deque()  # actors waiting for a worker
+        self._idle: list[threading.Lock] = []  # sleeping workers' wake locks, last on top
+        self._stopping = False
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{n}", daemon=True)
                          for n in range(max(1, workers))]
         for thread in self._threads:
@@ -67,8 +71,10 @@ class Scheduler:
         with self._lock:
             for jobs in self._queues.values():
                 jobs.clear()
-        for _ in self._threads:
-            self._ready.put(None)
+            self._stopping = True
+            idle, self._idle = self._idle, []
+        for wake in idle:
+            wake.release()
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join()
@@ -85,13 +91,21 @@ class Scheduler:
                 return
             self._busy.add(actor)
             self.running += 1
-        self._ready.put(actor)
+            self._ready.append(actor)
+            wake = self._idle.pop() if self._idle else None
+        if wake is not None:
+            wake.release()
 
     def depth(self, actor: str) -> int:
         """Jobs waiting (not running) for `actor`."""
         with self._lock:
             queue = self._queues.get(actor)
             return len(queue) if queue else 0
+
+    def backlog(self) -> bool:
+        """Jobs wait behind the running ones (more commits are on their way)."""
+        with self._lock:
+            return bool(self._ready) or any(self._queues.values())
 
     def idle(self) -> bool:
         with self._lock:
@@ -102,10 +116,22 @@ class Scheduler:
             return {a: len(q) for a, q in self._queues.items() if q}
 
     def _work(self) -> None:
-        """A worker thread: drain ready actors until `stop`."""
-        ready = self._ready
-        while (actor := ready.get()) is not None:
-            self._drain(actor)
+        """A worker thread: drain ready actors; sleep on its own lock when none is."""
+        wake = threading.Lock()
+        wake.acquire()  # held: the next acquire sleeps until someone releases it
+        while True:
+            with self._lock:
+                if self._ready:
+                    actor: str | None = self._ready.popleft()
+                elif self._stopping:
+                    return
+                else:
+                    self._idle.append(wake)
+                    actor = None
+            if actor is None:
+                wake.acquire()  # released by `submit` (work) or `stop`
+            else:
+                self._drain(actor)
 
     def _drain(self, actor: str) -> None:
         """On a worker: run `actor`'s jobs until its queue is empty."""

@@ -109,6 +109,9 @@ class Kernel:
         self._durable = (self.image.group_commit() if self.config["kernel.group_commit"]
                          else None)
         self.scheduler = Scheduler(self._loop, self.config["steps.workers"], self._durable)
+        if self._durable is not None:
+            self._durable.gather(self.config["kernel.group_commit_delay_s"],
+                                 self.scheduler.backlog)
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError, RuntimeError):
                 self._loop.add_signal_handler(sig, self._stopping.set)

@@ -199,3 +199,62 @@ def test_transactions_are_staged_in_memory_and_a_large_buffer_is_dropped(
         assert root["big"]["value"] == b"x" * (STAGING_KEEP_BYTES + 1)
     finally:
         db.close()
+
+
+class CountingSync:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+
+
+def test_under_a_backlog_one_sync_gathers_the_commits_of_its_delay() -> None:
+    sync = CountingSync()
+    group = SyncGroup(sync)
+    gathering = threading.Event()
+
+    def busy() -> bool:  # asked once the flusher has a commit to sync
+        gathering.set()
+        return True
+    group.gather(1.0, busy=busy)
+    try:
+        released = [threading.Event() for _ in range(3)]
+        group.finished()
+        group.when_durable(released[0].set)
+        assert gathering.wait(5)  # the flusher now waits for more
+        for event in released[1:]:
+            group.finished()
+            group.when_durable(event.set)
+        assert all(event.wait(10) for event in released)
+        assert sync.calls == 1
+    finally:
+        group.stop()
+
+
+def test_without_a_backlog_a_commit_syncs_at_once() -> None:
+    sync = CountingSync()
+    group = SyncGroup(sync)
+    group.gather(30.0, busy=lambda: False)  # a delay this test could not sit out
+    try:
+        released = threading.Event()
+        group.finished()
+        group.when_durable(released.set)
+        assert released.wait(5)
+        assert sync.calls == 1
+    finally:
+        group.stop()
+
+
+def test_stop_cuts_a_gathering_delay_short() -> None:
+    sync = CountingSync()
+    group = SyncGroup(sync)
+    group.gather(30.0, busy=lambda: True)
+    released = threading.Event()
+    group.finished()
+    group.when_durable(released.set)
+    stopper = threading.Thread(target=group.stop)
+    stopper.start()
+    stopper.join(5)
+    assert not stopper.is_alive()
+    assert released.is_set() and sync.calls == 1

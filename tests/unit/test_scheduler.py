@@ -117,3 +117,30 @@ def test_stop_lets_the_running_job_finish_and_drops_the_queued_ones() -> None:
     assert not any(t.name.startswith("batos-step") and t.is_alive()
                    for t in threading.enumerate())
     assert scheduler.depth("a") == 0
+
+
+def test_backlog_tells_whether_jobs_wait_behind_the_running_ones() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        started.set()
+        assert release.wait(10)
+
+    async def main() -> tuple[bool, bool, bool]:
+        loop = asyncio.get_running_loop()
+        scheduler = Scheduler(loop, 1)
+        finished = asyncio.Event()
+        try:
+            scheduler.submit("a", hold, lambda _r, _e: None)
+            assert await loop.run_in_executor(None, started.wait, 10)
+            alone = scheduler.backlog()  # one job, running: nothing waits
+            scheduler.submit("a", lambda: None, lambda _r, _e: finished.set())
+            behind = scheduler.backlog()
+            release.set()
+            await asyncio.wait_for(finished.wait(), 10)
+            return alone, behind, scheduler.backlog()
+        finally:
+            release.set()
+            scheduler.stop()
+
+    assert asyncio.run(main()) == (False, True, False)

@@ -17,7 +17,9 @@ actor goes out from the callback. Every transaction still commits alone and
 is doomed alone; only the disk barrier is shared (what databases call group
 commit). While the flusher syncs one group, workers go on running the next
 steps, so the disk's latency and the steps' Python work overlap instead of
-adding up.
+adding up. When more steps wait behind the running ones, the flusher first
+gathers for a moment (`SyncGroup.gather`, PostgreSQL's `commit_delay`), so
+that one fsync covers more of them; a lone step is synced at once.
 
 What a crash does: a killed process (kill -9) loses nothing - the
 operating system holds every written page and writes it out. A power loss

@@ -298,8 +298,10 @@ class Kernel:
         """The socket's FD fired: take what is waiting, up to a batch.
 
         The FD is edge-triggered: reading `ZMQ_EVENTS` re-arms it (cheaper than
-        a receive that fails with `EAGAIN`, which raises). A full batch yields
-        to the loop's other callbacks and goes on after them.
+        a receive that fails with `EAGAIN`, which raises). The first receive
+        goes ahead without that check: a message is what usually woke the loop,
+        and an answer should not wait for the check. A full batch yields to the
+        loop's other callbacks and goes on after them.
         """
         sock = self.sockets[index]
         if sock.closed:  # a continuation queued before shutdown closed it
@@ -307,12 +309,12 @@ class Kernel:
         curve = self._curve[index]
         self._draining = index  # sends from here: the check below re-arms
         try:
-            for _ in range(DRAIN_BATCH):
-                if not _waiting(sock):
+            for taken in range(DRAIN_BATCH):
+                if taken and not _waiting(sock):
                     return
                 try:
                     frames, user = _receive(sock, curve)
-                except zmq.Again:
+                except zmq.Again:  # woken for nothing; the failed receive re-armed the FD
                     return
                 try:
                     self._on_frames(index, frames, user)

@@ -11,15 +11,16 @@ the file - one `fsync` for every transaction finished before it started.
 
 The rule that makes this safe is the kernel's: nothing produced by a
 transaction leaves the process before that transaction is on disk. The
-kernel asks `when_durable(callback)` (or `wait_durable()` on a worker
-thread) after a commit, and the reply, the event, the delivery to an external
-actor goes out from the callback. Every transaction still commits alone and
-is doomed alone; only the disk barrier is shared (what databases call group
-commit). While the flusher syncs one group, workers go on running the next
-steps, so the disk's latency and the steps' Python work overlap instead of
-adding up. When more steps wait behind the running ones, the flusher first
-gathers for a moment (`SyncGroup.gather`, PostgreSQL's `commit_delay`), so
-that one fsync covers more of them; a lone step is synced at once.
+kernel asks `when_durable(callback)` after a commit, and the reply, the
+event, the delivery to an external actor goes out from the callback
+(`wait_durable()` is the blocking form, for a thread that can wait). Every
+transaction still commits alone and is doomed alone; only the disk barrier
+is shared (what databases call group commit). While the flusher syncs one
+group, workers go on running the next steps, so the disk's latency and the
+steps' Python work overlap instead of adding up. When more steps wait
+behind the running ones, the flusher first gathers for a moment
+(`SyncGroup.gather`, PostgreSQL's `commit_delay`), so that one fsync covers
+more of them; a lone step is synced at once.
 
 What a crash does: a killed process (kill -9) loses nothing - the
 operating system holds every written page and writes it out. A power loss

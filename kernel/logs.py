@@ -54,10 +54,6 @@ def log_step(logger: logging.Logger, step: Mapping[str, Any]) -> None:
                                     None, "log_step", {"step": step}))
 
 
-def _step_line_parts(step: Any) -> str:
-    return " ".join(f"{k}={v}" for k, v in step.items() if v is not None)
-
-
 class ReadableFormatter(logging.Formatter):
     """`HH:MM:SS level logger: message key=value ...`."""
 
@@ -65,33 +61,34 @@ class ReadableFormatter(logging.Formatter):
     _stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        text = f"{self._time(record.created)} {record.levelname:<7} {record.name}: " \
-               f"{record.getMessage()}"
         step = getattr(record, "step", None)
-        if isinstance(step, dict):
-            text += " " + _step_line_parts(step)
+        text = self._line(record.created, record.levelname, record.name, record.getMessage(),
+                          step if isinstance(step, dict) else None)
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text
 
     def format_step(self, created: float, name: str, step: dict[str, Any]) -> str:
         """The line `format` makes of a step record."""
-        return f"{self._time(created)} INFO    {name}: step {_step_line_parts(step)}"
+        return self._line(created, "INFO", name, "step", step)
 
-    def _time(self, created: float) -> str:
+    def _line(self, created: float, level: str, name: str, message: str,
+              step: dict[str, Any] | None) -> str:
         second = int(created)
         if second != self._second:  # many records share a second: format it once
             self._stamp = time.strftime("%H:%M:%S", time.localtime(second))
             self._second = second
-        return self._stamp
+        text = f"{self._stamp} {level:<7} {name}: {message}"
+        if step is not None:
+            text += " " + " ".join(f"{k}={v}" for k, v in step.items() if v is not None)
+        return text
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {"time": round(record.created, 6), "level": record.levelname,
-                                "logger": record.name, "message": record.getMessage()}
+        data = _head(record.created, record.levelname, record.name, record.getMessage())
         for key, value in record.__dict__.items():
             if key not in _STANDARD:
                 data[key] = value
@@ -101,8 +98,13 @@ class JsonFormatter(logging.Formatter):
 
     def format_step(self, created: float, name: str, step: dict[str, Any]) -> str:
         """The line `format` makes of a step record."""
-        return json.dumps({"time": round(created, 6), "level": "INFO", "logger": name,
-                           "message": "step", "step": step}, default=str)
+        data = _head(created, "INFO", name, "step")
+        data["step"] = step
+        return json.dumps(data, default=str)
+
+
+def _head(created: float, level: str, name: str, message: str) -> dict[str, Any]:
+    return {"time": round(created, 6), "level": level, "logger": name, "message": message}
 
 
 class _Enqueue(logging.handlers.QueueHandler):

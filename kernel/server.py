@@ -714,14 +714,12 @@ class Kernel:
         self.recent[ref] = record
         if len(self.recent) > RECENT_RESULTS:
             self.recent.popitem(last=False)
-        targets = self.watchers.pop(ref, None)
+        targets = self.watchers.pop(ref, ())
         if env is not None and env.reply_to:
             sender = Address.decode(env.reply_to)
-            if not targets:  # the common case: the sender alone
+            if sender not in targets:
                 self._send(sender, record)
-                return
-            targets.add(sender)
-        for address in targets or ():
+        for address in targets:
             self._send(address, record)
 
     def _is_pending(self, ref: str) -> bool:

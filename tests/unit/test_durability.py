@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from kernel.durability import GroupCommitFileStorage, SyncGroup
@@ -209,52 +211,53 @@ class CountingSync:
         self.calls += 1
 
 
-def test_under_a_backlog_one_sync_gathers_the_commits_of_its_delay() -> None:
+@contextlib.contextmanager
+def gathering(delay_s: float,
+              busy: Callable[[], bool]) -> Iterator[tuple[SyncGroup, CountingSync]]:
+    """A sync group that gathers for `delay_s` while `busy()`; stopped afterwards."""
     sync = CountingSync()
     group = SyncGroup(sync)
-    gathering = threading.Event()
+    group.gather(delay_s, busy)
+    try:
+        yield group, sync
+    finally:
+        group.stop()
+
+
+def test_under_a_backlog_one_sync_gathers_the_commits_of_its_delay() -> None:
+    asked = threading.Event()
 
     def busy() -> bool:  # asked once the flusher has a commit to sync
-        gathering.set()
+        asked.set()
         return True
-    group.gather(1.0, busy=busy)
-    try:
+    with gathering(1.0, busy) as (group, sync):
         released = [threading.Event() for _ in range(3)]
         group.finished()
         group.when_durable(released[0].set)
-        assert gathering.wait(5)  # the flusher now waits for more
+        assert asked.wait(5)  # the flusher now waits for more
         for event in released[1:]:
             group.finished()
             group.when_durable(event.set)
         assert all(event.wait(10) for event in released)
         assert sync.calls == 1
-    finally:
-        group.stop()
 
 
 def test_without_a_backlog_a_commit_syncs_at_once() -> None:
-    sync = CountingSync()
-    group = SyncGroup(sync)
-    group.gather(30.0, busy=lambda: False)  # a delay this test could not sit out
-    try:
+    with gathering(30.0, lambda: False) as (group, sync):  # a delay no test could sit out
         released = threading.Event()
         group.finished()
         group.when_durable(released.set)
         assert released.wait(5)
         assert sync.calls == 1
-    finally:
-        group.stop()
 
 
 def test_stop_cuts_a_gathering_delay_short() -> None:
-    sync = CountingSync()
-    group = SyncGroup(sync)
-    group.gather(30.0, busy=lambda: True)
-    released = threading.Event()
-    group.finished()
-    group.when_durable(released.set)
-    stopper = threading.Thread(target=group.stop)
-    stopper.start()
-    stopper.join(5)
-    assert not stopper.is_alive()
-    assert released.is_set() and sync.calls == 1
+    with gathering(30.0, lambda: True) as (group, sync):
+        released = threading.Event()
+        group.finished()
+        group.when_durable(released.set)
+        stopper = threading.Thread(target=group.stop)
+        stopper.start()
+        stopper.join(5)
+        assert not stopper.is_alive()
+        assert released.is_set() and sync.calls == 1

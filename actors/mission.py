@@ -158,7 +158,8 @@ class Mission(UvmObject):
             "answer": self.answer, "confidence": self.confidence,
             "from_memory": self.from_memory, "memorized": _plain(self.memorized),
             "passes": _plain(self.passes), "timings": dict(self.timings),
-            "error": self.error, "created": self.created, "finished": self.finished,
+            "context": _plain(self.get_slot("context", [])), "error": self.error,
+            "created": self.created, "finished": self.finished,
         }
 
     def result(self) -> dict[str, Any]:

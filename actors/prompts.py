@@ -56,24 +56,28 @@ def route_user(question: str) -> str:
     return sections(("Question", question))
 
 
-def draft_user(question: str, recalled: str | None = None) -> str:
-    """The question, plus an earlier low-confidence answer to a similar one."""
+Sections = tuple[tuple[str, str], ...]
+
+
+def draft_user(question: str, recalled: str | None = None, tools: Sections = ()) -> str:
+    """The tools' output, the question, plus an earlier low-confidence answer to a similar one."""
     earlier = None if recalled is None else (
         f"{recalled}\n(An earlier answer to a similar question; it may be wrong.)")
-    return sections(("Question", question), ("Context", earlier))
+    return sections(*tools, ("Question", question), ("Context", earlier))
 
 
-def critique_user(question: str, draft: str, previous: str | None = None) -> str:
+def critique_user(question: str, draft: str, previous: str | None = None,
+                  tools: Sections = ()) -> str:
     """The draft to review; on a retry, the final answer that scored too low instead."""
     if previous is None:
-        return sections(("Question", question), ("Answer to review", draft))
-    return sections(("Question", question), ("Draft", draft),
+        return sections(*tools, ("Question", question), ("Answer to review", draft))
+    return sections(*tools, ("Question", question), ("Draft", draft),
                     ("Answer to review (judged weak)", previous))
 
 
 def synthesize_user(question: str, draft: str, critique: str,
-                    previous: str | None = None) -> str:
-    return sections(("Question", question), ("Draft", draft),
+                    previous: str | None = None, tools: Sections = ()) -> str:
+    return sections(*tools, ("Question", question), ("Draft", draft),
                     ("Previous final answer (judged weak)", previous),
                     ("Critique", critique))
 

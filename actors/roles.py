@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 
 from persistent import Persistent
 
-from actors import llm, prompts, steward, thermal
+from actors import llm, prompts, steward, thermal, tools
 from actors.memory import cosine, embed_one
 from actors.mission import Mission, claim
 from kernel.steps import StepContext, handler
@@ -155,7 +155,7 @@ class Router(PassActor):
         mission.plan = {**plan, "parsed": parsed, "notes": notes}
         step.root["metrics"].incr(f"router.{parsed}")
         mission.enter(step, "DELEGATING")
-        mission.advance(step, "drafter", "draft")
+        tools.advance_after(step, mission, None)
         return parsed
 
 
@@ -171,7 +171,8 @@ class Drafter(PassActor):
         if mission is None:
             return None
         recalled = mission.recalled["answer"] if mission.recalled else None
-        generation = self.run_pass(step, mission, prompts.draft_user(mission.text, recalled))
+        user = prompts.draft_user(mission.text, recalled, tools.context_sections(mission))
+        generation = self.run_pass(step, mission, user)
         mission.draft = generation.text.strip()
         mission.advance(step, "critic", "critique")
         return generation.tokens
@@ -188,7 +189,8 @@ class Critic(PassActor):
         mission = claim(step, mission_id, turn, "critique")
         if mission is None:
             return None
-        user = prompts.critique_user(mission.text, mission.draft or "", _previous(mission))
+        user = prompts.critique_user(mission.text, mission.draft or "", _previous(mission),
+                                     tools.context_sections(mission))
         generation = self.run_pass(step, mission, user)
         mission.critique = generation.text.strip()
         mission.enter(step, "SYNTHESIZING")
@@ -208,7 +210,8 @@ class Synthesizer(PassActor):
         if mission is None:
             return None
         user = prompts.synthesize_user(mission.text, mission.draft or "",
-                                       mission.critique or "", _previous(mission))
+                                       mission.critique or "", _previous(mission),
+                                       tools.context_sections(mission))
         generation = self.run_pass(step, mission, user)
         mission.candidate = {"answer": generation.text.strip(), "round": int(mission.round),
                              "tokens": generation.tokens,

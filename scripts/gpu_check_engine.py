@@ -27,16 +27,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from actors import steward, thermal  # noqa: E402
-from actors.engine import load_from_image  # noqa: E402
-from actors.hooks import ingest_staged_adapters  # noqa: E402
-from actors.llm import ChatMessage, GenerationRequest  # noqa: E402
-from actors.models import ingest_model_dir  # noqa: E402
-from kernel.image import Image  # noqa: E402
-from tests.helpers.tiny_adapters import PROBE_IDS, make_adapter  # noqa: E402
-from tests.helpers.tiny_model import build_tiny_model_dir  # noqa: E402
+from actors import steward, thermal
+from actors.engine import load_from_image
+from actors.hooks import ingest_staged_adapters
+from actors.llm import ChatMessage, GenerationRequest
+from actors.models import ingest_model_dir
+from kernel.image import Image
+from tests.helpers.tiny_adapters import PROBE_IDS, make_adapter
+from tests.helpers.tiny_model import build_tiny_model_dir
 
 PERSONAS = {"drafter": 11, "critic": 23}
 

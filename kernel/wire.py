@@ -122,6 +122,8 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     CANCELLED = "cancelled"
     INTERNAL = "internal"
+    UNAVAILABLE = "unavailable"
+    SHUTTING_DOWN = "shutting_down"
 
 
 class ProtocolError(KernelError):
@@ -889,6 +891,8 @@ ERROR_MEANINGS: Mapping[ErrorCode, str] = MappingProxyType(
         ErrorCode.NOT_FOUND: "nothing known under that reference",
         ErrorCode.CANCELLED: "the mission or message was cancelled",
         ErrorCode.INTERNAL: "internal kernel error",
+        ErrorCode.UNAVAILABLE: "the external actor is not attached; retry later",
+        ErrorCode.SHUTTING_DOWN: "the kernel is shutting down; retry after it restarts",
     }
 )
 

@@ -16,7 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kernel import wire
-from kernel.errors import KernelError, Overloaded, StepFailed, UnknownActor, UnknownSelector
+from kernel.errors import (
+    KernelError,
+    NameReserved,
+    NameTaken,
+    Overloaded,
+    StepFailed,
+    UnknownActor,
+    UnknownSelector,
+)
 from kernel.wire import (
     ACTOR_KINDS,
     CLIENT_KINDS,
@@ -363,7 +371,7 @@ def test_error_code_enum_values_are_stable() -> None:
     assert [code.value for code in ErrorCode] == [
         "bad_frame", "bad_version", "too_large", "bad_payload", "bad_kind", "bad_field",
         "unknown_actor", "unknown_selector", "forbidden", "overloaded", "step_failed",
-        "timeout", "not_found", "cancelled", "internal",
+        "timeout", "not_found", "cancelled", "internal", "unavailable", "shutting_down",
     ]  # fmt: skip
 
 
@@ -380,6 +388,10 @@ REPLY_CASES: list[tuple[Any, ErrorCode]] = [
     (ErrorCode.FORBIDDEN, ErrorCode.FORBIDDEN),
     ("cancelled", ErrorCode.CANCELLED),
     ("not_found", ErrorCode.NOT_FOUND),
+    (NameReserved("missions"), ErrorCode.FORBIDDEN),
+    (NameTaken("ocr"), ErrorCode.FORBIDDEN),
+    ("unavailable", ErrorCode.UNAVAILABLE),
+    ("shutting_down", ErrorCode.SHUTTING_DOWN),
 ]
 
 

@@ -35,6 +35,7 @@ in `kernel.routing_external`, mixed in here.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -84,6 +85,8 @@ class Router(ExternalRouting):
     def on_message(self, address: Address, msg: wire.Message, now: float) -> list[Action]:
         """A decoded record from the connection at `address`."""
         self.peers.seen(address, now)
+        if type(msg) is wire.Ping:  # every role may ping; the hot path of liveness checks
+            return [self._out(address, wire.Pong(time=time.time(), ref=msg.id))]
         if msg.kind not in TO_KERNEL:
             self.counters.incr(f"bad.{wire.ErrorCode.BAD_KIND}")
             return [self._error(address, wire.ErrorCode.BAD_KIND,
@@ -112,8 +115,6 @@ class Router(ExternalRouting):
     def _dispatch(self, address: Address, msg: wire.Message, role: str,
                   now: float) -> list[Action]:
         match msg:
-            case wire.Ping():
-                return [self._out(address, wire.Pong(time=now, ref=msg.id))]
             case wire.Send() | wire.Mission() if self.stopping:
                 return [self._error(address, wire.ErrorCode.SHUTTING_DOWN,
                                     "the kernel is shutting down", msg.id)]

@@ -85,8 +85,6 @@ class Router(ExternalRouting):
     def on_message(self, address: Address, msg: wire.Message, now: float) -> list[Action]:
         """A decoded record from the connection at `address`."""
         self.peers.seen(address, now)
-        if type(msg) is wire.Ping:  # every role may ping; the hot path of liveness checks
-            return [self._out(address, wire.Pong(time=time.time(), ref=msg.id))]
         if msg.kind not in TO_KERNEL:
             self.counters.incr(f"bad.{wire.ErrorCode.BAD_KIND}")
             return [self._error(address, wire.ErrorCode.BAD_KIND,
@@ -95,6 +93,8 @@ class Router(ExternalRouting):
         if role is None:  # not reachable over CURVE (ZAP refused it); nothing back
             self.counters.incr("forbidden")
             return []
+        if type(msg) is wire.Ping:  # every role may ping; the hot path of liveness checks
+            return [self._out(address, wire.Pong(time=time.time(), ref=msg.id))]
         if msg.kind not in ROLE_KINDS[role]:
             self.counters.incr("forbidden")
             return [self._error(address, wire.ErrorCode.FORBIDDEN,

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kernel.durability import SyncGroup
 from kernel.scheduler import Scheduler
@@ -30,11 +30,12 @@ class Chores:
     config: Any
     image: Any
 
-    def _worker(self) -> Any:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by `Kernel` and `Executor`
+        def _worker(self) -> Any: ...
 
-    def _execute(self, actions: list[Any]) -> None:
-        raise NotImplementedError
+        def _execute(self, actions: list[Any]) -> None: ...
+
+        def _audit_posted(self, actor: str, key: str, env: Any) -> list[Any]: ...
 
     async def _loop_run(self, work: Any) -> Any:
         """`work()` on a worker; its result once what it committed is on disk."""
@@ -69,9 +70,6 @@ class Chores:
                 key, env = posted
                 log.info("self-audit %s enqueued", env.id)
                 self._execute(self._audit_posted(actor, key, env))
-
-    def _audit_posted(self, actor: str, key: str, env: Any) -> list[Any]:
-        raise NotImplementedError
 
     async def _metrics_loop(self) -> None:
         """Add the step ledger's counts to the image's counters now and then (one

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kernel import wire
 from kernel.actions import Action, Address, Attach, Complete, Log, Send
@@ -150,6 +150,6 @@ class ExternalRouting:
             inst.last_sent = self.clock()
         return Send(address, record)
 
-    def step_done(self, env: Envelope, result: StepResult | None,
-                  error: BaseException | None) -> list[Action]:
-        raise NotImplementedError  # `Router` provides it
+    if TYPE_CHECKING:  # provided by `Router`
+        def step_done(self, env: Envelope, result: StepResult | None,
+                      error: BaseException | None) -> list[Action]: ...

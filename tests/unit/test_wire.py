@@ -497,7 +497,7 @@ values = st.recursive(
     max_leaves=20,
 )
 field_names = st.sampled_from(
-    [*sorted({name for specs in wire._SPECS.values() for name, _, _ in specs}), "kind", "x"]
+    [*sorted({name for specs in wire.records._SPECS.values() for name, _, _ in specs}), "kind", "x"]
 )
 
 
@@ -552,11 +552,11 @@ def test_fast_walk_agrees_with_the_full_walk(obj: dict[str, Any], limits: Limits
     """The fast path may only pass what the full walk passes (and, for exact wire
     types and strings short enough to need no UTF-8 measuring, all of it)."""
     try:
-        wire._check_tree(obj, limits)
+        wire.codec._check_tree(obj, limits)
         full = True
     except ProtocolError:
         full = False
-    fast = wire._tree_ok(obj, limits)
+    fast = wire.codec._tree_ok(obj, limits)
     assert not fast or full
     if _plain(obj, limits.max_str_bytes // 4):
         assert fast == full
@@ -574,19 +574,19 @@ def _plain(value: Any, chars: int) -> bool:
 
 
 @FUZZ
-@given(st.sampled_from(sorted(wire._SPECS, key=lambda c: c.kind)), st.data())
+@given(st.sampled_from(sorted(wire.records._SPECS, key=lambda c: c.kind)), st.data())
 def test_field_fast_paths_agree_with_the_full_checks(
     cls: type[Record], data: st.DataObject
 ) -> None:
     """Each field check returns the same value or raises alike, exact type or not."""
-    for _name, check, _required in wire._SPECS[cls]:
+    for _name, check, _required in wire.records._SPECS[cls]:
         value = data.draw(odd_scalars | st.lists(st.text(max_size=3), max_size=3)
                           | st.dictionaries(st.text(max_size=3), scalars, max_size=2))
         results = []
         for candidate in (value, _Str(value) if type(value) is str else value):
             try:
                 results.append(("ok", check(candidate)))
-            except wire._Invalid as exc:
+            except wire.fields._Invalid as exc:
                 results.append(("invalid", str(exc)))
         assert results[0][0] == results[1][0]
         if results[0][0] == "ok":

@@ -137,6 +137,15 @@ class EndpointInUse(KernelError):
         self.endpoint = endpoint
 
 
+class CurveKeysMissing(KernelError):
+    """A tcp endpoint needs the kernel's CURVE keypair, and `directory` has none."""
+
+    def __init__(self, directory: object) -> None:
+        super().__init__(f"tcp endpoints require CURVE keys in {directory}: "
+                         "run `batos keys init`")
+        self.directory = directory
+
+
 # -- the REPL -----------------------------------------------------------------
 
 

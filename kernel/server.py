@@ -40,7 +40,7 @@ from kernel.actions import (
     Address,
 )
 from kernel.durability import SyncGroup
-from kernel.errors import KernelError
+from kernel.errors import CurveKeysMissing, KernelError
 from kernel.executor import Executor
 from kernel.image import Image
 from kernel.lifecycle import Chores
@@ -162,8 +162,9 @@ class Kernel(Executor, Chores):
                 raise KernelError(f"endpoint {endpoint}: only ipc://, inproc:// or tcp://")
 
     def _bind_curve(self, endpoints: list[str]) -> None:
-        if not (auth.keys_dir(self.image.directory) / "server.key_secret").exists():
-            raise KernelError("tcp endpoints require CURVE keys: run `batos keys init`")
+        keys = auth.keys_dir(self.image.directory)
+        if not (keys / "server.key_secret").exists():
+            raise CurveKeysMissing(keys)
         self._auth = auth.start_authenticator(self._ctx, self._keyring)  # before bind
         sock = sk.new_router(self._ctx, self.config["kernel.max_message_bytes"])
         self.sockets.append(sock)

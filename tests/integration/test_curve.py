@@ -26,7 +26,7 @@ import zmq
 from kernel import auth, wire
 from kernel.auth import PeerKeys
 from kernel.client import Client
-from kernel.errors import KernelError
+from kernel.errors import CurveKeysMissing
 from kernel.remote import RemoteActor
 from tests.helpers.kernel import BATOS, running_kernel
 
@@ -189,9 +189,10 @@ def test_admin_send_echo_value(tmp_path: Path) -> None:
 def test_tcp_without_keys_refuses_to_start(tmp_path: Path) -> None:
     image_dir = tmp_path / "image"
     port = free_port()
-    with pytest.raises(KernelError, match="tcp endpoints require CURVE keys"), \
+    with pytest.raises(CurveKeysMissing) as info, \
             running_kernel(image_dir, endpoints(image_dir, port)):
         pass
+    assert info.value.directory == image_dir / "keys"
     with socket.socket() as probe:  # nothing was left listening on the port
         assert probe.connect_ex(("127.0.0.1", port)) != 0
     assert not (image_dir / "kernel.sock").exists()

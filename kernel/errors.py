@@ -108,6 +108,44 @@ class RetriesExhausted(StepFailed):
         self.attempts = attempts
 
 
+class NameTaken(KernelError):
+    """Another live peer, under another key, already serves this actor name."""
+
+    code = "forbidden"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"actor name {name!r} is served by another key")
+        self.name = name
+
+
+class NameReserved(KernelError):
+    """An external actor asked for a name an actor in the image already has."""
+
+    code = "forbidden"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name!r} is an actor in the image; pick another name")
+        self.name = name
+
+
+class EndpointInUse(KernelError):
+    """`bind` found a live kernel answering on this ipc socket file."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(f"{endpoint}: another kernel is serving this socket; "
+                         "stop it first or bind another endpoint")
+        self.endpoint = endpoint
+
+
+class CurveKeysMissing(KernelError):
+    """A tcp endpoint needs the kernel's CURVE keypair, and `directory` has none."""
+
+    def __init__(self, directory: object) -> None:
+        super().__init__(f"tcp endpoints require CURVE keys in {directory}: "
+                         "run `batos keys init`")
+        self.directory = directory
+
+
 # -- the REPL -----------------------------------------------------------------
 
 

@@ -233,3 +233,42 @@ def configure(level: str = "INFO", as_json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [_writer.enqueue]
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+class RateLimited:
+    """Log lines that peers cause, at most `burst` per topic in each `window_s`.
+
+    A peer can make the kernel log at the rate it sends (an unknown actor, a
+    forbidden kind); past the burst a topic's lines are counted instead
+    (`counters["log_lines_suppressed"]`) and one line says how many were left
+    out when the window turns.
+    """
+
+    def __init__(self, logger: logging.Logger, burst: int = 10, window_s: float = 10.0,
+                 clock: Any = time.monotonic) -> None:
+        self.logger = logger
+        self.burst = burst
+        self.window_s = window_s
+        self.clock = clock
+        self._windows: dict[str, tuple[float, int]] = {}  # topic -> (start, lines)
+
+    def emit(self, level: int, topic: str, text: str, args: tuple[Any, ...],
+             counters: Any) -> None:
+        if self.allow(topic, counters, level, text):
+            self.logger.log(level, text, *args)
+
+    def allow(self, topic: str, counters: Any, level: int = logging.INFO,
+              text: str = "") -> bool:
+        """One more line on `topic` may be written now (else it is counted)."""
+        now = self.clock()
+        start, lines = self._windows.get(topic, (now, 0))
+        if now - start >= self.window_s:
+            if lines > self.burst:
+                self.logger.log(level, "%d more %s lines left out %s", lines - self.burst,
+                                topic, text)
+            start, lines = now, 0
+        self._windows[topic] = (start, lines + 1)  # topics are a fixed, small set
+        if lines < self.burst:
+            return True
+        counters.incr("log_lines_suppressed")
+        return False

@@ -6,7 +6,7 @@ conflict over a counter. The failure log is a bounded BTree keyed by time.
 
 Step counts (`steps.actor.<name>`) are exact without a counter write in
 every step. Each step's transaction already says what it was (its note,
-`step <actor>.<selector> <key>`), so on a local image the storage tells a
+`step actor=<actor> selector=<selector> key=<key>`), so on a local image the storage tells a
 `StepLedger` of each committed step, in commit order, under its commit lock;
 the ledger's counts are added to the counters now and then by one small
 transaction (`flush_ledger`), which also records the last step transaction it
@@ -44,21 +44,28 @@ STANDARD_COUNTERS = (
 
 
 STEP_NOTE = "step "
+_ACTOR_FIELD = b"step actor="
 
 
 def step_note(actor: str, selector: str, key: str, suffix: str = "") -> str:
-    """The note of a step's transaction (what `StepLedger` reads back)."""
-    return f"{STEP_NOTE}{actor}.{selector} {key}{suffix}"
+    """The note of a step's transaction (what `StepLedger` reads back): named fields,
+    so an actor or a selector holding a dot reads back whole."""
+    return f"{STEP_NOTE}actor={actor} selector={selector} key={key}{suffix}"
 
 
 def step_actor(note: bytes) -> str | None:
     """The actor of a step transaction's note; None for any other transaction.
 
     The step runner notes last, after the handler (whose own notes, if any,
-    come first, one per line)."""
+    come first, one per line). Names hold no spaces, so a field ends at one."""
     note = note.rpartition(b"\n")[2]
+    if note.startswith(_ACTOR_FIELD):
+        actor = note[len(_ACTOR_FIELD):].split(b" ", 1)[0]
+        return actor.decode("utf-8", "replace") or None
     if not note.startswith(b"step "):
         return None
+    # `step <actor>.<selector> <key>`, written before the named fields: ambiguous
+    # when a name holds a dot, read as it was then (the last dot)
     head = note[5:].split(b" ", 1)[0]
     actor, dot, _selector = head.rpartition(b".")
     return actor.decode("utf-8", "replace") if dot else None

@@ -1,7 +1,7 @@
 """External actors: who is attached, what they hold in flight, who went silent.
 
 An external actor is a peer (a DEALER) that registered a name. The image
-keeps a `RemoteActor` record per name, so that after a restart the kernel
+keeps an `ExternalActorRecord` per name, so that after a restart the kernel
 still knows the name is served from outside and keeps its messages pending
 until an instance attaches. In memory, `PeerTable` tracks the attached
 instances: their heartbeats and the deliveries each holds. It does no I/O;
@@ -17,25 +17,19 @@ commits, a late duplicate finds the message gone and is ignored.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from persistent import Persistent
 
-from kernel.errors import KernelError
+from kernel.errors import NameTaken
 from kernel.mailbox import Envelope
 
-
-class NameTaken(KernelError):
-    """Another live peer, under another key, already serves this actor name."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"actor name {name!r} is served by another key")
-        self.name = name
+__all__ = ["ExternalActorRecord", "Instance", "NameTaken", "PeerTable"]
 
 
-class RemoteActor(Persistent):
+class ExternalActorRecord(Persistent):
     """The image's record of an actor served by external peers."""
 
     def __init__(self, name: str, selectors: Iterable[str], owner: str) -> None:
@@ -48,6 +42,10 @@ class RemoteActor(Persistent):
         return selector in self.selectors
 
 
+# Images written before the rename pickled the record as `kernel.peers.RemoteActor`.
+RemoteActor = ExternalActorRecord
+
+
 @dataclass
 class Instance:
     """One attached peer serving `name`."""
@@ -58,14 +56,18 @@ class Instance:
     selectors: tuple[str, ...]
     heartbeat_s: float
     last_seen: float
+    last_sent: float = 0.0  # when the kernel last sent it anything (heartbeats follow)
+    accepted: bool = False  # its `register` was answered: heartbeats may flow
     inflight: dict[str, Envelope] = field(default_factory=dict)
 
 
 class PeerTable:
     """Attached instances by name; at most `window` deliveries in flight each."""
 
-    def __init__(self, liveness: int, window: int = 1) -> None:
+    def __init__(self, liveness: int, delivery_id: Callable[[str], str],
+                 window: int = 1) -> None:
         self.liveness = liveness
+        self.delivery_id = delivery_id
         self.window = window
         self._by_name: dict[str, list[Instance]] = {}
         self._by_address: dict[Any, Instance] = {}
@@ -80,7 +82,7 @@ class PeerTable:
         old = self._by_address.get(address)
         if old is not None:
             self.detach(address)
-        inst = Instance(name, address, user_id, tuple(selectors), heartbeat_s, now)
+        inst = Instance(name, address, user_id, tuple(selectors), heartbeat_s, now, now)
         self._by_name.setdefault(name, []).append(inst)
         self._by_address[address] = inst
         return inst
@@ -104,7 +106,10 @@ class PeerTable:
         inst = self._by_address.pop(address, None)
         if inst is None:
             return []
-        self._by_name[inst.name].remove(inst)
+        same = self._by_name[inst.name]
+        same.remove(inst)
+        if not same:  # names come and go: keep no empty entries
+            del self._by_name[inst.name]
         returned = list(inst.inflight.items())
         for key, env in returned:  # out again as a redelivery: same id, attempt + 1
             self.waiting.setdefault(inst.name, {})[key] = replace(env, attempt=env.attempt + 1)
@@ -141,12 +146,21 @@ class PeerTable:
             plans.append((inst, key, env))
         return plans
 
-    def complete(self, address: Any, key: str) -> Envelope | None:
-        """The instance at `address` replied for `key`; None if it did not hold it."""
+    def complete(self, address: Any, delivery: str) -> tuple[str, Envelope] | None:
+        """The instance at `address` replied to the delivery `delivery` (an id made by
+        `delivery_id`): its mailbox key and envelope; None if it did not hold it."""
         inst = self._by_address.get(address)
         if inst is None:
             return None
-        return inst.inflight.pop(key, None)
+        for key in inst.inflight:  # at most `window` of them
+            if self.delivery_id(key) == delivery:
+                return key, inst.inflight.pop(key)
+        return None
+
+    def sizes(self) -> dict[str, int]:
+        return {"instances": len(self._by_address),
+                "names": sum(1 for v in self._by_name.values() if v),
+                "waiting": sum(len(q) for q in self.waiting.values())}
 
     def forget(self, name: str, key: str) -> None:
         """Drop `key` everywhere (it was consumed or cancelled)."""

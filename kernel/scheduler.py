@@ -80,6 +80,13 @@ class Scheduler:
                 thread.join()
         self._threads = []
 
+    def discard_queued(self) -> None:
+        """Drop every job not yet running (shutdown); running ones finish. A dropped
+        step's message is still in its mailbox: the next start delivers it again."""
+        with self._lock:
+            for jobs in self._queues.values():
+                jobs.clear()
+
     def submit(self, actor: str, work: Work, done: Done) -> None:
         """Queue `work` (run on a worker) for `actor`; `done(result, error)` on the loop."""
         with self._lock:

@@ -1,4 +1,4 @@
-"""What the kernel's worker threads do, and the small records the loop keeps.
+"""What the kernel's worker threads do.
 
 A `Worker` lives on one worker thread with its own ZODB connection and step
 runner; every method here runs there and returns plain data (identities,
@@ -7,58 +7,15 @@ envelopes, counters), never live persistent objects, to the loop thread.
 
 from __future__ import annotations
 
-import functools
 import time
-from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 from kernel import mailbox as mailboxes
-from kernel.errors import KernelError, MessageGone, UnknownSelector
+from kernel.errors import NameReserved, UnknownSelector
 from kernel.image import Image
 from kernel.mailbox import Envelope
-from kernel.peers import RemoteActor
-from kernel.steps import StepResult, StepRunner, describe_result, resolve_handler
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    """Where a peer is: which socket, its routing id, its authenticated key."""
-
-    socket: int
-    identity: bytes
-    user: str  # z85 CURVE key; "" on the owner-only ipc socket
-
-    def encode(self) -> str:
-        """As kept in an envelope's `reply_to`."""
-        return f"{self.socket}:{self.identity.hex()}:{self.user}"
-
-    @classmethod
-    def decode(cls, text: str) -> Address:
-        # every reply to one peer decodes the same text: parse it once
-        return _decode_address(text)
-
-
-@functools.lru_cache(maxsize=4096)
-def _decode_address(text: str) -> Address:
-    socket, identity, user = text.split(":", 2)
-    return Address(int(socket), bytes.fromhex(identity), user)
-
-
-class KernelCounters:
-    """In-memory counters of the socket loop (frames, bad input, forbidden...)."""
-
-    def __init__(self) -> None:
-        self._counts: Counter[str] = Counter()
-
-    def incr(self, name: str, amount: int = 1) -> None:
-        self._counts[name] += amount
-
-    def __getitem__(self, name: str) -> int:
-        return self._counts[name]
-
-    def snapshot(self) -> dict[str, int]:
-        return dict(self._counts)
+from kernel.peers import ExternalActorRecord
+from kernel.steps import StepRunner, resolve_handler
 
 
 class Worker:
@@ -72,7 +29,7 @@ class Worker:
     def admit(self, envelope: Envelope) -> str:
         """Post a client's message durably after checking its actor takes it."""
         def check(actor: Any) -> None:
-            if isinstance(actor, RemoteActor):
+            if isinstance(actor, ExternalActorRecord):
                 if not actor.handles(envelope.selector):
                     raise UnknownSelector(envelope.actor, envelope.selector)
             else:
@@ -83,7 +40,7 @@ class Worker:
     def pending(self) -> tuple[list[str], list[tuple[str, str, Envelope]]]:
         """External actor names, and every pending message (for redelivery)."""
         with self._reading() as root:
-            remote = [n for n, a in root["actors"].items() if isinstance(a, RemoteActor)]
+            remote = [n for n, a in root["actors"].items() if isinstance(a, ExternalActorRecord)]
             found = [(actor, key, root["mailboxes"][actor].peek(key))
                      for actor, key in mailboxes.pending(root)]
         return remote, found
@@ -96,10 +53,10 @@ class Worker:
                 txn.note(f"register external actor {name}")
                 root = self.conn.root()
                 current = root["actors"].get(name)
-                if current is not None and not isinstance(current, RemoteActor):
-                    raise KernelError(f"{name!r} is an actor in the image; pick another name")
+                if current is not None and not isinstance(current, ExternalActorRecord):
+                    raise NameReserved(name)
                 if current is None or current.selectors != tuple(selectors):
-                    root["actors"][name] = RemoteActor(name, selectors, owner)
+                    root["actors"][name] = ExternalActorRecord(name, selectors, owner)
                 box = root["mailboxes"].get(name)
                 found = [(key, box.peek(key)) for key in box.keys()] if box else []
         return found
@@ -135,17 +92,21 @@ class Worker:
         with self._reading() as root:
             return dict(root["metrics"].snapshot())
 
-    def cancel(self, ref: str) -> str:
-        """Move the pending message with id `ref` to the dead letters; its actor."""
+    def bury(self, ref: str) -> list[tuple[str, str, Envelope]]:
+        """Move every pending message of `ref` (its id, or its mission) to the dead
+        letters, in one transaction; what was moved."""
         for attempt in self.tm.attempts(3):
             with attempt as txn:
                 root = self.conn.root()
-                for actor, key in mailboxes.pending(root):
-                    if key.endswith(f".{ref}"):
-                        txn.note(f"cancel {key}")
+                found = []
+                for actor, key in list(mailboxes.pending(root)):
+                    env = root["mailboxes"][actor].peek(key)
+                    if env.id == ref or env.mission == ref:
                         root["mailboxes"][actor].bury(key, {"error": "cancelled"})
-                        return actor
-        raise MessageGone("?", ref)
+                        found.append((actor, key, env))
+                if found:
+                    txn.note(f"cancel {ref}")
+        return found
 
     def _reading(self) -> Any:
         return _Reading(self.tm, self.conn)
@@ -164,6 +125,3 @@ class _Reading:
     def __exit__(self, *exc: object) -> None:
         self.tm.abort()
 
-
-def describe_step(result: StepResult) -> dict[str, Any]:
-    return describe_result(result)

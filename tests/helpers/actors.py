@@ -77,3 +77,60 @@ class Sleeper(Persistent):
         time.sleep(seconds)
         self.naps += 1
         return seconds
+
+
+class Chain(Persistent):
+    """A mission entry without a model: `start` runs `steps` steps of `nap` seconds
+    each, one message after another, then ends the mission with the text as its answer.
+
+    It keeps what the kernel's conformance tests check: how many times each mission
+    started and stepped, and why one failed.
+    """
+
+    def __init__(self) -> None:
+        from persistent.mapping import PersistentMapping
+
+        self.started: Any = PersistentMapping()  # mission id -> starts
+        self.steps: Any = PersistentMapping()  # mission id -> steps run
+        self.failed: Any = PersistentMapping()  # mission id -> error
+        self.answers: Any = PersistentMapping()  # mission id -> final value
+
+    @handler
+    def start(self, step: StepContext, text: str, options: Any = None) -> None:
+        mission = step.message.mission or step.message.id
+        if mission in self.started:
+            return  # a resent id does nothing
+        self.started[mission] = 1
+        self.steps[mission] = 0
+        options = dict(options or {})
+        step.emit("state", state="RUNNING", previous="IDLE")
+        step.send("chain", "work", text, int(options.get("steps", 3)),
+                  float(options.get("nap", 0.0)))
+
+    @handler
+    def work(self, step: StepContext, text: str, left: int, nap: float) -> None:
+        time.sleep(nap)
+        mission = step.message.mission
+        self.steps[mission] = self.steps.get(mission, 0) + 1
+        step.emit("step", left=left)
+        if left <= 1:
+            self.answers[mission] = {"answer": text}
+            step.emit("result", value={"answer": text})
+        else:
+            step.send("chain", "work", text, left - 1, nap)
+
+    @handler
+    def fail(self, step: StepContext, mission: str, error: str) -> None:
+        if mission not in self.failed:
+            self.failed[mission] = error
+            step.emit("failed", error=error)
+
+    @handler
+    def watch(self, step: StepContext, mission: str) -> dict[str, Any] | None:
+        if mission not in self.started:
+            return None
+        if mission in self.failed:
+            return {"state": "FAILED", "final": "failed", "error": self.failed[mission]}
+        if mission in self.answers:
+            return {"state": "COMPLETE", "final": "result", "value": self.answers[mission]}
+        return {"state": "RUNNING", "final": None}

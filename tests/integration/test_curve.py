@@ -3,9 +3,9 @@
 Every case connects one DEALER to the kernel's tcp endpoint with some
 credentials, sends one well-formed record, and counts the application
 replies that come back within `WINDOW_S`. A refused handshake (unknown key,
-NULL or PLAIN mechanism, wrong server key) and a kind the role may not send
-must both come back as silence; only the second reaches the socket loop
-(`forbidden` counter).
+NULL or PLAIN mechanism, wrong server key) comes back as silence; a kind the
+role of a known key may not send comes back as a typed `forbidden` error
+(and grows the `forbidden` counter).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import zmq
 from kernel import auth, wire
 from kernel.auth import PeerKeys
 from kernel.client import Client
-from kernel.errors import KernelError
+from kernel.errors import CurveKeysMissing
 from kernel.remote import RemoteActor
 from tests.helpers.kernel import BATOS, running_kernel
 
@@ -120,16 +120,16 @@ CASES = [
     Case("client ping", "client", wire.Ping, (wire.Pong,)),
     Case("client status", "client", wire.Status, (wire.Result,)),
     Case("client send", "client", lambda: wire.Send(actor="system", selector="echo",
-                                                    args=[1]), (), forbidden=1),
+                                                    args=[1]), (wire.Error,), forbidden=1),
     Case("client register", "client", lambda: wire.Register(name="intruder", selectors=[]),
-         (), forbidden=1),
+         (wire.Error,), forbidden=1),
     Case("admin send", "admin", lambda: wire.Send(actor="system", selector="echo",
                                                   args=["hi"]), (wire.Result,)),
     Case("actor register", "actor", lambda: wire.Register(name="worker", selectors=["go"]),
          (wire.Accepted,)),
     Case("actor ping", "actor", wire.Ping, (wire.Pong,)),
     Case("actor send", "actor", lambda: wire.Send(actor="system", selector="echo",
-                                                  args=[1]), (), forbidden=1),
+                                                  args=[1]), (wire.Error,), forbidden=1),
     Case("unknown key", "unknown", wire.Ping, (), reaches_loop=False),
     Case("NULL mechanism", "null", wire.Ping, (), reaches_loop=False),
     Case("PLAIN mechanism", "plain", wire.Ping, (), reaches_loop=False),
@@ -171,6 +171,7 @@ def test_curve_matrix(tmp_path: Path, case: Case) -> None:
         after = kernel.counters.snapshot()
     assert tuple(type(r) for r in replies) == case.expected, replies
     assert all(getattr(r, "ref", None) == record.id for r in replies), replies
+    assert all(r.code == "forbidden" for r in replies if isinstance(r, wire.Error)), replies
     grew = {k: after.get(k, 0) - before.get(k, 0) for k in ("forbidden", "frames_in")}
     assert grew["forbidden"] == case.forbidden, grew
     assert grew["frames_in"] == (1 if case.reaches_loop else 0), grew
@@ -188,9 +189,10 @@ def test_admin_send_echo_value(tmp_path: Path) -> None:
 def test_tcp_without_keys_refuses_to_start(tmp_path: Path) -> None:
     image_dir = tmp_path / "image"
     port = free_port()
-    with pytest.raises(KernelError, match="tcp endpoints require CURVE keys"), \
+    with pytest.raises(CurveKeysMissing) as info, \
             running_kernel(image_dir, endpoints(image_dir, port)):
         pass
+    assert info.value.directory == image_dir / "keys"
     with socket.socket() as probe:  # nothing was left listening on the port
         assert probe.connect_ex(("127.0.0.1", port)) != 0
     assert not (image_dir / "kernel.sock").exists()
@@ -215,7 +217,9 @@ def test_keys_made_by_the_cli(tmp_path: Path) -> None:
             assert [type(r) for r in ask(sock, wire.Ping())] == [wire.Pong]
         forbidden = kernel.counters["forbidden"]
         with dealer(f"tcp://127.0.0.1:{port}", client_keys.apply) as sock:
-            assert ask(sock, wire.Send(actor="system", selector="echo")) == []
+            refused = ask(sock, wire.Send(actor="system", selector="echo"))
+            assert [(type(r), getattr(r, "code", None)) for r in refused] == \
+                [(wire.Error, "forbidden")]
         assert kernel.counters["forbidden"] == forbidden + 1
         done = subprocess.run(  # the CLI itself as a CURVE client
             [*BATOS, "ping", "--image", str(image_dir), "--endpoint",
@@ -284,9 +288,9 @@ def test_reply_never_follows_a_routing_id_to_another_key(tmp_path: Path) -> None
             second = claim_routing_id(endpoint, keys["client"], b"same")
             try:
                 gate.release.set()
-                wait_until(lambda: send.id in kernel.recent, "A's result finished")
+                wait_until(lambda: send.id in kernel.router.recent, "A's result finished")
                 assert collect(second, WINDOW_S) == []
-                assert kernel.counters["reply_key_mismatch"] == 1
+                assert kernel.counters["answers_dropped"] == 1
             finally:
                 second.close(linger=0)
             with Client(endpoint, keys=keys["admin"], timeout=5) as again:  # A comes back
@@ -321,22 +325,19 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 10) -> N
 
 
 
-def test_keys_are_remembered_for_curve_peers_only_and_boundedly(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each new connection's routing id would grow the key table for good; it keeps
-    CURVE peers only (the ipc socket has no keys), and only the newest ones."""
-    import kernel.server
-
-    monkeypatch.setattr(kernel.server, "REMEMBERED_KEYS", 2)
+def test_connections_are_forgotten_when_they_close(tmp_path: Path) -> None:
+    """Each connection's routing id is tracked while it is open, on ipc and tcp alike,
+    and forgotten when it closes: the table does not grow with connections made."""
     image_dir = tmp_path / "image"
     keys = make_keys(image_dir)
     port = free_port()
     with running_kernel(image_dir, endpoints(image_dir, port)) as kern:
+        assert kern.connections is not None
         with dealer(f"ipc://{image_dir}/kernel.sock", lambda sock: None) as local:
             assert [type(r) for r in ask(local, wire.Ping())] == [wire.Pong]
-        assert kern.users == {}
-        ids = [b"peer-1", b"peer-2", b"peer-3"]
-        for routing_id in ids:
+            assert kern.connections.size() == 1
+        for routing_id in (b"peer-1", b"peer-2", b"peer-3"):
             with dealer(f"tcp://127.0.0.1:{port}", keys["client"].apply, routing_id) as sock:
-                assert [type(r) for r in ask(sock, wire.Ping())] == [wire.Pong]
-        assert [identity for _socket, identity in kern.users] == ids[1:]
+                assert [type(r) for r in ask(sock, wire.Ping(), 0.3)] == [wire.Pong]
+        wait_until(lambda: kern.connections.size() == 0, "every connection forgotten")
+        assert kern.counters["disconnects"] == 4

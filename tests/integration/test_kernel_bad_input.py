@@ -28,6 +28,7 @@ import zmq
 from kernel import auth, wire
 from kernel.client import Client, RemoteError
 from kernel.image import Image
+from kernel.sockets import FRAME_SLACK, TRANSPORT_FACTOR
 from tests.helpers.actors import Recorder, Sleeper
 from tests.helpers.kernel import captured_output, kernel_process, running_kernel
 
@@ -446,15 +447,23 @@ def test_fuzzed_frames_get_typed_errors_and_change_nothing(
 # -- frames over the size limit -----------------------------------------------------
 
 
-def test_frame_over_max_message_bytes_drops_the_peer(image_dir: Path) -> None:
+def test_payload_over_the_limit_is_too_large_and_far_over_drops_the_peer(
+        image_dir: Path) -> None:
     limit = 4096
     with running_kernel(image_dir, overrides={"kernel.max_message_bytes": limit}):
         with dealer(image_dir) as big:
-            oversized = wire.Send(id="too-big", actor="system", selector="echo",
-                                  args=["x" * (limit + 100)])
-            frames = wire.peer_frames(oversized, wire.Limits(max_payload_bytes=2 * limit))
-            assert len(frames[2]) > limit
+            over = wire.Send(id="too-big", actor="system", selector="echo",
+                             args=["x" * (limit + 100)])
+            frames = wire.peer_frames(over, wire.Limits(max_payload_bytes=2 * limit))
+            assert limit < len(frames[2]) < TRANSPORT_FACTOR * limit
             big.send_multipart(frames)
+            answer = receive(big, 5000)
+            assert isinstance(answer, wire.Error) and answer.code == "too_large"
+            assert answer.ref is None  # a payload over the limit is not read
+            far = wire.Send(id="far-too-big", actor="system", selector="echo",
+                            args=["x" * (TRANSPORT_FACTOR * limit + FRAME_SLACK)])
+            big.send_multipart(wire.peer_frames(far, wire.Limits(
+                max_payload_bytes=4 * limit + 2 * FRAME_SLACK)))
             assert receive(big, 1500) is None  # ZeroMQ dropped the connection, unread
             assert_pong(big, "back-again")  # the DEALER reconnected on its own
         with Client(endpoint_of(image_dir)) as fresh:
@@ -462,7 +471,7 @@ def test_frame_over_max_message_bytes_drops_the_peer(image_dir: Path) -> None:
             near = "y" * (limit - 200)  # just under the limit still gets through
             assert fresh.send("system", "echo", near) == near
     with Image.open(image_dir) as image, image.reading() as root:
-        assert root["actors"]["system"].echoes == 1  # the oversized echo never ran
+        assert root["actors"]["system"].echoes == 1  # the oversized echoes never ran
 
 
 # -- a full mailbox -------------------------------------------------------------------
@@ -510,7 +519,9 @@ def nested(depth: int) -> list[Any]:
 
 PING = payload(kind="ping", id="c1")
 
-# (case, frames as a DEALER sends them, code, ref, details that must be present)
+# (case, frames as a DEALER sends them, code, ref, details that must be present).
+# Cases that reach a step carry their own ids: one id never causes a second effect,
+# so a resent "c1" would only replay the first answer.
 WIRE_CASES: list[tuple[str, Frames, str, str | None, dict[str, Any]]] = [
     ("one frame", [b""], "bad_frame", None, {}),
     ("two frames", [b"", V], "bad_frame", None, {}),
@@ -582,16 +593,16 @@ WIRE_CASES: list[tuple[str, Frames, str, str | None, dict[str, Any]]] = [
     ("bad name", [b"", V, payload(kind="send", id="c1", actor="system",
                                   selector="read page")], "bad_field", "c1",
      {"field": "selector"}),
-    ("unknown actor", [b"", V, payload(kind="send", id="c1", actor="nobody",
-                                       selector="echo")], "unknown_actor", "c1", {}),
-    ("unknown selector", [b"", V, payload(kind="send", id="c1", actor="system",
-                                          selector="nope")], "unknown_selector", "c1", {}),
-    ("private selector", [b"", V, payload(kind="send", id="c1", actor="system",
+    ("unknown actor", [b"", V, payload(kind="send", id="s1", actor="nobody",
+                                       selector="echo")], "unknown_actor", "s1", {}),
+    ("unknown selector", [b"", V, payload(kind="send", id="s2", actor="system",
+                                          selector="nope")], "unknown_selector", "s2", {}),
+    ("private selector", [b"", V, payload(kind="send", id="s3", actor="system",
                                           selector="_p_activate")], "unknown_selector",
-     "c1", {}),
-    ("method not marked a handler", [b"", V, payload(kind="send", id="c1", actor="recorder",
+     "s3", {}),
+    ("method not marked a handler", [b"", V, payload(kind="send", id="s4", actor="recorder",
                                                      selector="not_a_handler")],
-     "unknown_selector", "c1", {}),
+     "unknown_selector", "s4", {}),
 ]
 
 
@@ -654,8 +665,9 @@ def test_json_log_describes_steps_without_their_bodies(image_dir: Path) -> None:
             client.send_record(echo)
             reply = client.receive()
             assert isinstance(reply, wire.Result) and reply.value == secret
-            with pytest.raises(RemoteError, match="unknown_selector"):
+            with pytest.raises(RemoteError) as refused:
                 client.send("system", "nope", secret)
+            assert refused.value.code == "unknown_selector"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         output = captured_output(proc)

@@ -113,7 +113,13 @@ def test_step_notes_name_their_actor() -> None:
     assert step_actor(b"genesis") is None
     assert step_actor(b"step nodot key") is None
     assert step_actor(b"step failed a.echo k") is None  # a failure record, not a step
-    assert step_actor(b"a handler's own note\nstep a.echo k") == "a"
+    assert step_actor(b"a handler's own note\nstep a.echo k") == "a"  # an older note
+
+
+def test_a_selector_with_a_dot_is_counted_under_its_actor() -> None:
+    note = step_note("ocr", "read.page", "0001.x").encode()
+    assert step_actor(note) == "ocr"
+    assert step_actor(step_note("a.b", "c.d", "k", " (external)").encode()) == "a.b"
 
 
 def test_the_ledger_counts_steps_in_commit_order() -> None:

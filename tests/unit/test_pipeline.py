@@ -1,8 +1,9 @@
 """The mission pipeline, step by step, on a real image with a scripted model.
 
 Every test posts a mission as the kernel would and drains the mailboxes with
-the real `StepRunner` (one step = one transaction), playing the kernel's part
-when a mission step is doomed: `fail(mission, error)` to the entry actor.
+the real `StepRunner` (one step = one transaction); what each step's result
+means (a doomed mission step: `fail(mission, error)` to the entry actor) is
+decided by the kernel's own sans-IO core, `kernel.router.Router`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from actors.mission import STATES, Mission
 from actors.roles import ACCEPT, score_answer
 from kernel import mailbox as mb
 from kernel import wire
-from kernel.errors import MessageGone
+from kernel.actions import Admit
 from kernel.image import Image
 from kernel.mailbox import Envelope
+from kernel.router import Router
 from kernel.steps import StepResult, StepRunner
 from tests.helpers.scripted import (
     ANSWER,
@@ -47,6 +49,7 @@ class Run:
     """What a drain saw: each step's result, committed events and live previews."""
 
     results: list[StepResult] = field(default_factory=list)
+    core: Router = field(default_factory=lambda: kernel_core())
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     live: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
@@ -100,17 +103,21 @@ def _pending(image: Image, hold: Hold | None) -> list[tuple[str, str]]:
                 if hold is None or not hold(root["mailboxes"][actor].peek(key))]
 
 
+def kernel_core() -> Router:
+    """The kernel's own core, deciding what a step's result means (a mission's `fail`)."""
+    return Router(entry="missions", capacity=100, liveness=3, heartbeat_s=1.0,
+                  roles=lambda key: None, depth=lambda actor: 0, clock=lambda: 0.0)
+
+
 def _record(image: Image, run: Run, result: StepResult) -> None:
     run.results.append(result)
     if result.ok:
         run.events.extend(result.events)
+    if result.message is None:
         return
-    env = result.message  # the kernel's failure hook (server._step_failed)
-    if env is None or env.mission is None or isinstance(result.error, MessageGone):
-        return
-    if (env.actor, env.selector) != ("missions", "fail"):
-        post(image, Envelope("missions", "fail", (env.mission, str(result.error)),
-                             mission=env.mission))
+    for action in run.core.step_done(result.message, result, None):
+        if isinstance(action, Admit):  # a kernel-made message: post it as the kernel would
+            post(image, action.env)
 
 
 def mission_of(image: Image, mission_id: str = "m1") -> dict[str, Any]:

@@ -16,7 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kernel import wire
-from kernel.errors import KernelError, Overloaded, StepFailed, UnknownActor, UnknownSelector
+from kernel.errors import (
+    KernelError,
+    NameReserved,
+    NameTaken,
+    Overloaded,
+    StepFailed,
+    UnknownActor,
+    UnknownSelector,
+)
 from kernel.wire import (
     ACTOR_KINDS,
     CLIENT_KINDS,
@@ -363,7 +371,7 @@ def test_error_code_enum_values_are_stable() -> None:
     assert [code.value for code in ErrorCode] == [
         "bad_frame", "bad_version", "too_large", "bad_payload", "bad_kind", "bad_field",
         "unknown_actor", "unknown_selector", "forbidden", "overloaded", "step_failed",
-        "timeout", "not_found", "cancelled", "internal",
+        "timeout", "not_found", "cancelled", "internal", "unavailable", "shutting_down",
     ]  # fmt: skip
 
 
@@ -380,6 +388,10 @@ REPLY_CASES: list[tuple[Any, ErrorCode]] = [
     (ErrorCode.FORBIDDEN, ErrorCode.FORBIDDEN),
     ("cancelled", ErrorCode.CANCELLED),
     ("not_found", ErrorCode.NOT_FOUND),
+    (NameReserved("missions"), ErrorCode.FORBIDDEN),
+    (NameTaken("ocr"), ErrorCode.FORBIDDEN),
+    ("unavailable", ErrorCode.UNAVAILABLE),
+    ("shutting_down", ErrorCode.SHUTTING_DOWN),
 ]
 
 
@@ -485,7 +497,7 @@ values = st.recursive(
     max_leaves=20,
 )
 field_names = st.sampled_from(
-    [*sorted({name for specs in wire._SPECS.values() for name, _, _ in specs}), "kind", "x"]
+    [*sorted({name for specs in wire.records._SPECS.values() for name, _, _ in specs}), "kind", "x"]
 )
 
 
@@ -540,11 +552,11 @@ def test_fast_walk_agrees_with_the_full_walk(obj: dict[str, Any], limits: Limits
     """The fast path may only pass what the full walk passes (and, for exact wire
     types and strings short enough to need no UTF-8 measuring, all of it)."""
     try:
-        wire._check_tree(obj, limits)
+        wire.codec._check_tree(obj, limits)
         full = True
     except ProtocolError:
         full = False
-    fast = wire._tree_ok(obj, limits)
+    fast = wire.codec._tree_ok(obj, limits)
     assert not fast or full
     if _plain(obj, limits.max_str_bytes // 4):
         assert fast == full
@@ -562,19 +574,19 @@ def _plain(value: Any, chars: int) -> bool:
 
 
 @FUZZ
-@given(st.sampled_from(sorted(wire._SPECS, key=lambda c: c.kind)), st.data())
+@given(st.sampled_from(sorted(wire.records._SPECS, key=lambda c: c.kind)), st.data())
 def test_field_fast_paths_agree_with_the_full_checks(
     cls: type[Record], data: st.DataObject
 ) -> None:
     """Each field check returns the same value or raises alike, exact type or not."""
-    for _name, check, _required in wire._SPECS[cls]:
+    for _name, check, _required in wire.records._SPECS[cls]:
         value = data.draw(odd_scalars | st.lists(st.text(max_size=3), max_size=3)
                           | st.dictionaries(st.text(max_size=3), scalars, max_size=2))
         results = []
         for candidate in (value, _Str(value) if type(value) is str else value):
             try:
                 results.append(("ok", check(candidate)))
-            except wire._Invalid as exc:
+            except wire.fields._Invalid as exc:
                 results.append(("invalid", str(exc)))
         assert results[0][0] == results[1][0]
         if results[0][0] == "ok":

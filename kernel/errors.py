@@ -37,6 +37,30 @@ class ImageLocked(ImageError):
         super().__init__(where, "locked by another process (is a kernel running?)")
 
 
+class InsecureImage(ImageError):
+    """A path in the image is readable or writable by other users and cannot be narrowed."""
+
+    def __init__(self, path: str, mode: int) -> None:
+        super().__init__(path, f"mode {mode:04o} lets other users in and this process "
+                               "cannot narrow it: chown it to the image's owner, or "
+                               f"`chmod go-rwx {path}`")
+        self.path = path
+        self.mode = mode
+
+
+class DamagedImage(ImageError):
+    """`Data.fs` is not a well-formed FileStorage at `position`: opening it would lose or
+    invent data, so it is refused as a whole."""
+
+    HINT = ("the file was left as it is; run `batos image verify` for every problem and "
+            "`batos image recover --out NEWDIR` to write a repaired copy")
+
+    def __init__(self, where: str, position: int, problem: str) -> None:
+        super().__init__(where, f"damaged at byte {position}: {problem}; {self.HINT}")
+        self.position = position
+        self.damage = problem
+
+
 class UnknownObject(KernelError):
     """No object with this oid exists in the image."""
 

@@ -52,6 +52,9 @@ SETTINGS: tuple[Setting, ...] = (
             "attempts of a step that hits a ConflictError before it is reported failed"),
     Setting("steps.workers", int, 4, "worker threads running steps (one ZODB connection each)"),
     Setting("steps.failure_log_size", int, 1000, "failed steps remembered in metrics"),
+    Setting("steps.max_interruptions", int, 3,
+            "times a step cut short by a stopping kernel runs again at the next start "
+            "before its message goes to the dead letters"),
     Setting("mailbox.capacity", int, 1000,
             "pending messages per actor; a full mailbox answers 'overloaded'"),
     Setting("kernel.endpoints", list, ["ipc://live_image/kernel.sock"],
@@ -103,9 +106,6 @@ SETTINGS: tuple[Setting, ...] = (
             "instead of extra matmuls per token; keeps a copy of the targeted weights)"),
     Setting("missions.max_question_bytes", int, 16_384,
             "largest mission question (UTF-8 bytes); a larger one is refused when started"),
-    Setting("missions.max_redeliveries", int, 3,
-            "times a pipeline step interrupted by a stop or crash is started again "
-            "before its message goes to the dead letters"),
 )
 
 _BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

@@ -102,6 +102,7 @@ RULES: dict[str, Rule] = {
     "steps.max_attempts": between(1, 100),
     "steps.workers": between(1, 256),
     "steps.failure_log_size": at_least(0),
+    "steps.max_interruptions": between(0, 100),
     "mailbox.capacity": between(1, 10_000_000),
     "kernel.endpoints": endpoints,
     "kernel.max_message_bytes": between(1024, 2**31 - 1),
@@ -130,7 +131,6 @@ RULES: dict[str, Rule] = {
     "adapters.prefetch": any_value,
     "adapters.fuse_on_cpu": any_value,
     "missions.max_question_bytes": between(1, 16 * 1024 * 1024),
-    "missions.max_redeliveries": between(0, 100),
 }
 
 

@@ -132,6 +132,31 @@ class RetriesExhausted(StepFailed):
         self.attempts = attempts
 
 
+class StepInterrupted(KernelError):
+    """A step gave up because the kernel is stopping; its message stays pending and
+    runs again at the next start."""
+
+    code = "cancelled"  # the wire code a client hears for its interrupted `send`
+
+    def __init__(self, actor: str, selector: str, what: str) -> None:
+        super().__init__(f"step {actor}.{selector} interrupted by the kernel stopping "
+                         f"({what}); it runs again at the next start")
+        self.actor = actor
+        self.selector = selector
+        self.what = what
+
+
+class InterruptedTooOften(StepFailed):
+    """A message was interrupted by stops more times than `steps.max_interruptions`:
+    it went to the dead letters instead of starting a third, fourth... time."""
+
+    def __init__(self, actor: str, selector: str, message_id: str, times: int) -> None:
+        super().__init__(actor, selector, message_id,
+                         f"interrupted by {times} stops (steps.max_interruptions); "
+                         "moved to the dead letters")
+        self.times = times
+
+
 # -- the REPL -----------------------------------------------------------------
 
 

@@ -40,9 +40,9 @@ from typing import Any
 
 import zmq
 
-from kernel import auth, logs, wire
+from kernel import auth, lifecycle, logs, wire
 from kernel.durability import SyncGroup
-from kernel.errors import KernelError, MessageGone, Overloaded
+from kernel.errors import KernelError, MessageGone, Overloaded, StepInterrupted
 from kernel.image import Image
 from kernel.mailbox import Envelope
 from kernel.peers import NameTaken, PeerTable
@@ -228,6 +228,7 @@ class Kernel:
 
     async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
         log.info("kernel stopping: waiting for %d running steps", self.scheduler.running)
+        lifecycle.begin_stop()  # [hardening] long work in steps ends now (kernel.lifecycle)
         for task in tasks:
             task.cancel()
         deadline = time.monotonic() + 30
@@ -255,6 +256,7 @@ class Kernel:
 
     def _close(self) -> None:
         self.scheduler.stop()
+        lifecycle.end_stop()  # [hardening]
         if self._durable is not None:
             self.image.end_group_commit()
         for sock in self.sockets:
@@ -679,6 +681,10 @@ class Kernel:
         error = result.error or KernelError("failed")
         if isinstance(error, MessageGone):  # consumed already (a duplicate delivery)
             self.counters.incr("duplicates_ignored")
+            return
+        if isinstance(error, StepInterrupted):  # [hardening] pending: runs at the next start
+            if env.mission is None:
+                self._finish(env.id, wire.error_reply(error, ref=env.id), env)
             return
         if env.mission is None:
             self._finish(env.id, wire.error_reply(error, ref=env.id), env)

@@ -36,10 +36,12 @@ from ZODB.POSException import ConflictError
 from kernel import mailbox as mailboxes
 from kernel.config import Config
 from kernel.errors import (
+    InterruptedTooOften,
     KernelError,
     MessageGone,
     RetriesExhausted,
     StepFailed,
+    StepInterrupted,
     UnknownActor,
     UnknownSelector,
 )
@@ -129,6 +131,7 @@ class StepRunner:
         self.live = live
         self._max_attempts: int = config["steps.max_attempts"]
         self._capacity: int = config["mailbox.capacity"]
+        self._max_interruptions: int = config["steps.max_interruptions"]
         # With a step ledger the storage counts steps; without one (ZEO) each step
         # adds to its counter itself.
         self._count_in_step = ledger_of(conn) is None
@@ -164,6 +167,8 @@ class StepRunner:
                               duration_s=time.perf_counter() - started)
         except ConflictError:
             return self._fail(actor, key, direct, None, attempts, started, exhausted=True)
+        except StepInterrupted as exc:
+            return self._interrupted(actor, key, direct, exc, attempts, started)
         except Exception as exc:  # any handler error dooms the step
             return self._fail(actor, key, direct, exc, attempts, started)
         envelope, value, outbox, events = done
@@ -256,6 +261,30 @@ class StepRunner:
         return StepResult(actor, key, envelope, ok=True, value=value,
                           duration_s=time.perf_counter() - started)
 
+    def _interrupted(self, actor: str, key: str, direct: Envelope | None,
+                     exc: StepInterrupted, attempts: int, started: float) -> StepResult:
+        """A step cut short by a stop: its message stays pending (counted), unless it
+        was cut short too often: then it is a failed step, in the dead letters."""
+        with contextlib.suppress(NoTransaction):
+            self.tm.abort()
+        envelope = direct or self._peek(actor, key)
+        if direct is None and envelope is not None:
+            times = self._count_interruption(actor, key)
+            if times > self._max_interruptions:
+                error = InterruptedTooOften(actor, envelope.selector, envelope.id, times)
+                return self._fail(actor, key, None, error, attempts, started)
+            log.info("%s (time %d of at most %d)", exc, times, self._max_interruptions)
+        return StepResult(actor, key, envelope, ok=False, error=exc, attempts=attempts,
+                          duration_s=time.perf_counter() - started)
+
+    def _count_interruption(self, actor: str, key: str) -> int:
+        times = 0
+        for attempt in self.tm.attempts(self.config["steps.max_attempts"]):
+            with attempt as txn:
+                txn.note(f"step interrupted {actor} {key}")
+                times = mailboxes.mailbox_for(self.conn.root(), actor).interrupted(key)
+        return times
+
     def _fail(self, actor: str, key: str, direct: Envelope | None, exc: BaseException | None,
               attempts: int, started: float, *, exhausted: bool = False) -> StepResult:
         """Record a failed step in its own transaction; the step's own is aborted."""
@@ -267,6 +296,8 @@ class StepRunner:
         error: StepFailed
         if exhausted:
             error = RetriesExhausted(actor, selector, msg_id, attempts)
+        elif isinstance(exc, StepFailed):  # already says which step and why
+            error = exc
         else:
             error = StepFailed(actor, selector, msg_id, _describe(exc))
         self._record_failure(actor, key, envelope if direct else None, error, exc, exhausted)

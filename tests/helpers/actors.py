@@ -77,3 +77,17 @@ class Sleeper(Persistent):
         time.sleep(seconds)
         self.naps += 1
         return seconds
+
+
+class Stopper(Persistent):
+    """A step that writes, then finds the kernel stopping (as a cancelled pass does)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @handler
+    def work(self, step: StepContext) -> None:
+        from kernel.errors import StepInterrupted
+
+        self.calls += 1  # rolled back: an interrupted step leaves nothing behind
+        raise StepInterrupted("stopper", "work", "a long pass")

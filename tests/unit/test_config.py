@@ -129,7 +129,7 @@ def test_every_setting_has_a_rule() -> None:
         ("[adapters]\npinned = [\"\"]\n", {}, {}, "adapters.pinned"),
         ("[adapters]\nstaging_dir = \" \"\n", {}, {}, "adapters.staging_dir"),
         ("[missions]\nmax_question_bytes = 0\n", {}, {}, "missions.max_question_bytes"),
-        ("[missions]\nmax_redeliveries = -1\n", {}, {}, "missions.max_redeliveries"),
+        ("[steps]\nmax_interruptions = -1\n", {}, {}, "steps.max_interruptions"),
     ],
 )
 def test_values_out_of_range_name_the_key_and_the_source(

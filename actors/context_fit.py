@@ -26,7 +26,6 @@ from actors.llm import ChatMessage, EngineError, GenerationRequest
 
 MIN_PROMPT_SHARE = 4  # a quarter of the window is always kept for the prompt
 MARKER = "\n[... {cut} tokens cut here to fit the model's context window ...]\n"
-MAX_ROUNDS = 4  # re-tokenizing around the cut may add a few tokens; retry that often
 
 CountTokens = Callable[[GenerationRequest], int]  # the templated prompt's length
 Tokens = Callable[[str], Sequence[int]]
@@ -72,36 +71,47 @@ def fit_request(request: GenerationRequest, window: int, count: CountTokens,
         request = dataclasses.replace(request, max_new_tokens=most_new)
     room = window - request.max_new_tokens
     prompt = count(request)
-    cut = 0
-    for _round in range(MAX_ROUNDS):
-        if prompt <= room:
-            return Fit(request, prompt, window, cut, budget_cut)
-        request, removed = _cut_user(request, prompt - room, tokens, text)
-        cut += removed
-        prompt = count(request)
     if prompt <= room:
-        return Fit(request, prompt, window, cut, budget_cut)
-    raise PromptTooLong(prompt, window)
-
-
-def _cut_user(request: GenerationRequest, excess: int, tokens: Tokens,
-              text: Text) -> tuple[GenerationRequest, int]:
-    """Remove at least `excess` tokens from the middle of the last user message."""
+        return Fit(request, prompt, window, 0, budget_cut)
     index = _last_user(request.messages)
-    if index is None:
-        return request, 0
-    content = request.messages[index].content
-    ids = list(tokens(content))
-    marker_cost = len(tokens(MARKER.format(cut=len(ids))))
-    remove = min(len(ids), excess + marker_cost)
-    if remove <= 0:
-        return request, 0
+    bare = count(_with_user(request, index, "")) if index is not None else prompt
+    if bare > room:
+        raise PromptTooLong(bare, window)
+    assert index is not None  # a prompt without user content fits, so there is some to cut
+    return _cut_until_it_fits(request, index, room, count, tokens, text, budget_cut, window)
+
+
+def _cut_until_it_fits(request: GenerationRequest, index: int, room: int, count: CountTokens,
+                       tokens: Tokens, text: Text, budget_cut: int, window: int) -> Fit:
+    """Cut ever more from the middle of the original user content until the prompt fits.
+
+    Decoding and re-encoding around the cut may cost a few tokens, so each round
+    cuts what is still over plus a margin that doubles: a handful of rounds."""
+    ids = list(tokens(request.messages[index].content))
+    remove, margin = 0, len(tokens(MARKER.format(cut=len(ids))))
+    prompt = count(request)
+    while prompt > room:
+        remove = min(len(ids), remove + prompt - room + margin)
+        margin *= 2
+        fitted = _with_user(request, index, _middle_cut(ids, remove, text))
+        prompt = count(fitted)
+    return Fit(fitted, prompt, window, remove, budget_cut)
+
+
+def _middle_cut(ids: Sequence[int], remove: int, text: Text) -> str:
     keep = len(ids) - remove
+    if keep <= 0:
+        return ""
     head, tail = ids[: (keep + 1) // 2], ids[len(ids) - keep // 2:] if keep // 2 else []
-    shortened = text(head) + MARKER.format(cut=remove) + text(tail) if keep else ""
+    return text(head) + MARKER.format(cut=remove) + text(tail)
+
+
+def _with_user(request: GenerationRequest, index: int | None, content: str) -> GenerationRequest:
+    if index is None:
+        return request
     messages = list(request.messages)
-    messages[index] = ChatMessage(messages[index].role, shortened)
-    return dataclasses.replace(request, messages=tuple(messages)), remove
+    messages[index] = ChatMessage(messages[index].role, content)
+    return dataclasses.replace(request, messages=tuple(messages))
 
 
 def _last_user(messages: Sequence[ChatMessage]) -> int | None:

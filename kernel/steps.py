@@ -27,7 +27,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from transaction.interfaces import NoTransaction, TransientError
 from ZODB.Connection import Connection
@@ -45,20 +45,13 @@ from kernel.errors import (
     UnknownActor,
     UnknownSelector,
 )
+from kernel.handler import handler as handler  # re-exported: actors import it from here
+from kernel.handler import is_handler
 from kernel.mailbox import Envelope
 from kernel.metrics import PER_ACTOR, ledger_of, step_note
 from prototypes import Method, UvmObject
 
 log = logging.getLogger(__name__)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def handler(func: F) -> F:
-    """Mark a Python method of an actor class as reachable by messages."""
-    func.__batos_handler__ = True  # type: ignore[attr-defined]
-    return func
-
 
 @dataclass
 class StepContext:
@@ -354,7 +347,7 @@ def resolve_handler(actor: Any, actor_name: str, selector: str) -> Callable[...,
         raise UnknownSelector(actor_name, selector)
     attr = getattr(type(actor), selector, None)
     if attr is not None:
-        if getattr(attr, "__batos_handler__", False):
+        if is_handler(attr):
             bound: Callable[..., Any] = getattr(actor, selector)
             return bound
         raise UnknownSelector(actor_name, selector)
@@ -368,7 +361,7 @@ def resolve_handler(actor: Any, actor_name: str, selector: str) -> Callable[...,
 def selectors_of(actor: Any) -> list[str]:
     """The selectors an actor answers (for `status` and error messages)."""
     names = {n for n in dir(type(actor))
-             if getattr(getattr(type(actor), n, None), "__batos_handler__", False)}
+             if is_handler(getattr(type(actor), n, None))}
     if isinstance(actor, UvmObject):
         names.update(n for n in actor.slot_names()
                      if isinstance(actor.get_slot(n), Method) and not n.startswith("_"))

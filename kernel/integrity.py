@@ -17,7 +17,8 @@ So the image checks before ZODB reads:
   aside as `Data.fs.trN` and drops, as it always did — from *damage*: a record
   that could never have been written (time running backwards or centuries
   ahead, an unknown status, lengths that disagree, a file shorter than its own
-  index). Damage raises `DamagedImage`, which names the byte and what to do.
+  index). Zero bytes up to the end (a power cut) count as a torn tail too.
+  Damage raises `DamagedImage`, which names the byte and what to do.
 - `verify` (`batos image verify`) walks the whole file the same way, then reads
   every object record's pickle and checks that every reference it holds leads
   to a stored object (the checks of ZODB's `fstest` and `fsrefs` scripts, with
@@ -108,7 +109,7 @@ def check_before_open(data_fs: Path) -> int | None:
             for _txn in _transactions(handle, start, size, ltid):
                 pass
         except _Bad as bad:
-            if bad.torn:
+            if bad.torn or _zeros_from(handle, bad.position):
                 return bad.position
             raise DamagedImage(str(data_fs), bad.position, bad.problem) from None
     return None
@@ -131,13 +132,23 @@ def verify(data_fs: Path) -> VerifyReport:
             report.problems.append(Problem(exc.position, exc.damage))
             return report
         except _Bad as bad:
-            if bad.torn:
+            if bad.torn or _zeros_from(handle, bad.position):
                 report.torn_tail_at = bad.position
             else:
                 report.problems.append(Problem(bad.position, bad.problem))
         report.objects = len(stored)
         report.problems.extend(_check_pickles(handle, pickles, stored))
     return report
+
+
+def _zeros_from(handle: BinaryIO, pos: int, chunk: int = 1 << 16) -> bool:
+    """Only zero bytes from `pos` to the end: blocks a file system allocated but a
+    power cut kept from being written. ZODB drops them as a torn tail; so do we."""
+    handle.seek(pos)
+    while block := handle.read(chunk):
+        if block.count(0) != len(block):
+            return False
+    return True
 
 
 # -- reading records ---------------------------------------------------------------------

@@ -12,9 +12,15 @@ which is idempotent: it adds whatever root containers are missing and then
 asks every installed actor package (entry-point group `batos.actors`) to
 install its actors. The kernel never imports an actor package by name.
 
+Before the storage opens, the directory is made owner-only (`kernel.perms`;
+a read-only open only warns) and `Data.fs` is checked (`kernel.integrity`): a
+crash's torn tail is left to FileStorage, which sets it aside when writing and
+ignores it when reading; damage raises `DamagedImage` and nothing is touched.
+
 Connections are per thread: `Image.connection()` gives one with its own
 transaction manager; `Image.transaction()` is the short-lived form.
-`Image.open(at=...)` opens a read-only view of the image as it was then.
+`Image.open(at=...)` opens a read-only view of the image as it was then;
+`read_only=True` opens the present read-only (no genesis, nothing committed).
 """
 
 from __future__ import annotations

@@ -12,9 +12,12 @@ within `max_memory`, on CPU they load unquantized.
 steps wait their turn), applies the chat template to the request's messages,
 and runs `model.generate` with two hooks called in the generating thread: a
 streamer that hands `on_text` word-sized pieces of decoded text, and a
-stopping criterion that ends generation on a stop string or the cancel
-event. The returned text is the decoded tokens cut before the first stop
-string; the streamed pieces always concatenate to exactly that text.
+stopping criterion that ends generation on a stop string, the request's
+cancel event or the process's stop (`kernel.stopping.STOPPING`, set while
+the kernel stops). Before encoding, the request is fitted to the context
+window (`actors.context_fit`); what was cut is in `Generation.extra`. The
+returned text is the decoded tokens cut before the first stop string; the
+streamed pieces always concatenate to exactly that text.
 
 `Generation.mean_logprob` is the mean log-probability of the generated tokens
 under the model's *raw* distribution (log-softmax of the logits before
@@ -56,7 +59,9 @@ from transformers import (
 from transformers.generation.streamers import BaseStreamer
 
 from actors import llm
+from actors.context_fit import Fit, fit_request
 from actors.models import ModelError, UnknownModel, materialize
+from kernel import stopping
 
 log = logging.getLogger(__name__)
 
@@ -167,17 +172,36 @@ class Engine:
     def generate(self, request: llm.GenerationRequest, *, on_text: llm.OnText | None = None,
                  cancel: threading.Event | None = None) -> llm.Generation:
         """Generate a reply to `request`, streaming pieces to `on_text` as they come."""
+        cancels = (stopping.STOPPING,) if cancel is None else (cancel, stopping.STOPPING)
         with self._generate_lock:
             started = time.perf_counter()
             persona = self.activate(request.persona)
-            if request.max_new_tokens <= 0 or (cancel is not None and cancel.is_set()):
-                reason = "cancel" if cancel is not None and cancel.is_set() else "length"
+            cancelled = any(event.is_set() for event in cancels)
+            if request.max_new_tokens <= 0 or cancelled:
+                reason = "cancel" if cancelled else "length"
                 return llm.Generation("", 0, 0.0, 0.0, persona=persona, stopped_by=reason)
-            return self._generate(request, on_text, cancel, started, persona)
+            return self._generate(request, on_text, cancels, started, persona)
+
+    @property
+    def context_window(self) -> int:
+        """Tokens the model attends to at once (prompt + answer)."""
+        window = getattr(self.model.config, "max_position_embeddings", None)
+        return int(window or self.tokenizer.model_max_length)
+
+    def fit(self, request: llm.GenerationRequest) -> Fit:
+        """`request` cut to the context window (see `actors.context_fit`)."""
+        return fit_request(
+            request, self.context_window,
+            count=lambda r: len(self.tokenizer.apply_chat_template(
+                _chat(r), add_generation_prompt=True, return_dict=True)["input_ids"]),
+            tokens=lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"],
+            text=lambda ids: self.tokenizer.decode(ids, **DECODE))
 
     def _generate(self, request: llm.GenerationRequest, on_text: llm.OnText | None,
-                  cancel: threading.Event | None, started: float,
+                  cancel: Sequence[threading.Event], started: float,
                   persona: str | None) -> llm.Generation:
+        fit = self.fit(request)
+        request = fit.request
         inputs = self._encode(request)
         prompt_tokens = int(inputs["input_ids"].shape[1])
         watch = _StopWatch(self.tokenizer, prompt_tokens, request.stop, cancel)
@@ -195,7 +219,8 @@ class Engine:
             text=text, tokens=len(new_ids), mean_logprob=_mean_logprob(out.logits, new_ids),
             seconds=seconds, persona=persona,
             stopped_by=watch.reason or self._natural_end(new_ids),
-            extra={"prompt_tokens": float(prompt_tokens),
+            extra={**{k: float(v) for k, v in fit.report().items()},
+                   "prompt_tokens": float(prompt_tokens),
                    "tokens_per_second": len(new_ids) / seconds if seconds > 0 else 0.0})
 
     def _encode(self, request: llm.GenerationRequest) -> dict[str, torch.Tensor]:
@@ -308,10 +333,11 @@ def _mean_logprob(logits: Sequence[torch.Tensor] | None, new_ids: torch.Tensor) 
 
 
 class _StopWatch(StoppingCriteria):
-    """Ends generation on the cancel event or a stop string in the decoded tail."""
+    """Ends generation on a cancel event (the request's or the process's stop) or a
+    stop string in the decoded tail."""
 
     def __init__(self, tokenizer: Any, prompt_tokens: int, stop: Sequence[str],
-                 cancel: threading.Event | None) -> None:
+                 cancel: Sequence[threading.Event]) -> None:
         self.reason: str | None = None
         self._tokenizer = tokenizer
         self._prompt_tokens = prompt_tokens
@@ -322,7 +348,7 @@ class _StopWatch(StoppingCriteria):
         self._window = max((len(s) for s in self._stop), default=0) + 8
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        if self._cancel is not None and self._cancel.is_set():
+        if any(event.is_set() for event in self._cancel):
             self.reason = "cancel"
         elif self._stop and self._stop_in_tail(input_ids):
             self.reason = "stop"

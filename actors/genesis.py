@@ -27,7 +27,7 @@ from actors.thermal import ThermalActor, ThermalSettings
 
 # name -> factory(config) -> actor object.
 ACTORS: dict[str, Callable[[Any], Any]] = {
-    "missions": lambda config: Missions(),
+    "missions": Missions,
     "hippocampus": lambda config: Hippocampus(),
     "router": Router,
     "drafter": Drafter,
@@ -58,8 +58,9 @@ def install(root: Any, config: Any) -> list[str]:
 
 
 def refresh_settings(actor: Any, config: Any) -> None:
-    """Copy the current `thermal.*` settings into an actor that keeps them (if changed)."""
-    if isinstance(actor, PassActor):
+    """Copy the current settings into an actor that keeps them (if changed): `thermal.*`,
+    `missions.max_question_bytes`."""
+    if isinstance(actor, PassActor | Missions):
         actor.configure(config)
     elif isinstance(actor, ThermalActor):
         settings = ThermalSettings.from_mapping(config).to_mapping()

@@ -60,6 +60,7 @@ STATES: dict[str, tuple[str, ...]] = {
     "FAILED": (),
 }
 FINAL = frozenset({"COMPLETE", "FAILED"})
+DEFAULT_MAX_QUESTION_BYTES = 16_384  # config `missions.max_question_bytes`
 OPTIONS = ("profile",)  # mission options this package reads; others are ignored
 
 _ACCEPTS = '''def accepts(self, selector):
@@ -78,6 +79,17 @@ class UnknownMission(PipelineError):
     def __init__(self, mission_id: str) -> None:
         super().__init__(f"no mission {mission_id!r} in the image")
         self.mission_id = mission_id
+
+
+class QuestionTooLarge(PipelineError):
+    """A mission's question is longer than `missions.max_question_bytes`: the mission
+    FAILS when started, before any pass reads the question."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the question is {size} bytes; the limit is {limit} "
+                         "(missions.max_question_bytes)")
+        self.size = size
+        self.limit = limit
 
 
 # -- the state prototypes ------------------------------------------------------------
@@ -198,13 +210,14 @@ def complete_mission(step: StepContext, mission: Mission) -> None:
     step.emit("result", value=mission.result())
 
 
-def fail_mission(step: StepContext, mission: Mission, error: str) -> None:
-    """FAILED, with the error kept and a `failed` event that ends the mission."""
+def fail_mission(step: StepContext, mission: Mission, error: str, **details: Any) -> None:
+    """FAILED, with the error kept and a `failed` event that ends the mission
+    (`details` are typed facts about the failure, carried by the event)."""
     mission.error = error
     mission.finished = time.time()
     mission.enter(step, "FAILED")
     step.root["metrics"].incr("missions.failed")
-    step.emit("failed", error=error, mission=mission.id)
+    step.emit("failed", error=error, mission=mission.id, **details)
 
 
 def check_request(text: Any, options: Any) -> str | None:
@@ -222,10 +235,24 @@ def check_request(text: Any, options: Any) -> str | None:
 class Missions(Persistent):
     """The mission entry actor: start, complete, fail and status."""
 
+    max_question_bytes = DEFAULT_MAX_QUESTION_BYTES  # from the config at every genesis
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        self.configure(config)
+
+    def configure(self, config: Mapping[str, Any] | None) -> None:
+        """Take `missions.max_question_bytes` (genesis calls this at every start)."""
+        limit = (config or {}).get("missions.max_question_bytes", DEFAULT_MAX_QUESTION_BYTES)
+        if limit != self.max_question_bytes:
+            self.max_question_bytes = limit
+
     @handler
     def start(self, step: StepContext, text: str,
               options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Create the mission and send it to the hippocampus; a resent id does nothing."""
+        """Create the mission and send it to the hippocampus; a resent id does nothing.
+
+        A question over `max_question_bytes` FAILS the mission at once, with
+        `reason: "question_too_large"`, `bytes` and `limit` in its `failed` event."""
         mission_id = step.message.mission or step.message.id
         missions = step.root["missions"]
         known: Mission | None = missions.get(mission_id)
@@ -238,11 +265,21 @@ class Missions(Persistent):
         step.root["metrics"].incr("missions.started")
         mission.enter(step, "IDLE")
         problem = check_request(text, options)
+        too_large = self.oversized(text)
         if problem is not None:
             fail_mission(step, mission, problem)
+        elif too_large is not None:
+            fail_mission(step, mission, str(too_large), reason="question_too_large",
+                         bytes=too_large.size, limit=too_large.limit)
         else:
             mission.advance(step, "hippocampus", "recall")
         return {"mission": mission_id, "state": mission.state_name}
+
+    def oversized(self, text: str) -> QuestionTooLarge | None:
+        """The typed refusal of a question over the limit, or None."""
+        size = len(text.encode("utf-8", "replace"))
+        return QuestionTooLarge(size, self.max_question_bytes) \
+            if size > self.max_question_bytes else None
 
     @handler
     def complete(self, step: StepContext, mission_id: str, turn: int) -> str | None:

@@ -47,6 +47,7 @@ from persistent import Persistent
 from actors import llm, prompts, steward, thermal, tools
 from actors.memory import cosine, embed_one
 from actors.mission import Mission, claim
+from kernel.errors import StepInterrupted
 from kernel.steps import StepContext, handler
 
 # pass name (events, mission records) -> pass name of the thermal budget tables
@@ -57,6 +58,7 @@ ACCEPT = 0.55
 MAX_RETRIES = 2
 WEIGHTS = {"relevance": 0.6, "fluency": 0.4}
 
+CUT_KEYS = ("prompt_cut_tokens", "budget_cut_tokens")  # reported by the engine's fit
 RAG_NOTE = "document search is not available yet: answered without documents"
 CODE_NOTE = "code execution is not available: model-written code is kept as text, never run"
 
@@ -105,9 +107,13 @@ class PassActor(Persistent):
         steward.prefetch_next(step)  # refresh this pass's adapter, prefetch the next one
         started = time.perf_counter()
         generation = llm.generator().generate(request, on_text=on_text)
+        if generation.stopped_by == "cancel":  # the kernel is stopping: run again next start
+            raise StepInterrupted(step.message.actor, step.message.selector,
+                                  f"{name} pass after {generation.tokens} tokens")
         seconds = round(time.perf_counter() - started, 6)
         persona = generation.persona  # the adapter actually worn; None: the bare model
-        mission.record_pass({
+        cuts = fitted(generation)
+        mission.record_pass({**cuts,
             "pass": name, "round": round_, "tokens": generation.tokens, "seconds": seconds,
             "persona": persona, "wanted_persona": request.persona,
             "max_new_tokens": request.max_new_tokens,
@@ -117,7 +123,7 @@ class PassActor(Persistent):
             "thermal_wait_s": round(cooled.waited_s, 6)})
         step.emit("pass", **{"pass": name, "phase": "end", "round": round_,
                              "tokens": generation.tokens, "seconds": seconds,
-                             "persona": persona})
+                             "persona": persona, **cuts})
         return generation
 
     def request(self, user: str, scale: float, profile: str) -> llm.GenerationRequest:
@@ -129,6 +135,11 @@ class PassActor(Persistent):
             temperature=thermal.TEMPERATURES[budget_pass],
             max_new_tokens=thermal.budget(budget_pass, scale, profile),
             persona=self.persona or None)
+
+
+def fitted(generation: llm.Generation) -> dict[str, int]:
+    """What the engine cut to fit the context window (`actors.context_fit`), if anything."""
+    return {key: int(generation.extra[key]) for key in CUT_KEYS if generation.extra.get(key)}
 
 
 def mission_profile(mission: Mission, live: thermal.ThermalSentinel) -> str:

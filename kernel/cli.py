@@ -14,13 +14,14 @@ from rich.console import Console
 from rich.table import Table
 
 from kernel import config as config_mod
+from kernel import perms
 from kernel.errors import KernelError
-from kernel.image import DEFAULT_IMAGE, Image, ImageInfo, parse_oid
+from kernel.image import DEFAULT_IMAGE, Image
+from kernel.image_cli import image_app, print_info
 from prototypes.errors import BatosError
 
 app = typer.Typer(help="batos: a runtime for local, autonomous LLM agents.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-image_app = typer.Typer(help="Inspect the living image.", no_args_is_help=True)
 config_app = typer.Typer(help="Show the resolved configuration.", no_args_is_help=True)
 keys_app = typer.Typer(help="CURVE keys for tcp endpoints.", no_args_is_help=True)
 app.add_typer(image_app, name="image")
@@ -66,36 +67,7 @@ def init(
 
     with Image.open(image, create=True, overrides=overrides_from(set_)) as img:
         run_hooks("batos.init", img, model, progress)
-        _print_info(img.info(), as_json)
-
-
-@image_app.command("info")
-def image_info(image: ImageOpt = DEFAULT_IMAGE, as_json: JsonOpt = False) -> None:
-    """Object counts by kind, storage size and the last transaction."""
-    with open_for_reading(image) as img:
-        _print_info(img.info(), as_json)
-
-
-@image_app.command("history")
-def image_history(
-    oid: Annotated[str, typer.Argument(help="Object id, hex (0x1a) or #decimal.")],
-    image: ImageOpt = DEFAULT_IMAGE,
-    size: Annotated[int, typer.Option(help="Revisions to show.")] = 20,
-    as_json: JsonOpt = False,
-) -> None:
-    """The committed revisions of one object, newest first."""
-    with open_for_reading(image) as img:
-        revisions = img.history(parse_oid(oid), size=size)
-    if as_json:
-        print(json.dumps([{"tid": r.tid, "time": r.time.isoformat(), "user": r.user,
-                           "description": r.description, "size": r.size}
-                          for r in revisions]))
-        return
-    table = Table("tid", "time (UTC)", "size", "description", title=f"history of {oid}")
-    for r in revisions:
-        table.add_row(r.tid, r.time.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3], str(r.size),
-                      r.description)
-    console.print(table)
+        print_info(img.info(), as_json)
 
 
 @config_app.command("show")
@@ -252,11 +224,14 @@ def repl(
     image: ImageOpt = DEFAULT_IMAGE,
     at: Annotated[str | None, typer.Option(
         "--at", help="Open the image as it was at this ISO time (read-only).")] = None,
+    write: Annotated[bool, typer.Option(
+        "--write", help="Open read-write so commit() works (not while a kernel runs).")
+    ] = False,
 ) -> None:
-    """Explore and change the image as Python objects (read-only while a kernel runs)."""
+    """Explore the image as Python objects; change it with --write."""
     from kernel.repl import run_repl
 
-    raise typer.Exit(run_repl(image, at))
+    raise typer.Exit(run_repl(image, at, write=write))
 
 
 @keys_app.command("init")
@@ -315,52 +290,9 @@ def _out(value: Any, as_json: bool, text: str) -> None:
 
 
 def open_for_reading(image: Path) -> Image:
-    """Open an existing image; read-only when a kernel holds it."""
-    from kernel.errors import ImageLocked
-
-    try:
-        return Image.open(image, create=False)
-    except ImageLocked:
-        return Image.open(image, create=False, read_only=True)
-
-
-def _print_info(info: ImageInfo, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(_info_dict(info)))
-        return
-    table = Table("kind", "objects", title=f"living image {info.location}")
-    for kind, count in info.objects_by_kind.items():
-        table.add_row(kind, str(count))
-    console.print(table)
-    console.print(f"objects: {sum(info.objects_by_kind.values())}   "
-                  f"storage: {_human_bytes(info.storage_bytes)}   "
-                  f"last transaction: {_when(info.last_transaction)}   "
-                  f"created: {_when(info.created)}"
-                  + ("   [yellow](read-only: a kernel holds the image)[/]"
-                     if info.read_only else ""))
-
-
-def _info_dict(info: ImageInfo) -> dict[str, Any]:
-    return {"location": info.location, "objects_by_kind": info.objects_by_kind,
-            "objects": sum(info.objects_by_kind.values()),
-            "storage_bytes": info.storage_bytes, "last_tid": info.last_tid,
-            "last_transaction": info.last_transaction.isoformat()
-            if info.last_transaction else None,
-            "created": info.created.isoformat() if info.created else None,
-            "read_only": info.read_only}
-
-
-def _when(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "never"
-
-
-def _human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+    """Open an existing image read-only: nothing is committed, a torn tail is left
+    where it is, and a running kernel's lock does not matter."""
+    return Image.open(image, create=False, read_only=True)
 
 
 def _setup_logging() -> None:
@@ -374,6 +306,7 @@ def main() -> None:
     from kernel.plugins import run_hooks
 
     _setup_logging()
+    perms.owner_only_umask()  # every file the CLI creates (keys, images, copies) owner-only
     run_hooks("batos.cli", app)  # actor packages add their own commands
     try:
         app()

@@ -7,8 +7,9 @@ Values are resolved in this order, later wins:
 
     defaults  <  batos.toml  <  BATOS_<SECTION>_<KEY> variables  <  CLI flags
 
-An unknown section or key, or a value of the wrong type, is a `ConfigError`
-naming the offending key and where it came from.
+An unknown section or key, a value of the wrong type, or one out of its range
+or choices (`kernel.config_rules`) is a `ConfigError` naming the offending key,
+the value and where it came from.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kernel import config_rules
 from kernel.errors import ConfigError
 
 CONFIG_FILE = "batos.toml"
@@ -50,6 +52,9 @@ SETTINGS: tuple[Setting, ...] = (
             "attempts of a step that hits a ConflictError before it is reported failed"),
     Setting("steps.workers", int, 4, "worker threads running steps (one ZODB connection each)"),
     Setting("steps.failure_log_size", int, 1000, "failed steps remembered in metrics"),
+    Setting("steps.max_interruptions", int, 3,
+            "times a step cut short by a stopping kernel runs again at the next start "
+            "before its message goes to the dead letters"),
     Setting("mailbox.capacity", int, 1000,
             "pending messages per actor; a full mailbox answers 'overloaded'"),
     Setting("kernel.endpoints", list, ["ipc://live_image/kernel.sock"],
@@ -99,6 +104,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("adapters.fuse_on_cpu", bool, True,
             "on CPU, merge the worn adapter into the base weights (one merge per swap "
             "instead of extra matmuls per token; keeps a copy of the targeted weights)"),
+    Setting("missions.max_question_bytes", int, 16_384,
+            "largest mission question (UTF-8 bytes); a larger one is refused when started"),
 )
 
 _BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
@@ -110,6 +117,9 @@ class Config(Mapping[str, Any]):
     def __init__(self, values: Mapping[str, Any], path: Path | None = None) -> None:
         self._values = dict(values)
         self.path = path
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._values
 
     def __getitem__(self, key: str) -> Any:
         if key not in self._values:
@@ -141,13 +151,36 @@ def load(
     `overrides` are CLI values by dotted key (already typed or as strings).
     """
     values = defaults()
+    origins = dict.fromkeys(values, "the default")
     path = image_dir / CONFIG_FILE if image_dir is not None else None
     if path is not None and path.exists():
-        values.update(_read_file(path))
-    values.update(_from_environ(os.environ if environ is None else environ))
+        _merge(values, origins, _read_file(path), str(path))
+    _merge(values, origins, _from_environ(os.environ if environ is None else environ),
+           "the environment")
     for key, raw in (overrides or {}).items():
         values[key] = _coerce(_setting(key, "command line"), raw, "command line")
+        origins[key] = "command line"
+    _check_meaning(values, origins)
     return Config(values, path)
+
+
+def _merge(values: dict[str, Any], origins: dict[str, str], found: Mapping[str, Any],
+           origin: str) -> None:
+    values.update(found)
+    origins.update(dict.fromkeys(found, origin))
+
+
+def _check_meaning(values: Mapping[str, Any], origins: Mapping[str, str]) -> None:
+    """Ranges and choices (kernel.config_rules), once every source is merged."""
+    for key, value in values.items():
+        problem = config_rules.problem_with(key, value)
+        if problem is not None:
+            raise ConfigError(key, f"{value!r} {problem} (from {origins[key]})")
+    for check in config_rules.CROSS_CHECKS:
+        found = check(values)
+        if found is not None:
+            key, problem = found
+            raise ConfigError(key, f"{problem} (from {origins[key]})")
 
 
 def write_default(image_dir: Path) -> Path:

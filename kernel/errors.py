@@ -37,6 +37,30 @@ class ImageLocked(ImageError):
         super().__init__(where, "locked by another process (is a kernel running?)")
 
 
+class InsecureImage(ImageError):
+    """A path in the image is readable or writable by other users and cannot be narrowed."""
+
+    def __init__(self, path: str, mode: int) -> None:
+        super().__init__(path, f"mode {mode:04o} lets other users in and this process "
+                               "cannot narrow it: chown it to the image's owner, or "
+                               f"`chmod go-rwx {path}`")
+        self.path = path
+        self.mode = mode
+
+
+class DamagedImage(ImageError):
+    """`Data.fs` is not a well-formed FileStorage at `position`: opening it would lose or
+    invent data, so it is refused as a whole."""
+
+    HINT = ("the file was left as it is; run `batos image verify` for every problem and "
+            "`batos image recover --out NEWDIR` to write a repaired copy")
+
+    def __init__(self, where: str, position: int, problem: str) -> None:
+        super().__init__(where, f"damaged at byte {position}: {problem}; {self.HINT}")
+        self.position = position
+        self.damage = problem
+
+
 class UnknownObject(KernelError):
     """No object with this oid exists in the image."""
 
@@ -144,6 +168,31 @@ class CurveKeysMissing(KernelError):
         super().__init__(f"tcp endpoints require CURVE keys in {directory}: "
                          "run `batos keys init`")
         self.directory = directory
+
+
+class StepInterrupted(KernelError):
+    """A step gave up because the kernel is stopping; its message stays pending and
+    runs again at the next start."""
+
+    code = "shutting_down"  # what a client would hear; its message runs at the next start
+
+    def __init__(self, actor: str, selector: str, what: str) -> None:
+        super().__init__(f"step {actor}.{selector} interrupted by the kernel stopping "
+                         f"({what}); it runs again at the next start")
+        self.actor = actor
+        self.selector = selector
+        self.what = what
+
+
+class InterruptedTooOften(StepFailed):
+    """A message was interrupted by stops more times than `steps.max_interruptions`:
+    it went to the dead letters instead of starting a third, fourth... time."""
+
+    def __init__(self, actor: str, selector: str, message_id: str, times: int) -> None:
+        super().__init__(actor, selector, message_id,
+                         f"interrupted by {times} stops (steps.max_interruptions); "
+                         "moved to the dead letters")
+        self.times = times
 
 
 # -- the REPL -----------------------------------------------------------------

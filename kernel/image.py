@@ -12,9 +12,15 @@ which is idempotent: it adds whatever root containers are missing and then
 asks every installed actor package (entry-point group `batos.actors`) to
 install its actors. The kernel never imports an actor package by name.
 
+Before the storage opens, the directory is made owner-only (`kernel.perms`;
+a read-only open only warns) and `Data.fs` is checked (`kernel.integrity`): a
+crash's torn tail is left to FileStorage, which sets it aside when writing and
+ignores it when reading; damage raises `DamagedImage` and nothing is touched.
+
 Connections are per thread: `Image.connection()` gives one with its own
 transaction manager; `Image.transaction()` is the short-lived form.
-`Image.open(at=...)` opens a read-only view of the image as it was then.
+`Image.open(at=...)` opens a read-only view of the image as it was then;
+`read_only=True` opens the present read-only (no genesis, nothing committed).
 """
 
 from __future__ import annotations
@@ -37,14 +43,16 @@ from persistent.mapping import PersistentMapping
 from transaction.interfaces import NoTransaction
 from zc.lockfile import LockError
 from ZODB.Connection import Connection
+from ZODB.FileStorage.FileStorage import FileStorageFormatError
+from ZODB.FileStorage.format import CorruptedError
 from ZODB.POSException import POSKeyError, StorageError
 from ZODB.utils import get_pickle_metadata, p64, u64
 
 import prototypes.genesis
 from kernel import config as config_mod
-from kernel import metrics, system
+from kernel import integrity, metrics, perms, system
 from kernel.durability import GroupCommitFileStorage, SyncGroup
-from kernel.errors import ImageError, ImageLocked, UnknownObject
+from kernel.errors import DamagedImage, ImageError, ImageLocked, UnknownObject
 from kernel.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -107,12 +115,15 @@ class Image:
         another process holds a local image for writing.
         """
         directory = Path(directory)
-        if not directory.exists():
-            if not create or read_only or at is not None:
-                raise ImageError(str(directory), "no image here (run `batos init`)")
-            directory.mkdir(parents=True)
-        cfg = config_mod.load(directory, overrides)
         read_only = read_only or at is not None
+        if not read_only:
+            perms.owner_only_umask()
+        if not directory.exists():
+            if not create or read_only:
+                raise ImageError(str(directory), "no image here (run `batos init`)")
+            perms.make_directory(directory)
+        _narrow_modes(directory, read_only=read_only)
+        cfg = config_mod.load(directory, overrides)
         storage = _open_storage(directory, cfg, read_only=read_only, create=create)
         db = ZODB.DB(storage, cache_size=cfg["image.cache_size"])
         image = cls(db, directory, cfg, read_only=read_only, at=at)
@@ -272,13 +283,46 @@ def _open_storage(directory: Path, cfg: config_mod.Config, *, read_only: bool,
     data_fs = directory / "Data.fs"
     if not data_fs.exists() and (read_only or not create):
         raise ImageError(str(directory), "no Data.fs here (run `batos init`)")
+    if data_fs.exists():
+        _note_torn_tail(data_fs, integrity.check_before_open(data_fs), read_only=read_only)
     try:
         return GroupCommitFileStorage(str(data_fs), blob_dir=str(directory / "blobs"),
                                       read_only=read_only)
     except LockError as exc:
         raise ImageLocked(str(directory)) from exc
+    except (CorruptedError, FileStorageFormatError, UnicodeDecodeError) as exc:
+        # The checks above should have caught it; ZODB's own word is the last line.
+        raise DamagedImage(str(data_fs), -1, f"{type(exc).__name__}: {exc}") from exc
     except StorageError as exc:
         raise ImageError(str(directory), f"cannot open storage: {exc}") from exc
+
+
+def _note_torn_tail(data_fs: Path, torn_at: int | None, *, read_only: bool) -> None:
+    if torn_at is None:
+        return
+    if read_only:
+        log.warning("%s ends in a transaction cut short by a crash (byte %d); it is "
+                    "ignored here and set aside when a kernel next opens the image",
+                    data_fs, torn_at)
+    else:
+        log.warning("%s ends in a transaction cut short by a crash (byte %d); ZODB "
+                    "moves it aside to %s.trN", data_fs, torn_at, data_fs.name)
+
+
+def _narrow_modes(directory: Path, *, read_only: bool) -> None:
+    """Owner-only image: narrow what is wider, or say so when only reading it."""
+    if read_only:
+        wide = perms.too_wide(directory)
+        if wide:
+            log.warning("%d paths in %s let other users in (first: %s, %04o); the next "
+                        "`batos serve` narrows them", len(wide), directory, wide[0][0],
+                        wide[0][1])
+        return
+    narrowed = perms.secure(directory)
+    if narrowed:
+        log.warning("narrowed %d paths in %s to owner-only (first: %s, %04o -> %04o)",
+                    len(narrowed), directory, narrowed[0].path, narrowed[0].before,
+                    narrowed[0].after)
 
 
 def _open_zeo(directory: Path, address: str, *, read_only: bool) -> Any:

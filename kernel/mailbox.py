@@ -101,6 +101,16 @@ class Mailbox(Persistent):
     def __len__(self) -> int:
         return int(self.size())
 
+    def interrupted(self, key: str) -> int:
+        """Count one more interruption of a pending message (a stop cut its step
+        short); returns the count. The count travels in the envelope's `attempt`."""
+        state = self.pending.get(key)
+        if state is None:
+            raise MessageGone(self.actor, key)
+        count = int(state.get("attempt", 0)) + 1
+        self.pending[key] = dict(state, attempt=count)
+        return count
+
     def bury(self, key: str, error: Mapping[str, Any]) -> None:
         """Move a pending message to the dead letters with `error` attached."""
         envelope = self.take(key)

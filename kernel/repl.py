@@ -6,9 +6,11 @@ The REPL opens the image and holds one connection whose transaction manager is
 explicit: a transaction is begun at start, `commit(note)` commits it and
 begins the next, `abort()` discards it and begins the next. Nothing is ever
 committed implicitly; on exit whatever is uncommitted is aborted (and the user
-is told). The image is opened read-write when it can be; when a running kernel
-holds the FileStorage lock, or `--at` asks for a past view, it is opened
-read-only and `commit()` raises `ReadOnlyImage` instead of trying.
+is told). The image is opened read-only unless `--write` asks for read-write
+(so looking never commits, not even ZODB's truncation of a torn tail); with
+`--write` it is still read-only when a running kernel holds the FileStorage
+lock, and `--at` always gives a read-only past view. Read-only, `commit()`
+raises `ReadOnlyImage` instead of trying.
 
 The namespace carries `root`, `actors`, `image` and a few helpers (`ls`,
 `inspect`, `history`, `commit`, `abort`, `help_batos`). IPython is used when it
@@ -137,12 +139,16 @@ class ReplSession:
 # -- opening -----------------------------------------------------------------------------
 
 
-def open_session(image_dir: Path, at: str | None) -> ReplSession:
-    """Open the image for the REPL: a past view, read-write, or read-only when locked."""
+def open_session(image_dir: Path, at: str | None, *, write: bool = False) -> ReplSession:
+    """Open the image for the REPL: read-only unless `write`; a past view; read-only
+    when a kernel holds the lock."""
     if at is not None:
         when = parse_time(at)
         image = Image.open(image_dir, create=False, at=when)
         return ReplSession(image, f"a view of the image as it was at {when.isoformat()}")
+    if not write:
+        image = Image.open(image_dir, create=False, read_only=True)
+        return ReplSession(image, "opened for reading (`batos repl --write` to change it)")
     try:
         return ReplSession(Image.open(image_dir, create=False), None)
     except ImageLocked:
@@ -383,14 +389,14 @@ def _choose_ipython(use_ipython: bool | None, interactive: bool) -> bool:
     return True
 
 
-def run_repl(image_dir: Path, at: str | None, *, use_ipython: bool | None = None,
-             stdin_is_tty: bool | None = None) -> int:
-    """The body of `batos repl [--image DIR] [--at TIME]`; returns the exit status.
+def run_repl(image_dir: Path, at: str | None, *, write: bool = False,
+             use_ipython: bool | None = None, stdin_is_tty: bool | None = None) -> int:
+    """The body of `batos repl [--image DIR] [--at TIME] [--write]`; returns the exit status.
 
     Raises `ImageError` (a missing image, a bad `--at`) before any console starts.
     """
     interactive = sys.stdin.isatty() if stdin_is_tty is None else stdin_is_tty
-    session = open_session(Path(image_dir), at)
+    session = open_session(Path(image_dir), at, write=write)
     console: Callable[[dict[str, Any], str], None]
     if _choose_ipython(use_ipython, interactive):
         console = run_ipython
@@ -411,9 +417,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", type=Path,
                         default=Path(os.environ.get("BATOS_IMAGE", DEFAULT_IMAGE)))
     parser.add_argument("--at", default=None, help="ISO-8601 time: a read-only view as of then")
+    parser.add_argument("--write", action="store_true", help="open read-write: commit() works")
     args = parser.parse_args(argv)
     try:
-        return run_repl(args.image, args.at)
+        return run_repl(args.image, args.at, write=args.write)
     except BatosError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

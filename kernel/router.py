@@ -45,7 +45,7 @@ from kernel.actions import Action, Address, Admit, Bury, Log, Probe, RunSend, Ru
 from kernel.actions import Send as SendAction
 from kernel.auth import ROLE_KINDS
 from kernel.counters import KernelCounters
-from kernel.errors import KernelError, MessageGone, Overloaded
+from kernel.errors import KernelError, MessageGone, Overloaded, StepInterrupted
 from kernel.mailbox import Envelope
 from kernel.peers import PeerTable
 from kernel.routing_external import ExternalRouting, delivery_id
@@ -248,6 +248,8 @@ class Router(QueryRouting, ExternalRouting):
         if isinstance(error, MessageGone):  # consumed already (a duplicate delivery)
             self.counters.incr("duplicates_ignored")
             return []
+        if isinstance(error, StepInterrupted):  # still pending: it runs at the next start,
+            return []  # and `shutdown` answers its watchers `shutting_down`
         if env.mission is None:
             return self._finish(env.id, wire.error_reply(error, ref=env.id), env)
         if env.actor == self.entry and env.selector == "fail":

@@ -34,7 +34,7 @@ from typing import Any
 
 import zmq
 
-from kernel import auth, logs, wire
+from kernel import auth, logs, stopping, wire
 from kernel import sockets as sk
 from kernel.actions import (
     Address,
@@ -182,6 +182,7 @@ class Kernel(Executor, Chores):
     async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
         log.info("kernel stopping: waiting for %d running steps", self.scheduler.running)
         self.router.stopping = True  # from here the executor starts no new step
+        stopping.begin_stop()  # long work inside running steps ends now (kernel.stopping)
         for task in tasks:
             task.cancel()
         self.scheduler.discard_queued()
@@ -193,6 +194,7 @@ class Kernel(Executor, Chores):
 
     def _close(self) -> None:
         self.scheduler.stop()
+        stopping.end_stop()
         if self._durable is not None:
             self.image.end_group_commit()
         if self.connections is not None:

@@ -27,7 +27,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from transaction.interfaces import NoTransaction, TransientError
 from ZODB.Connection import Connection
@@ -36,27 +36,22 @@ from ZODB.POSException import ConflictError
 from kernel import mailbox as mailboxes
 from kernel.config import Config
 from kernel.errors import (
+    InterruptedTooOften,
     KernelError,
     MessageGone,
     RetriesExhausted,
     StepFailed,
+    StepInterrupted,
     UnknownActor,
     UnknownSelector,
 )
+from kernel.handler import handler as handler  # re-exported: actors import it from here
+from kernel.handler import is_handler
 from kernel.mailbox import Envelope
 from kernel.metrics import PER_ACTOR, ledger_of, step_note
 from prototypes import Method, UvmObject
 
 log = logging.getLogger(__name__)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def handler(func: F) -> F:
-    """Mark a Python method of an actor class as reachable by messages."""
-    func.__batos_handler__ = True  # type: ignore[attr-defined]
-    return func
-
 
 @dataclass
 class StepContext:
@@ -129,6 +124,7 @@ class StepRunner:
         self.live = live
         self._max_attempts: int = config["steps.max_attempts"]
         self._capacity: int = config["mailbox.capacity"]
+        self._max_interruptions: int = config["steps.max_interruptions"]
         # With a step ledger the storage counts steps; without one (ZEO) each step
         # adds to its counter itself.
         self._count_in_step = ledger_of(conn) is None
@@ -164,6 +160,8 @@ class StepRunner:
                               duration_s=time.perf_counter() - started)
         except ConflictError:
             return self._fail(actor, key, direct, None, attempts, started, exhausted=True)
+        except StepInterrupted as exc:
+            return self._interrupted(actor, key, direct, exc, attempts, started)
         except Exception as exc:  # any handler error dooms the step
             return self._fail(actor, key, direct, exc, attempts, started)
         envelope, value, outbox, events = done
@@ -256,6 +254,30 @@ class StepRunner:
         return StepResult(actor, key, envelope, ok=True, value=value,
                           duration_s=time.perf_counter() - started)
 
+    def _interrupted(self, actor: str, key: str, direct: Envelope | None,
+                     exc: StepInterrupted, attempts: int, started: float) -> StepResult:
+        """A step cut short by a stop: its message stays pending (counted), unless it
+        was cut short too often: then it is a failed step, in the dead letters."""
+        with contextlib.suppress(NoTransaction):
+            self.tm.abort()
+        envelope = direct or self._peek(actor, key)
+        if direct is None and envelope is not None:
+            times = self._count_interruption(actor, key)
+            if times > self._max_interruptions:
+                error = InterruptedTooOften(actor, envelope.selector, envelope.id, times)
+                return self._fail(actor, key, None, error, attempts, started)
+            log.info("%s (time %d of at most %d)", exc, times, self._max_interruptions)
+        return StepResult(actor, key, envelope, ok=False, error=exc, attempts=attempts,
+                          duration_s=time.perf_counter() - started)
+
+    def _count_interruption(self, actor: str, key: str) -> int:
+        times = 0
+        for attempt in self.tm.attempts(self.config["steps.max_attempts"]):
+            with attempt as txn:
+                txn.note(f"step interrupted {actor} {key}")
+                times = mailboxes.mailbox_for(self.conn.root(), actor).interrupted(key)
+        return times
+
     def _fail(self, actor: str, key: str, direct: Envelope | None, exc: BaseException | None,
               attempts: int, started: float, *, exhausted: bool = False) -> StepResult:
         """Record a failed step in its own transaction; the step's own is aborted."""
@@ -267,6 +289,8 @@ class StepRunner:
         error: StepFailed
         if exhausted:
             error = RetriesExhausted(actor, selector, msg_id, attempts)
+        elif isinstance(exc, StepFailed):  # already says which step and why
+            error = exc
         else:
             error = StepFailed(actor, selector, msg_id, _describe(exc))
         self._record_failure(actor, key, envelope if direct else None, error, exc, exhausted)
@@ -323,7 +347,7 @@ def resolve_handler(actor: Any, actor_name: str, selector: str) -> Callable[...,
         raise UnknownSelector(actor_name, selector)
     attr = getattr(type(actor), selector, None)
     if attr is not None:
-        if getattr(attr, "__batos_handler__", False):
+        if is_handler(attr):
             bound: Callable[..., Any] = getattr(actor, selector)
             return bound
         raise UnknownSelector(actor_name, selector)
@@ -337,7 +361,7 @@ def resolve_handler(actor: Any, actor_name: str, selector: str) -> Callable[...,
 def selectors_of(actor: Any) -> list[str]:
     """The selectors an actor answers (for `status` and error messages)."""
     names = {n for n in dir(type(actor))
-             if getattr(getattr(type(actor), n, None), "__batos_handler__", False)}
+             if is_handler(getattr(type(actor), n, None))}
     if isinstance(actor, UvmObject):
         names.update(n for n in actor.slot_names()
                      if isinstance(actor.get_slot(n), Method) and not n.startswith("_"))

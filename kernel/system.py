@@ -7,11 +7,14 @@ reads the image's counters.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from persistent import Persistent
 
-from kernel.steps import StepContext, handler
+from kernel.handler import handler
+
+if TYPE_CHECKING:  # only a type: genesis installs this actor without the step runner
+    from kernel.steps import StepContext
 
 SYSTEM_ACTOR = "system"
 

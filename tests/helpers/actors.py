@@ -134,3 +134,17 @@ class Chain(Persistent):
         if mission in self.answers:
             return {"state": "COMPLETE", "final": "result", "value": self.answers[mission]}
         return {"state": "RUNNING", "final": None}
+
+
+class Stopper(Persistent):
+    """A step that writes, then finds the kernel stopping (as a cancelled pass does)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @handler
+    def work(self, step: StepContext) -> None:
+        from kernel.errors import StepInterrupted
+
+        self.calls += 1  # rolled back: an interrupted step leaves nothing behind
+        raise StepInterrupted("stopper", "work", "a long pass")

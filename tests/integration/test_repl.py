@@ -100,7 +100,7 @@ def spawn() -> Iterator[SpawnRepl]:
 
 
 def test_read_write_session_commits_and_shows_history(image_dir: Path, spawn: SpawnRepl) -> None:
-    repl = spawn(image_dir)
+    repl = spawn(image_dir, "--write")
     assert "read-write" in repl.banner and "commit(" in repl.banner
     listing = repl.run("ls()")
     for container in ("actors", "missions", "mailboxes", "prototypes", "memory"):
@@ -150,7 +150,7 @@ def test_inspect_shows_slots_parents_and_method_source(image_dir: Path,
 def test_locked_image_opens_read_only_and_refuses_commit(image_dir: Path,
                                                          spawn: SpawnRepl) -> None:
     with Image.open(image_dir, create=False):  # holds the FileStorage lock, as a kernel does
-        repl = spawn(image_dir)
+        repl = spawn(image_dir, "--write")
         assert "READ-ONLY: the image is held by a running kernel" in repl.banner
         assert "'actors'" in repl.run("ls()")
         repl.run('actors["note"] = 1')
@@ -159,6 +159,17 @@ def test_locked_image_opens_read_only_and_refuses_commit(image_dir: Path,
         assert "Traceback" not in error
         assert repl.run("6 * 7").strip() == "42"  # the prompt survived
         assert "discarding uncommitted changes" in repl.quit()
+
+
+def test_default_session_is_read_only_and_leaves_the_file_alone(image_dir: Path,
+                                                                spawn: SpawnRepl) -> None:
+    before = (image_dir / "Data.fs").read_bytes()
+    repl = spawn(image_dir)
+    assert "READ-ONLY: opened for reading" in repl.banner and "--write" in repl.banner
+    repl.run('actors["note"] = 1')
+    assert "changes cannot be committed" in repl.run('commit("will not happen")')
+    repl.quit()
+    assert (image_dir / "Data.fs").read_bytes() == before
 
 
 def test_at_shows_the_image_as_it_was(image_dir: Path, spawn: SpawnRepl) -> None:

@@ -90,3 +90,75 @@ def test_bad_assignment_is_refused(flag: str) -> None:
 
 def test_assignment_splits_key_and_value() -> None:
     assert config.parse_assignment("steps.workers=2") == ("steps.workers", "2")
+
+
+# -- meaning: ranges, choices and shapes (kernel.config_rules) -------------------------
+
+
+def test_every_setting_has_a_rule() -> None:
+    from kernel.config_rules import RULES
+
+    assert set(RULES) == {s.key for s in config.SETTINGS}
+
+
+@pytest.mark.parametrize(
+    ("file_text", "environ", "flags", "named"),
+    [
+        ("[kernel]\nmax_message_bytes = 0\n", {}, {}, "kernel.max_message_bytes"),
+        ("[mailbox]\ncapacity = -5\n", {}, {}, "mailbox.capacity"),
+        ("", {"BATOS_STEPS_WORKERS": "0"}, {}, "steps.workers"),
+        ("", {}, {"steps.max_attempts": "0"}, "steps.max_attempts"),
+        ("[kernel]\nheartbeat_ms = 1\n", {}, {}, "kernel.heartbeat_ms"),
+        ("[kernel]\nheartbeat_liveness = 0\n", {}, {}, "kernel.heartbeat_liveness"),
+        ("[kernel]\nendpoints = []\n", {}, {}, "kernel.endpoints"),
+        ("[kernel]\nendpoints = [\"http://x\"]\n", {}, {}, "kernel.endpoints"),
+        ("[kernel]\nendpoints = [\"tcp://0.0.0.0:70000\"]\n", {}, {}, "kernel.endpoints"),
+        ("[kernel]\nmission_entry = \"\"\n", {}, {}, "kernel.mission_entry"),
+        ("[kernel]\ngroup_commit_delay_s = -0.1\n", {}, {}, "kernel.group_commit_delay_s"),
+        ("[kernel]\nrequest_timeout_s = 0\n", {}, {}, "kernel.request_timeout_s"),
+        ("[log]\nlevel = \"LOUD\"\n", {}, {}, "log.level"),
+        ("[audit]\ninterval_s = 0.5\n", {}, {}, "audit.interval_s"),
+        ("[audit]\nactor = \"a b\"\n", {}, {}, "audit.actor"),
+        ("[thermal]\nprofile = \"tpu\"\n", {}, {}, "thermal.profile"),
+        ("[thermal]\ntdp_throttle_fraction = 1.5\n", {}, {}, "thermal.tdp_throttle_fraction"),
+        ("[thermal]\npoll_s = nan\n", {}, {}, "thermal.poll_s"),
+        ("[thermal]\nlimit_c = inf\n", {}, {}, "thermal.limit_c"),
+        ("[image]\ncache_size = 0\n", {}, {}, "image.cache_size"),
+        ("[image]\nzeo = \"host:0\"\n", {}, {}, "image.zeo"),
+        ("[adapters]\nwarm_bytes = -1\n", {}, {}, "adapters.warm_bytes"),
+        ("[adapters]\npinned = [\"\"]\n", {}, {}, "adapters.pinned"),
+        ("[adapters]\nstaging_dir = \" \"\n", {}, {}, "adapters.staging_dir"),
+        ("[missions]\nmax_question_bytes = 0\n", {}, {}, "missions.max_question_bytes"),
+        ("[steps]\nmax_interruptions = -1\n", {}, {}, "steps.max_interruptions"),
+    ],
+)
+def test_values_out_of_range_name_the_key_and_the_source(
+        tmp_path: Path, file_text: str, environ: dict[str, str], flags: dict[str, str],
+        named: str) -> None:
+    (tmp_path / config.CONFIG_FILE).write_text(file_text)
+    with pytest.raises(ConfigError) as info:
+        config.load(tmp_path, flags, environ)
+    assert info.value.key == named
+
+
+def test_a_flag_can_repair_a_bad_file_value(tmp_path: Path) -> None:
+    (tmp_path / config.CONFIG_FILE).write_text("[mailbox]\ncapacity = -5\n")
+    assert config.load(tmp_path, {"mailbox.capacity": "10"}, {})["mailbox.capacity"] == 10
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("kernel.endpoints", ["ipc:///tmp/k.sock", "tcp://*:5555", "tcp://[::1]:5555"]),
+     ("image.zeo", "zeo.local:8100"), ("image.zeo", "/run/zeo.sock"),
+     ("audit.interval_s", 0.0), ("log.level", "debug"), ("mailbox.capacity", 1)],
+)
+def test_edge_values_that_mean_something_are_accepted(tmp_path: Path, key: str,
+                                                      value: object) -> None:
+    assert config.load(tmp_path, {key: value}, {})[key] == value
+
+
+def test_in_answers_false_for_an_unknown_key(tmp_path: Path) -> None:
+    cfg = config.load(tmp_path, None, {})
+    assert "mailbox.capacity" in cfg
+    assert "no.such" not in cfg
+    assert 3 not in cfg

@@ -115,3 +115,14 @@ def test_blob_keep_original_and_errors(image: Image, tmp_path: Path) -> None:
     assert source.read_bytes() == b"abc"
     with pytest.raises(BlobError):
         blobs.store_file(tmp_path / "absent.bin")
+
+
+def test_the_image_module_does_not_import_the_step_runner() -> None:
+    """Storage below execution: genesis installs the system actor without kernel.steps."""
+    import subprocess
+    import sys
+
+    code = "import sys, kernel.image; print('kernel.steps' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False"

@@ -56,6 +56,9 @@ class Chunk(Persistent):
         self.end = end
         self.headings = tuple(headings)
 
+    def __repr__(self) -> str:
+        return f"<Chunk {self.id} {self.path}:{self.start}-{self.end} {self.text[:40]!r}>"
+
 
 class Document(Persistent):
     """One ingested file: what it was and the ids and vectors of its chunks."""
@@ -77,6 +80,9 @@ class Document(Persistent):
         if not self.chunk_ids:
             return np.zeros((0, self.dim), dtype=VECTOR_DTYPE)
         return np.frombuffer(self.vectors, dtype=VECTOR_DTYPE).reshape(len(self.chunk_ids), -1)
+
+    def __repr__(self) -> str:
+        return f"<Document #{self.number} {self.path} {len(self.chunk_ids)} chunks>"
 
     def describe(self) -> dict[str, Any]:
         return {"number": self.number, "path": self.path, "sha256": self.sha256,
@@ -166,6 +172,16 @@ class Catalog(Persistent):
 
     def iter_documents(self) -> Iterator[Document]:
         yield from self.documents.values()
+
+    def search_text(self, query: str, k: int = 10) -> list[Chunk]:
+        """BM25 alone, no model needed: for browsing from `batos repl`."""
+        from actors.knowledge.retrieval import bm25
+
+        return [self.chunks[chunk_id] for chunk_id, _ in bm25(self, query, k)]
+
+    def __repr__(self) -> str:
+        return (f"<Catalog {len(self.documents)} documents, {self.chunk_count()} chunks, "
+                f"generation {self.generation}>")
 
     def stats(self) -> dict[str, Any]:
         sizes = [d.size for d in self.documents.values()]

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.audit import Auditor
+from actors.knowledge.actor import KnowledgeActor
 from actors.memory import Hippocampus
 from actors.mission import Missions, install_states
 from actors.roles import Critic, Drafter, PassActor, Router, Scorer, Synthesizer
@@ -37,6 +38,7 @@ ACTORS: dict[str, Callable[[Any], Any]] = {
     "thermal": ThermalActor,
     "auditor": lambda config: Auditor(),
     "steward": StewardActor,
+    "knowledge": lambda config: KnowledgeActor(),
 }
 
 

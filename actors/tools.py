@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from actors.knowledge.wanted import wants_retrieval
 from actors.mission import Mission
 from kernel.steps import StepContext
 
@@ -35,7 +36,9 @@ class ToolPass:
 
 
 # The order tool passes run in. Each entry is one line; a tool package adds its own.
-TOOL_PASSES: tuple[ToolPass, ...] = ()
+TOOL_PASSES: tuple[ToolPass, ...] = (
+    ToolPass("retrieve", "knowledge", "retrieve", wants_retrieval),
+)
 
 
 def next_pass(step: StepContext, mission: Mission, done: str | None,

@@ -93,6 +93,7 @@ def render(view: MissionView) -> Group:
         lines.append(Panel(Text(str(view.result.get("answer", ""))), border_style="green",
                            title=f"answer  confidence {view.result.get('confidence', 0):.2f}"
                            + ("  (from memory)" if view.result.get("cached") else "")))
+        lines.extend(Text(line, style="dim") for line in source_lines(view.result))
     if view.error is not None:
         lines.append(Text(f"FAILED {view.error.code}: {view.error.message}", style="bold red"))
     return Group(*lines)
@@ -130,10 +131,19 @@ def _print_line(record: wire.Message, console: Console) -> None:
             value = record.value if isinstance(record.value, dict) else {"answer": record.value}
             console.print(f"\n[green]answer[/] (confidence "
                           f"{float(value.get('confidence', 0)):.2f}):\n{value.get('answer')}")
+            for line in source_lines(value):
+                console.print(line, markup=False, highlight=False)
         case wire.Error():
             console.print(f"\n[red]FAILED {record.code}: {record.message}[/]")
         case _:
             pass
+
+
+def source_lines(result: dict[str, Any]) -> list[str]:
+    """"[n] path (chars a-b, score s)" for each source a mission's answer may cite."""
+    return [f"[{s.get('n')}] {s.get('path')} (chars {s.get('start')}-{s.get('end')}, "
+            f"score {float(s.get('score') or 0):.4f})"
+            for s in result.get("sources") or () if isinstance(s, dict)]
 
 
 def _pass_detail(p: dict[str, Any]) -> str:

@@ -1,0 +1,101 @@
+"""Hybrid retrieval: BM25 over the text index, cosine over the vectors, fused.
+
+- `bm25`: every query word is looked up on its own in the `OkapiIndex` and
+  the per-word BM25 scores are summed, so a chunk needs *some* of the words,
+  not all (zope.index's query parser would AND them).
+- `dense`: the query's MiniLM vector against the chunks' (`vectors.index_of`).
+- `hybrid`: reciprocal rank fusion of both rankings, each cut at `DEPTH`:
+  score(c) = sum over rankings of 1 / (RRF_K + rank of c). RRF needs no score
+  calibration between BM25 (unbounded) and cosine ([-1, 1]);
+  `scripts/bench_knowledge.py` measures it against each ranking alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from zope.index.text.lexicon import Splitter
+
+from actors.knowledge import vectors
+from actors.knowledge.catalog import Catalog
+from actors.knowledge.errors import UnknownMode
+
+TOP_K = 4
+DEPTH = 50  # how deep each ranking goes into the fusion
+RRF_K = 60  # the constant of Cormack et al. (2009)
+MODES = ("hybrid", "bm25", "dense")
+
+Encode = Callable[[Sequence[str]], np.ndarray]
+Ranking = list[tuple[int, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One retrieved chunk: where it comes from and how it scored."""
+
+    chunk_id: int
+    path: str
+    start: int
+    end: int
+    headings: tuple[str, ...]
+    text: str
+    score: float
+
+    def describe(self) -> dict[str, Any]:
+        return {"chunk": self.chunk_id, "path": self.path, "start": self.start,
+                "end": self.end, "headings": list(self.headings), "text": self.text,
+                "score": round(self.score, 6)}
+
+
+def bm25(catalog: Catalog, query: str, depth: int = DEPTH) -> Ranking:
+    """Chunks holding any of the query's words, by summed BM25 score."""
+    scores: dict[int, float] = {}
+    for word in dict.fromkeys(w.lower() for w in Splitter().process([query])):
+        found = catalog.text.search(word)
+        for chunk_id, score in (found or {}).items():
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + float(score)
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:depth]
+
+
+def dense(catalog: Catalog, query_vector: np.ndarray, depth: int = DEPTH,
+          exact: bool | None = None) -> Ranking:
+    """Chunks by cosine to the query's vector (approximate from `ANN_THRESHOLD` on)."""
+    return vectors.index_of(catalog).search(query_vector, depth, exact=exact)
+
+
+def fuse(rankings: Sequence[Ranking], k: int = RRF_K) -> Ranking:
+    """Reciprocal rank fusion of several rankings, best first."""
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, (chunk_id, _score) in enumerate(ranking, start=1):
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (k + rank)
+    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
+def rank(catalog: Catalog, query: str, encode: Encode, mode: str = "hybrid",
+         depth: int = DEPTH, exact: bool | None = None) -> Ranking:
+    """The chunk ranking of `mode` ("hybrid", "bm25" or "dense")."""
+    if mode == "bm25":
+        return bm25(catalog, query, depth)
+    query_vector = encode([query])[0]
+    if mode == "dense":
+        return dense(catalog, query_vector, depth, exact)
+    if mode != "hybrid":
+        raise UnknownMode(mode)
+    return fuse([bm25(catalog, query, depth), dense(catalog, query_vector, depth, exact)])
+
+
+def search(catalog: Catalog, query: str, encode: Encode, k: int = TOP_K,
+           mode: str = "hybrid") -> list[Hit]:
+    """The `k` best chunks for `query`, with their sources."""
+    if not query.strip() or catalog.chunk_count() == 0:
+        return []
+    hits = []
+    for chunk_id, score in rank(catalog, query, encode, mode)[:k]:
+        chunk = catalog.chunks[chunk_id]
+        hits.append(Hit(chunk_id, chunk.path, chunk.start, chunk.end, chunk.headings,
+                        chunk.text, score))
+    return hits

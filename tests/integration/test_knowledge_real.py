@@ -1,0 +1,49 @@
+"""A grounded mission with the real SmolLM2: ingested notes, `batos serve`, a cited source.
+
+The image is a copy of the session's `batos init` image, so the other real
+tests keep a catalog-free image. The model's wording is not asserted (it
+samples); what must hold is the pipeline's: the retrieve pass ran with the
+router's query or the question, the right file is the first source, the
+sources reached the answer's record, and `batos mission` names them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+NOTES = {
+    "rocket.md": "# Rocket\n\nThe launch code of the rocket is ZEBRA-42. Only the pilot "
+                 "knows the launch code, and it changes every spring.\n",
+    "garden.txt": "Tomatoes need sun. Water them every morning. Basil grows well beside "
+                  "them.\n",
+}
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_a_real_mission_cites_the_ingested_note(real_image: Path, tmp_path: Path,
+                                                serve: Any, cli: Any) -> None:
+    image_dir = tmp_path / "image"
+    shutil.copytree(real_image, image_dir)
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for name, text in NOTES.items():
+        (folder / name).write_text(text)
+    image = ("--image", str(image_dir))
+    done = cli("knowledge", "ingest", str(folder), *image, "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    with serve(image_dir):
+        done = cli("mission", "According to my notes, what is the launch code of the rocket?",
+                   *image, "--json", "--timeout", "600")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    print(f"answer: {summary['answer']!r}")
+    print(f"sources: {summary['sources']}")
+    assert [p["pass"] for p in summary["passes"]][:3] == ["cache", "route", "retrieve"]
+    assert Path(summary["sources"][0]["path"]).name == "rocket.md"
+    assert summary["state"] == "COMPLETE"

@@ -1,0 +1,65 @@
+"""Sandbox settings from the kernel's configuration, and the status a run is judged by."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import pytest
+
+from actors.code import SandboxLimits, SandboxSettings
+from actors.code.sandbox import _json_lines, _limit_of, _split_status
+from kernel import config
+
+
+def test_the_declared_defaults_are_the_sandbox_defaults() -> None:
+    declared = {k: v for k, v in config.defaults().items() if k.startswith("sandbox.")}
+    assert SandboxSettings.from_mapping(config.defaults()) == SandboxSettings()
+    assert SandboxSettings().to_mapping() == declared
+
+
+def test_every_limit_is_configurable() -> None:
+    values = config.load(None, {"sandbox.wall_s": "2.5", "sandbox.cpu_s": "1",
+                                "sandbox.memory_bytes": "1000", "sandbox.processes": "3",
+                                "sandbox.open_files": "9", "sandbox.file_bytes": "10",
+                                "sandbox.tmp_bytes": "11", "sandbox.output_bytes": "12",
+                                "sandbox.code_bytes": "13", "sandbox.uid": "4242"}, environ={})
+    settings = SandboxSettings.from_mapping(values)
+    assert settings.limits == SandboxLimits(2.5, 1, 1000, 3, 9, 10, 11, 12, 13)
+    assert settings.uid == 4242
+    assert SandboxSettings.from_mapping(settings.to_mapping()) == settings
+
+
+@pytest.mark.parametrize(("code", "expected"), [
+    (0, (0, None)), (3, (3, None)), (128 + 24, (None, 24)), (137, (None, 9)),
+    (-9, (None, 9)), (None, (None, None)),
+])
+def test_exit_codes_split_into_status_and_signal(
+        code: int | None, expected: tuple[int | None, int | None]) -> None:
+    assert _split_status(code) == expected
+
+
+@pytest.mark.parametrize(("sig", "exception", "err", "limit"), [
+    (signal.SIGXCPU, None, None, "cpu"),
+    (signal.SIGXFSZ, None, None, "file_size"),
+    (None, "MemoryError", None, "memory"),
+    (None, "BlockingIOError", 11, "processes"),
+    (None, "OSError", 24, "open_files"),
+    (None, "ValueError", None, None),
+    (None, "FileNotFoundError", 2, None),
+    (None, None, None, None),
+])
+def test_limits_are_named_from_signal_exception_and_errno(
+        sig: int | None, exception: str | None, err: int | None, limit: str | None) -> None:
+    assert _limit_of(sig, exception, err) == limit
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (b'{"child-pid": 12}\n{"exit-code": 0}\n', [{"child-pid": 12}, {"exit-code": 0}]),
+    (b'{"child-pid": 12}{"exit-code": 1}', [{"child-pid": 12}, {"exit-code": 1}]),
+    (b'{"started": 2}\n{"exception": "ValueError", "errno": null}\n{"trunc',
+     [{"started": 2}, {"exception": "ValueError", "errno": None}]),
+    (b"", []), (b"[1, 2]", []),
+])
+def test_status_lines_are_read_leniently(raw: bytes, expected: list[dict[str, Any]]) -> None:
+    assert _json_lines(bytearray(raw)) == expected

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.audit import Auditor
+from actors.code.coder import Coder
 from actors.memory import Hippocampus
 from actors.mission import Missions, install_states
 from actors.roles import Critic, Drafter, PassActor, Router, Scorer, Synthesizer
@@ -37,6 +38,7 @@ ACTORS: dict[str, Callable[[Any], Any]] = {
     "thermal": ThermalActor,
     "auditor": lambda config: Auditor(),
     "steward": StewardActor,
+    "coder": Coder,
 }
 
 
@@ -59,7 +61,7 @@ def install(root: Any, config: Any) -> list[str]:
 
 def refresh_settings(actor: Any, config: Any) -> None:
     """Copy the current `thermal.*` settings into an actor that keeps them (if changed)."""
-    if isinstance(actor, PassActor):
+    if isinstance(actor, PassActor | Coder):
         actor.configure(config)
     elif isinstance(actor, ThermalActor):
         settings = ThermalSettings.from_mapping(config).to_mapping()

@@ -20,6 +20,7 @@ from typing import Any
 
 from actors.audit import Auditor
 from actors.code.coder import Coder
+from actors.code.learn import Learner
 from actors.memory import Hippocampus
 from actors.mission import Missions, install_states
 from actors.roles import Critic, Drafter, PassActor, Router, Scorer, Synthesizer
@@ -39,6 +40,7 @@ ACTORS: dict[str, Callable[[Any], Any]] = {
     "auditor": lambda config: Auditor(),
     "steward": StewardActor,
     "coder": Coder,
+    "learner": Learner,
 }
 
 
@@ -61,7 +63,7 @@ def install(root: Any, config: Any) -> list[str]:
 
 def refresh_settings(actor: Any, config: Any) -> None:
     """Copy the current `thermal.*` settings into an actor that keeps them (if changed)."""
-    if isinstance(actor, PassActor | Coder):
+    if isinstance(actor, PassActor | Coder | Learner):
         actor.configure(config)
     elif isinstance(actor, ThermalActor):
         settings = ThermalSettings.from_mapping(config).to_mapping()

@@ -117,6 +117,11 @@ SETTINGS: tuple[Setting, ...] = (
             "size of the private /tmp, the only writable place"),
     Setting("sandbox.output_bytes", int, 65_536, "stdout + stderr kept; more stops the run"),
     Setting("sandbox.code_bytes", int, 65_536, "longest program the sandbox accepts"),
+    Setting("learn.actor", str, "learner",
+            "the actor that writes a method when a generative actor gets a selector it "
+            "does not understand (selector 'learn'); empty: nobody learns"),
+    Setting("learn.attempts", int, 3, "methods the learner writes for one selector before "
+            "it gives up"),
 )
 
 _BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

@@ -122,6 +122,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     CANCELLED = "cancelled"
     INTERNAL = "internal"
+    DOES_NOT_UNDERSTAND = "does_not_understand"
 
 
 class ProtocolError(KernelError):
@@ -882,6 +883,7 @@ ERROR_MEANINGS: Mapping[ErrorCode, str] = MappingProxyType(
         ErrorCode.BAD_FIELD: "a field is missing, unknown, or of the wrong type",
         ErrorCode.UNKNOWN_ACTOR: "no actor of that name",
         ErrorCode.UNKNOWN_SELECTOR: "the actor does not handle that selector",
+        ErrorCode.DOES_NOT_UNDERSTAND: "a generative actor learned no method for the selector",
         ErrorCode.FORBIDDEN: "the sender's role may not do this",
         ErrorCode.OVERLOADED: "the kernel or the actor's mailbox is full; retry later",
         ErrorCode.STEP_FAILED: "the step raised; its transaction was aborted",

@@ -16,7 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kernel import wire
-from kernel.errors import KernelError, Overloaded, StepFailed, UnknownActor, UnknownSelector
+from kernel.errors import (
+    KernelError,
+    NotLearned,
+    Overloaded,
+    StepFailed,
+    UnknownActor,
+    UnknownSelector,
+)
 from kernel.wire import (
     ACTOR_KINDS,
     CLIENT_KINDS,
@@ -363,7 +370,7 @@ def test_error_code_enum_values_are_stable() -> None:
     assert [code.value for code in ErrorCode] == [
         "bad_frame", "bad_version", "too_large", "bad_payload", "bad_kind", "bad_field",
         "unknown_actor", "unknown_selector", "forbidden", "overloaded", "step_failed",
-        "timeout", "not_found", "cancelled", "internal",
+        "timeout", "not_found", "cancelled", "internal", "does_not_understand",
     ]  # fmt: skip
 
 
@@ -372,6 +379,7 @@ def test_error_code_enum_values_are_stable() -> None:
 REPLY_CASES: list[tuple[Any, ErrorCode]] = [
     (UnknownActor("ghost"), ErrorCode.UNKNOWN_ACTOR),
     (UnknownSelector("echo", "shout"), ErrorCode.UNKNOWN_SELECTOR),
+    (NotLearned("echo", "shout", ["attempt 1: line 1: ..."]), ErrorCode.DOES_NOT_UNDERSTAND),
     (Overloaded("echo", 100), ErrorCode.OVERLOADED),
     (StepFailed("echo", "say", "m1", "boom"), ErrorCode.STEP_FAILED),
     (TimeoutError(), ErrorCode.TIMEOUT),

@@ -1,27 +1,27 @@
 """The first code that runs inside the sandbox: limits, then the model's program.
 
 This file is bound read-only into the sandbox and run by the system Python in
-isolated mode (`python3 -I runner.py STATUS_FD LIMITS_JSON`); it imports
-nothing from batos. It reads the program from standard input, points standard
-input at /dev/null, lowers its own resource limits (soft and hard, so they
-cannot be raised again), and executes the program as `__main__`.
+isolated mode without `site` (`python3 -I -S runner.py STATUS_FD NAME=VALUE...`);
+it imports nothing from batos, and nothing slow (no json: start-up time is
+most of a short run). It reads the program from standard input, points
+standard input at /dev/null, lowers its own resource limits (soft and hard,
+so they cannot be raised again), and executes the program as `__main__`.
 
-The runner first writes `{"started": pid}` to STATUS_FD: the host's proof
-that the sandbox was made and the interpreter runs. When the program ends
-with an uncaught exception, the runner prints the traceback on stderr and
-writes one more JSON line to STATUS_FD: the exception's
-type and errno. The host uses it only to name a limit hit (MemoryError ->
-memory, EAGAIN from fork -> processes, EMFILE -> open_files); the exit status
-stays the authority on success. Only the first process writes it: a child
-the program forked leaves through `os._exit`.
+Status lines on STATUS_FD, words separated by spaces:
+
+    started PID               first: the sandbox was made, the interpreter runs
+    exception TYPE ERRNO      the program ended with an uncaught exception (ERRNO
+                              is - when it has none); its traceback is on stderr
+
+The host uses the exception only to name a limit hit (MemoryError -> memory,
+EAGAIN from fork -> processes, EMFILE -> open_files); the exit status stays
+the authority on success. Only the first process reports: a child the
+program forked leaves through `os._exit`.
 """
 
-import contextlib
-import json
 import os
 import resource
 import sys
-import traceback
 
 LIMITS = {
     "cpu_s": resource.RLIMIT_CPU,
@@ -35,21 +35,24 @@ LIMITS = {
 def lower_limits(limits: dict[str, int]) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     for name, which in LIMITS.items():
-        value = int(limits[name])
+        value = limits[name]
         # CPU: SIGXCPU at the soft limit, SIGKILL one second later.
         hard = value + 1 if which == resource.RLIMIT_CPU else value
         resource.setrlimit(which, (value, hard))
 
 
-def report(status_fd: int, line: dict[str, object]) -> None:
-    with contextlib.suppress(OSError):
-        os.write(status_fd, (json.dumps(line) + "\n").encode())
+def report(status_fd: int, *words: object) -> None:
+    try:
+        os.write(status_fd, (" ".join(map(str, words)) + "\n").encode())
+    except OSError:  # the host stopped listening: nothing left to tell
+        return
 
 
 def main() -> None:
     status_fd = int(sys.argv[1])
-    limits = json.loads(sys.argv[2])
-    report(status_fd, {"started": os.getpid()})
+    limits = {name: int(value) for name, value in
+              (arg.split("=", 1) for arg in sys.argv[2:])}
+    report(status_fd, "started", os.getpid())
     source = sys.stdin.buffer.read()
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -64,12 +67,14 @@ def main() -> None:
         status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException as exc:
         if os.getpid() == first:
+            import traceback  # only now: the common path starts faster without it
+
             # the program's frames only: the runner's own frame is no news to anyone
             frames = exc.__traceback__.tb_next if exc.__traceback__ else None
             traceback.print_exception(type(exc), exc, frames)
             sys.stderr.flush()
-            report(status_fd, {"exception": type(exc).__name__,
-                               "errno": getattr(exc, "errno", None)})
+            err = getattr(exc, "errno", None)
+            report(status_fd, "exception", type(exc).__name__, err if err is not None else "-")
         status = 1
     if os.getpid() != first:
         sys.stdout.flush()

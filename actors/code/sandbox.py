@@ -154,15 +154,15 @@ class Sandbox:
                 "--json-status-fd", str(fds["bwrap_status"])]
         if "seccomp" in fds:
             args += ["--seccomp", str(fds["seccomp"])]
-        return [*args, python, "-I", RUNNER_INSIDE, str(fds["runner_status"]),
-                json.dumps(limits.for_runner())]
+        return [*args, python, "-I", "-S", RUNNER_INSIDE, str(fds["runner_status"]),
+                *(f"{name}={value}" for name, value in limits.for_runner().items())]
 
     # -- reading the outcome ------------------------------------------------------------
 
     def _result(self, returncode: int | None, streams: _Streams, stopped: str | None,
                 seconds: float) -> RunResult:
-        runner = _json_lines(streams.runner_status)
-        if not any("started" in line for line in runner):
+        runner = _status_lines(streams.runner_status)
+        if not any(line[0] == "started" for line in runner):
             reason = bytes(streams.stderr).decode("utf-8", "replace").strip()
             raise SandboxUnavailable(reason or f"{self.settings.bwrap} exited with status "
                                      f"{returncode} before the sandbox ran anything")
@@ -170,8 +170,8 @@ class Sandbox:
         exit_code = next((line["exit-code"] for line in bwrap_report if "exit-code" in line),
                          returncode)
         status, sig = _split_status(exit_code)
-        failure = next((line for line in runner if "exception" in line), {})
-        exception, err = failure.get("exception"), failure.get("errno")
+        exception, err = next(((line[1], _errno(line[2])) for line in runner
+                               if line[0] == "exception" and len(line) == 3), (None, None))
         limit = stopped or _limit_of(sig, exception, err)
         if stopped is not None:
             status, sig = None, int(signal.SIGKILL)
@@ -335,6 +335,16 @@ def _json_lines(raw: bytearray) -> list[dict[str, Any]]:
         if isinstance(value, dict):
             found.append(value)
     return found
+
+
+def _status_lines(raw: bytearray) -> list[list[str]]:
+    """The runner's status report: one line each, split into words (empty lines dropped)."""
+    text = bytes(raw).decode("utf-8", "replace")
+    return [line.split() for line in text.splitlines() if line.split()]
+
+
+def _errno(word: str) -> int | None:
+    return int(word) if word.lstrip("-").isdigit() and word != "-" else None
 
 
 def _child_pid(raw: bytearray) -> int | None:

@@ -110,10 +110,12 @@ def test_router_code_runs_in_the_sandbox_and_reaches_the_draft(
     assert isinstance(loop[-1], wire.Result) and loop[-1].ref == loop_id
     check_pass_order(loop)
     run = code_events(loop, "run")[0]
-    assert (run["outcome"], run["limit"], run["exit_status"]) == ("stopped", "cpu", None)
+    # CPU seconds run out first, unless a crowded machine lets the wall clock win
+    assert (run["outcome"], run["exit_status"]) == ("stopped", None)
+    assert run["limit"] in ("cpu", "wall")
     block = missions[LOOP]["context"][0]
     assert block["title"] == "Python code run (stopped)"
-    assert "STOPPED at the cpu limit" in block["text"]
+    assert f"STOPPED at the {run['limit']} limit" in block["text"]
 
     refused_id, refused = runs[REFUSED]
     assert isinstance(refused[-1], wire.Result) and refused[-1].ref == refused_id
@@ -126,5 +128,5 @@ def test_router_code_runs_in_the_sandbox_and_reaches_the_draft(
 
     assert counters["code.runs"] == 2
     assert (counters["code.ok"], counters["code.stopped"]) == (1, 1)
-    assert (counters["code.limit_hits"], counters["code.limit.cpu"]) == (1, 1)
+    assert (counters["code.limit_hits"], counters[f"code.limit.{run['limit']}"]) == (1, 1)
     assert (counters["code.refused"], counters["guardian.rejected.import"]) == (1, 1)

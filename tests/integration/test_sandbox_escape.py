@@ -77,7 +77,8 @@ ROWS = [
            "OSError", "PermissionError"),
     stopped("fork_bomb", "import os\nwhile True:\n    os.fork()", "processes"),
     stopped("allocate_10_gb", "block = bytearray(10 * 2**30)\nprint('ESCAPED')", "memory"),
-    stopped("infinite_loop", "while True:\n    pass", "cpu"),
+    # CPU seconds run out first, unless a crowded machine lets the wall clock win
+    stopped("infinite_loop", "while True:\n    pass", "cpu", "wall"),
     stopped("sleep_forever", "import time\ntime.sleep(3600)", "wall"),
     stopped("100_mb_of_output", "import sys\nfor _ in range(100):\n"
             "    sys.stdout.write('x' * 2**20)\nprint('ESCAPED')", "output"),

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from actors.code import SandboxLimits, SandboxSettings
-from actors.code.sandbox import _json_lines, _limit_of, _split_status
+from actors.code.sandbox import _errno, _json_lines, _limit_of, _split_status, _status_lines
 from kernel import config
 
 
@@ -57,9 +57,16 @@ def test_limits_are_named_from_signal_exception_and_errno(
 @pytest.mark.parametrize(("raw", "expected"), [
     (b'{"child-pid": 12}\n{"exit-code": 0}\n', [{"child-pid": 12}, {"exit-code": 0}]),
     (b'{"child-pid": 12}{"exit-code": 1}', [{"child-pid": 12}, {"exit-code": 1}]),
-    (b'{"started": 2}\n{"exception": "ValueError", "errno": null}\n{"trunc',
-     [{"started": 2}, {"exception": "ValueError", "errno": None}]),
+    (b'{"child-pid": 7}\n{"exit-code": 0}\n{"trunc', [{"child-pid": 7}, {"exit-code": 0}]),
     (b"", []), (b"[1, 2]", []),
 ])
 def test_status_lines_are_read_leniently(raw: bytes, expected: list[dict[str, Any]]) -> None:
     assert _json_lines(bytearray(raw)) == expected
+
+
+def test_runner_status_lines_are_words() -> None:
+    raw = bytearray(b"started 2\n\nexception BlockingIOError 11\nexception ValueError -\n")
+    lines = _status_lines(raw)
+    assert lines == [["started", "2"], ["exception", "BlockingIOError", "11"],
+                     ["exception", "ValueError", "-"]]
+    assert [_errno(line[2]) for line in lines[1:]] == [11, None]

@@ -17,12 +17,9 @@ Handlers are called as `handler(step, *args, **kwargs)` where `step` is the
 `StepContext`. An actor offers a selector either as a `Method` slot (the
 object model's persistent methods) or as a Python method decorated with
 `@handler`. Nothing else is reachable by a message.
-
-Generative actors (`prototypes.generative`): a selector such an actor does not
-understand goes, in the same step, to the `learn` handler of the actor named
-by `learn.actor`; the method it installs and the answer commit together. When
-it learns nothing it raises `NotLearned`: the step is refused like any unknown
-selector, and the refusal's record is kept in a transaction of its own.
+A generative actor's unknown selector goes, in the same step, to the `learn`
+handler of the actor named by `learn.actor` (`_handler_for`); a `NotLearned`
+is refused like any unknown selector, its record kept in its own transaction.
 """
 
 from __future__ import annotations
@@ -226,11 +223,8 @@ class StepRunner:
 
     def _handler_for(self, root: Any, actor: Any, actor_name: str,
                      selector: str) -> Callable[..., Any]:
-        """The selector's handler; for a generative actor's unknown selector, the learner.
-
-        The learner's `learn(step, actor_name, selector, args, kwargs)` runs in this
-        step: the method it installs and the answer to this message commit together.
-        """
+        """The selector's handler, else (generative actors) the learner's `learn`: the
+        method it installs and the answer to this message commit together."""
         try:
             return resolve_handler(actor, actor_name, selector)
         except UnknownSelector:
@@ -242,12 +236,16 @@ class StepRunner:
 
     def _keep_record(self, exc: NotLearned) -> None:
         """What a refused learn leaves behind, in its own transaction (the step's is gone)."""
-        if exc.record is None:
+        record = exc.record
+        if record is None:
             return
-        for attempt in self.tm.attempts(self._max_attempts):
-            with attempt as txn:
-                txn.note(f"learn refused {exc.actor}.{exc.selector}")
-                exc.record(self.conn.root())
+        try:
+            for attempt in self.tm.attempts(self._max_attempts):
+                with attempt as txn:
+                    txn.note(f"learn refused {exc.actor}.{exc.selector}")
+                    record(self.conn.root())
+        except Exception:  # the refusal still reaches its sender
+            log.exception("cannot record the refused learn of %s.%s", exc.actor, exc.selector)
 
     def admit(self, envelope: Envelope, *, check: Callable[[Any], None] | None = None) -> str:
         """Post a client's message durably (one transaction); returns its mailbox key.

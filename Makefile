@@ -7,7 +7,7 @@ BATOS   := $(VENV)/bin/batos
 STAMP   := $(VENV)/.stamp-install
 IMAGE   ?= live_image
 
-.PHONY: run test lint bench clean-image
+.PHONY: run test lint bench clean-image system-packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,20 +19,25 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,model,repl]'
 	touch $@
 
-run: $(STAMP)
+# The sandbox for model-written code needs bubblewrap (Debian's package; CI runs as root).
+system-packages:
+	@command -v bwrap >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap; }
+
+run: system-packages $(STAMP)
 	BATOS=$(BATOS) IMAGE=$(IMAGE) scripts/main_job.sh
 
-test: $(STAMP)
+test: system-packages $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check kernel actors prototypes scripts tests
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: system-packages $(STAMP)
 	$(PY) scripts/bench_kernel.py
 	$(PY) scripts/bench_mission.py
 	$(PY) scripts/crash_image.py --kills 100
+	$(PY) scripts/bench_sandbox.py --json
 
 clean-image:
 	find $(IMAGE) -mindepth 1 ! -name .gitkeep -delete

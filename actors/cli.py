@@ -20,6 +20,7 @@ import typer
 from rich import box
 from rich.table import Table
 
+from actors.code.cli import methods_app
 from actors.knowledge.cli import app as knowledge_app
 from kernel.cli import (
     EndpointOpt,
@@ -46,6 +47,7 @@ def register(app: Any) -> None:
     app.command("export-training")(export_training)
     app.add_typer(adapters_app, name="adapters")
     app.add_typer(knowledge_app, name="knowledge")
+    app.add_typer(methods_app, name="methods")
 
 
 # -- export-training -------------------------------------------------------------------

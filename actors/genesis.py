@@ -19,6 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.audit import Auditor
+from actors.code.coder import Coder
+from actors.code.learn import Learner
 from actors.knowledge.actor import KnowledgeActor
 from actors.memory import Hippocampus
 from actors.mission import Missions, install_states
@@ -39,6 +41,8 @@ ACTORS: dict[str, Callable[[Any], Any]] = {
     "auditor": lambda config: Auditor(),
     "steward": StewardActor,
     "knowledge": lambda config: KnowledgeActor(),
+    "coder": Coder,
+    "learner": Learner,
 }
 
 
@@ -61,8 +65,8 @@ def install(root: Any, config: Any) -> list[str]:
 
 def refresh_settings(actor: Any, config: Any) -> None:
     """Copy the current settings into an actor that keeps them (if changed): `thermal.*`,
-    `missions.max_question_bytes`."""
-    if isinstance(actor, PassActor | Missions):
+    `missions.max_question_bytes`, the sandbox and learning settings."""
+    if isinstance(actor, PassActor | Missions | Coder | Learner):
         actor.configure(config)
     elif isinstance(actor, ThermalActor):
         settings = ThermalSettings.from_mapping(config).to_mapping()

@@ -60,7 +60,7 @@ WEIGHTS = {"relevance": 0.6, "fluency": 0.4}
 
 CUT_KEYS = ("prompt_cut_tokens", "budget_cut_tokens")  # reported by the engine's fit
 RAG_NOTE = "document search is not available yet: answered without documents"
-CODE_NOTE = "code execution is not available: model-written code is kept as text, never run"
+NO_CODE_NOTE = "the router asked for code but wrote none: nothing was run"
 
 
 # -- the generating roles -------------------------------------------------------------
@@ -149,7 +149,7 @@ def mission_profile(mission: Mission, live: thermal.ThermalSentinel) -> str:
 
 
 class Router(PassActor):
-    """Decides whether a question needs documents or code (neither is run yet)."""
+    """Decides whether a question needs documents or code (code runs in `run_code`)."""
 
     pass_name = "route"
     default_persona = "router"
@@ -162,7 +162,7 @@ class Router(PassActor):
         generation = self.run_pass(step, mission, prompts.route_user(mission.text))
         plan, parsed = prompts.parse_route(generation.text)
         notes = ([RAG_NOTE] if plan["needs_rag"] else []) + \
-            ([CODE_NOTE] if plan["needs_code"] else [])
+            ([NO_CODE_NOTE] if plan["needs_code"] and not plan["code"].strip() else [])
         mission.plan = {**plan, "parsed": parsed, "notes": notes}
         step.root["metrics"].incr(f"router.{parsed}")
         mission.enter(step, "DELEGATING")

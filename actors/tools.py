@@ -25,6 +25,12 @@ from kernel.steps import StepContext
 DRAFT = ("drafter", "draft")
 
 
+def wants_code(mission: Mission) -> bool:
+    """The router planned code and wrote some (the `run_code` pass, actors.code.coder)."""
+    plan = mission.plan or {}
+    return bool(plan.get("needs_code") and str(plan.get("code") or "").strip())
+
+
 @dataclass(frozen=True)
 class ToolPass:
     """One tool pass: the actor and selector that run it, and when it is wanted."""
@@ -38,6 +44,7 @@ class ToolPass:
 # The order tool passes run in. Each entry is one line; a tool package adds its own.
 TOOL_PASSES: tuple[ToolPass, ...] = (
     ToolPass("retrieve", "knowledge", "retrieve", wants_retrieval),
+    ToolPass("run_code", "coder", "run_code", lambda step, mission: wants_code(mission)),
 )
 
 

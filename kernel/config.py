@@ -106,6 +106,29 @@ SETTINGS: tuple[Setting, ...] = (
             "instead of extra matmuls per token; keeps a copy of the targeted weights)"),
     Setting("missions.max_question_bytes", int, 16_384,
             "largest mission question (UTF-8 bytes); a larger one is refused when started"),
+    # -- model-written code (actors.code): the sandbox and its limits, learned methods --
+    Setting("sandbox.bwrap", str, "bwrap", "the bubblewrap executable that makes the sandbox"),
+    Setting("sandbox.python", str, "/usr/bin/python3",
+            "the interpreter run inside the sandbox (its prefix is bound read-only)"),
+    Setting("sandbox.uid", int, 65534,
+            "host user and group a sandbox runs as when batos runs as root (nobody)"),
+    Setting("sandbox.seccomp", bool, True,
+            "a seccomp filter denies ptrace, mount, unshare, setns, keyrings, bpf (x86_64)"),
+    Setting("sandbox.wall_s", float, 10.0, "wall-clock seconds before a run is killed"),
+    Setting("sandbox.cpu_s", int, 5, "CPU seconds of a run"),
+    Setting("sandbox.memory_bytes", int, 536_870_912, "address space of a run"),
+    Setting("sandbox.processes", int, 16, "processes and threads inside the sandbox"),
+    Setting("sandbox.open_files", int, 64, "open file descriptors of a run"),
+    Setting("sandbox.file_bytes", int, 8_388_608, "largest file a run may write"),
+    Setting("sandbox.tmp_bytes", int, 16_777_216,
+            "size of the private /tmp, the only writable place"),
+    Setting("sandbox.output_bytes", int, 65_536, "stdout + stderr kept; more stops the run"),
+    Setting("sandbox.code_bytes", int, 65_536, "longest program the sandbox accepts"),
+    Setting("learn.actor", str, "learner",
+            "the actor that writes a method when a generative actor gets a selector it "
+            "does not understand (selector 'learn'); empty: nobody learns"),
+    Setting("learn.attempts", int, 3, "methods the learner writes for one selector before "
+            "it gives up"),
 )
 
 _BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

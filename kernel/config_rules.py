@@ -131,6 +131,21 @@ RULES: dict[str, Rule] = {
     "adapters.prefetch": any_value,
     "adapters.fuse_on_cpu": any_value,
     "missions.max_question_bytes": between(1, 16 * 1024 * 1024),
+    "sandbox.bwrap": non_empty,
+    "sandbox.python": non_empty,
+    "sandbox.uid": between(0, 2**32 - 2),
+    "sandbox.seccomp": any_value,
+    "sandbox.wall_s": between(0.1, 86_400),
+    "sandbox.cpu_s": between(1, 86_400),
+    "sandbox.memory_bytes": between(16 * 1024 * 1024, 2**48),
+    "sandbox.processes": between(1, 4096),
+    "sandbox.open_files": between(16, 65_536),
+    "sandbox.file_bytes": between(0, 2**40),
+    "sandbox.tmp_bytes": between(64 * 1024, 2**40),
+    "sandbox.output_bytes": between(1024, 2**30),
+    "sandbox.code_bytes": between(1, 16 * 1024 * 1024),
+    "learn.actor": lambda value: None if value == "" else actor_name(value),
+    "learn.attempts": between(1, 20),
 }
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from prototypes.errors import BatosError
 
 
@@ -111,6 +114,27 @@ class UnknownSelector(KernelError):
         super().__init__(f"actor {actor!r} does not handle {selector!r}")
         self.actor = actor
         self.selector = selector
+
+
+class NotLearned(UnknownSelector):
+    """A generative actor's learner wrote no method the guardian accepted.
+
+    `reasons` holds the guardian's verdict on each attempt. `record`, when set,
+    is run by the step runner in a transaction of its own after the step was
+    aborted: what must be remembered about the refusal (counters, the refused
+    sources) although the image is otherwise left as it was.
+    """
+
+    code = "does_not_understand"
+
+    def __init__(self, actor: str, selector: str, reasons: list[str],
+                 record: Callable[[Any], None] | None = None) -> None:
+        KernelError.__init__(self, f"actor {actor!r} does not understand {selector!r} and "
+                             f"learned no method: {'; '.join(reasons) or 'no attempt'}")
+        self.actor = actor
+        self.selector = selector
+        self.reasons = list(reasons)
+        self.record = record
 
 
 class StepFailed(KernelError):

@@ -17,6 +17,9 @@ Handlers are called as `handler(step, *args, **kwargs)` where `step` is the
 `StepContext`. An actor offers a selector either as a `Method` slot (the
 object model's persistent methods) or as a Python method decorated with
 `@handler`. Nothing else is reachable by a message.
+A generative actor's unknown selector goes, in the same step, to the `learn`
+handler of the actor named by `learn.actor` (`_handler_for`); a `NotLearned`
+is refused like any unknown selector, its record kept in its own transaction.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from kernel.errors import (
     InterruptedTooOften,
     KernelError,
     MessageGone,
+    NotLearned,
     RetriesExhausted,
     StepFailed,
     StepInterrupted,
@@ -50,6 +54,7 @@ from kernel.handler import is_handler
 from kernel.mailbox import Envelope
 from kernel.metrics import PER_ACTOR, ledger_of, step_note
 from prototypes import Method, UvmObject
+from prototypes.generative import learnable
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +130,7 @@ class StepRunner:
         self._max_attempts: int = config["steps.max_attempts"]
         self._capacity: int = config["mailbox.capacity"]
         self._max_interruptions: int = config["steps.max_interruptions"]
+        self._learner: str = config["learn.actor"]
         # With a step ledger the storage counts steps; without one (ZEO) each step
         # adds to its counter itself.
         self._count_in_step = ledger_of(conn) is None
@@ -153,6 +159,8 @@ class StepRunner:
             return StepResult(actor, key, None, ok=False, error=MessageGone(actor, key),
                               attempts=attempts, duration_s=time.perf_counter() - started)
         except (UnknownActor, UnknownSelector) as exc:
+            if isinstance(exc, NotLearned):
+                self._keep_record(exc)
             if direct is None:  # a committed message to nobody: keep it as a dead letter
                 return self._fail(actor, key, direct, exc, attempts, started)
             # a client's message refused at the door: nothing was taken in
@@ -198,7 +206,7 @@ class StepRunner:
         else:
             envelope = direct
         actor = lookup_actor(root, actor_name)
-        func = resolve_handler(actor, actor_name, envelope.selector)
+        func = self._handler_for(root, actor, actor_name, envelope.selector)
         ctx = StepContext(message=envelope, root=root, actor=actor, live=self.live)
         value = func(ctx, *envelope.args, **envelope.kwargs)
         posted: _Posted = ()
@@ -210,6 +218,32 @@ class StepRunner:
         if attempt > 1:
             root["metrics"].incr("steps.retries", attempt - 1)
         return envelope, value, posted, tuple(ctx.events)
+
+    def _handler_for(self, root: Any, actor: Any, actor_name: str,
+                     selector: str) -> Callable[..., Any]:
+        """The selector's handler, else (generative actors) the learner's `learn`: the
+        method it installs and the answer to this message commit together."""
+        try:
+            return resolve_handler(actor, actor_name, selector)
+        except UnknownSelector:
+            learner = root["actors"].get(self._learner) if self._learner else None
+            if learner is None or not learnable(actor, selector):
+                raise
+        learn = resolve_handler(learner, self._learner, "learn")
+        return lambda step, *args, **kwargs: learn(step, actor_name, selector, args, kwargs)
+
+    def _keep_record(self, exc: NotLearned) -> None:
+        """What a refused learn leaves behind, in its own transaction (the step's is gone)."""
+        record = exc.record
+        if record is None:
+            return
+        try:
+            for attempt in self.tm.attempts(self._max_attempts):
+                with attempt as txn:
+                    txn.note(f"learn refused {exc.actor}.{exc.selector}")
+                    record(self.conn.root())
+        except Exception:  # the refusal still reaches its sender
+            log.exception("cannot record the refused learn of %s.%s", exc.actor, exc.selector)
 
     def admit(self, envelope: Envelope, *, check: Callable[[Any], None] | None = None) -> str:
         """Post a client's message durably (one transaction); returns its mailbox key.
@@ -274,7 +308,7 @@ class StepRunner:
         times = 0
         for attempt in self.tm.attempts(self.config["steps.max_attempts"]):
             with attempt as txn:
-                txn.note(f"step interrupted {actor} {key}")
+                txn.note(f"interruption of {actor} {key}")  # not a step: never counted as one
                 times = mailboxes.mailbox_for(self.conn.root(), actor).interrupted(key)
         return times
 
@@ -353,6 +387,10 @@ def resolve_handler(actor: Any, actor_name: str, selector: str) -> Callable[...,
         raise UnknownSelector(actor_name, selector)
     if isinstance(actor, UvmObject) and actor.has_slot(selector, inherited=True):
         _holder, value = actor.lookup_slot(selector)
+        if isinstance(value, Method) and value.generated:
+            # model-written code gets the message's arguments, never the step (the image)
+            method = value.bind(actor)
+            return lambda step, *args, **kwargs: method(*args, **kwargs)
         if isinstance(value, Method):
             return value.bind(actor)
     raise UnknownSelector(actor_name, selector)

@@ -23,13 +23,19 @@ class Method(Persistent):
     """Source text of one function whose first parameter is the receiver (`self`).
 
     `generated=True` marks model-written code: it must also pass the guardian's
-    safety allowlist and runs with only the allowlisted builtins.
+    safety allowlist and runs with only the allowlisted builtins. `provenance`
+    says where generated code came from (mission, model, time...); plain data.
     """
+
+    provenance: dict[str, Any] | None = None  # methods stored before provenance existed
 
     _v_compiled: tuple[str, types.FunctionType] | None = None
 
-    def __init__(self, source: str, *, generated: bool = False) -> None:
+    def __init__(self, source: str, *, generated: bool = False,
+                 provenance: dict[str, Any] | None = None) -> None:
         self._generated = bool(generated)
+        if provenance:
+            self.provenance = dict(provenance)
         self.source = source
 
     @property
@@ -72,7 +78,7 @@ class Method(Persistent):
 
     def copy(self) -> Method:
         """A new, independent `Method` with the same source and provenance."""
-        return Method(self._source, generated=self._generated)
+        return Method(self._source, generated=self._generated, provenance=self.provenance)
 
     def __deepcopy__(self, memo: dict[int, object]) -> Method:
         return self.copy()

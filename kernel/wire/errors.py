@@ -42,6 +42,7 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
     UNAVAILABLE = "unavailable"
     SHUTTING_DOWN = "shutting_down"
+    DOES_NOT_UNDERSTAND = "does_not_understand"
 
 
 class ProtocolError(KernelError):
@@ -132,6 +133,7 @@ ERROR_MEANINGS: Mapping[ErrorCode, str] = MappingProxyType(
         ErrorCode.INTERNAL: "internal kernel error",
         ErrorCode.UNAVAILABLE: "the external actor is not attached; retry later",
         ErrorCode.SHUTTING_DOWN: "the kernel is shutting down; retry after it restarts",
+        ErrorCode.DOES_NOT_UNDERSTAND: "a generative actor learned no method for the selector",
     }
 )
 

@@ -20,6 +20,7 @@ from kernel.errors import (
     KernelError,
     NameReserved,
     NameTaken,
+    NotLearned,
     Overloaded,
     StepFailed,
     UnknownActor,
@@ -372,6 +373,7 @@ def test_error_code_enum_values_are_stable() -> None:
         "bad_frame", "bad_version", "too_large", "bad_payload", "bad_kind", "bad_field",
         "unknown_actor", "unknown_selector", "forbidden", "overloaded", "step_failed",
         "timeout", "not_found", "cancelled", "internal", "unavailable", "shutting_down",
+        "does_not_understand",
     ]  # fmt: skip
 
 
@@ -380,6 +382,7 @@ def test_error_code_enum_values_are_stable() -> None:
 REPLY_CASES: list[tuple[Any, ErrorCode]] = [
     (UnknownActor("ghost"), ErrorCode.UNKNOWN_ACTOR),
     (UnknownSelector("echo", "shout"), ErrorCode.UNKNOWN_SELECTOR),
+    (NotLearned("echo", "shout", ["attempt 1: line 1: ..."]), ErrorCode.DOES_NOT_UNDERSTAND),
     (Overloaded("echo", 100), ErrorCode.OVERLOADED),
     (StepFailed("echo", "say", "m1", "boom"), ErrorCode.STEP_FAILED),
     (TimeoutError(), ErrorCode.TIMEOUT),

@@ -20,6 +20,7 @@ import typer
 from rich import box
 from rich.table import Table
 
+from actors.video import cli as video_cli
 from kernel.cli import (
     EndpointOpt,
     ImageOpt,
@@ -44,6 +45,7 @@ def register(app: Any) -> None:
     """Add the actor package's commands to the `batos` typer app."""
     app.command("export-training")(export_training)
     app.add_typer(adapters_app, name="adapters")
+    app.command("video")(video_cli.video)
 
 
 # -- export-training -------------------------------------------------------------------

@@ -24,6 +24,7 @@ from actors.mission import Missions, install_states
 from actors.roles import Critic, Drafter, PassActor, Router, Scorer, Synthesizer
 from actors.steward import StewardActor
 from actors.thermal import ThermalActor, ThermalSettings
+from actors.video.actor import VideoActor
 
 # name -> factory(config) -> actor object.
 ACTORS: dict[str, Callable[[Any], Any]] = {
@@ -37,6 +38,7 @@ ACTORS: dict[str, Callable[[Any], Any]] = {
     "thermal": ThermalActor,
     "auditor": lambda config: Auditor(),
     "steward": StewardActor,
+    "video": VideoActor,
 }
 
 

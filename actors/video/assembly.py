@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ def write_mp4(frames: np.ndarray, fps: float, path: Path | str) -> Path:
     import imageio.v2 as imageio
 
     target = Path(path)
+    writer: Any
     with imageio.get_writer(str(target), format="FFMPEG", mode="I", fps=fps, codec=CODEC,
                             quality=QUALITY, pixelformat=PIXEL_FORMAT,
                             macro_block_size=1) as writer:
@@ -44,6 +46,7 @@ def read_mp4(path: Path | str) -> tuple[np.ndarray, ClipInfo]:
     """Decode every frame of an MP4 (uint8, T x H x W x 3) and describe it."""
     import imageio.v2 as imageio
 
+    reader: Any
     with imageio.get_reader(str(path), format="FFMPEG") as reader:
         fps = float(reader.get_meta_data().get("fps", 0.0))
         frames = np.stack([np.asarray(frame) for frame in reader])

@@ -147,7 +147,7 @@ class VramLease:
 
     def _evict(self, device: str) -> Handover | None:
         try:
-            engine = llm.generator()
+            engine: Any = llm.generator()
         except llm.NoEngine:
             return None
         if isinstance(engine, LazyGenerator) or getattr(engine, "model", None) is None:

@@ -207,7 +207,7 @@ class SectionPipeline:
         mu = calculate_shift(seq_len, config.get("base_image_seq_len", 256),
                              config.get("max_image_seq_len", 4096),
                              config.get("base_shift", 0.5), config.get("max_shift", 1.15))
-        sigmas = np.linspace(1.0, 0.0, steps + 1)[:-1]
+        sigmas = np.linspace(1.0, 0.0, steps + 1)[:-1].tolist()
         timesteps, _ = retrieve_timesteps(pipe.scheduler, steps, self.execution_device,
                                           sigmas=sigmas, mu=min(mu, math.log(EXP_MAX)))
         return timesteps

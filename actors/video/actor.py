@@ -186,7 +186,7 @@ class VideoActor(Persistent):
         event = job.note("section", k=len(job.sections), of=settings.sections,
                          index=section.index, keyframe=section.keyframe,
                          guidance=round(section.guidance, 4), seconds=round(seconds, 4))
-        step.emit("section", **event)
+        step.emit("section", **{k: v for k, v in event.items() if k != "event"})
 
     def _decode(self, step: StepContext, job: VideoJob) -> None:
         from actors.video.assembly import write_mp4

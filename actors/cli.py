@@ -22,6 +22,7 @@ from rich.table import Table
 
 from actors.code.cli import methods_app
 from actors.knowledge.cli import app as knowledge_app
+from actors.video import cli as video_cli
 from kernel.cli import (
     EndpointOpt,
     ImageOpt,
@@ -48,6 +49,7 @@ def register(app: Any) -> None:
     app.add_typer(adapters_app, name="adapters")
     app.add_typer(knowledge_app, name="knowledge")
     app.add_typer(methods_app, name="methods")
+    app.command("video")(video_cli.video)
 
 
 # -- export-training -------------------------------------------------------------------

@@ -27,6 +27,7 @@ from actors.mission import Missions, install_states
 from actors.roles import Critic, Drafter, PassActor, Router, Scorer, Synthesizer
 from actors.steward import StewardActor
 from actors.thermal import ThermalActor, ThermalSettings
+from actors.video.actor import VideoActor
 
 # name -> factory(config) -> actor object.
 ACTORS: dict[str, Callable[[Any], Any]] = {
@@ -43,6 +44,7 @@ ACTORS: dict[str, Callable[[Any], Any]] = {
     "knowledge": lambda config: KnowledgeActor(),
     "coder": Coder,
     "learner": Learner,
+    "video": VideoActor,
 }
 
 

@@ -28,6 +28,7 @@ def init(image: Any, model_dir: Path | None, progress: Callable[[str], None]) ->
 def serve(image: Any) -> None:
     """`batos serve`: ingest staged adapters, load the models from the image, attach the steward."""
     from actors import engine
+    from actors.video import lease as video_lease
 
     names = {info.name for info in models.list_models(image)}
     if "base" not in names:
@@ -40,6 +41,7 @@ def serve(image: Any) -> None:
                                     else None)
     steward.attach(image, loaded)
     loaded.install()
+    video_lease.LEASE.set_reattach(lambda engine: steward.attach(image, engine))
     log.info("engine ready")
 
 

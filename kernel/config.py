@@ -129,6 +129,20 @@ SETTINGS: tuple[Setting, ...] = (
             "does not understand (selector 'learn'); empty: nobody learns"),
     Setting("learn.attempts", int, 3, "methods the learner writes for one selector before "
             "it gives up"),
+    Setting("video.seconds", float, 5.0, "clip length of `batos video` (LA3: start with 5 s)"),
+    Setting("video.fps", int, 24, "frames per second of a clip"),
+    Setting("video.width", int, 512, "frame width in pixels (a multiple of 16)"),
+    Setting("video.height", int, 320, "frame height in pixels (a multiple of 16)"),
+    Setting("video.steps", int, 25, "denoising steps per section"),
+    Setting("video.window", int, 9, "latent frames per section (FramePack's latent_window_size)"),
+    Setting("video.cfg_scale", float, 7.0, "guidance at the keyframes"),
+    Setting("video.drift_strength", float, 0.7,
+            "guidance at the midpoint as a share of cfg_scale (anti-drift rescaling)"),
+    Setting("video.checkpoint_every", int, 1,
+            "sections per step; each section's latents are committed as a blob"),
+    Setting("video.device", str, "auto", "device of the video pipeline: auto, cpu, cuda[:N]"),
+    Setting("video.pipeline", str, "video", "the installed video pipeline's name in the image"),
+    Setting("video.refine", bool, True, "refine the prompt with an LLM pass before the lease"),
 )
 
 _BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

@@ -146,7 +146,26 @@ RULES: dict[str, Rule] = {
     "sandbox.code_bytes": between(1, 16 * 1024 * 1024),
     "learn.actor": lambda value: None if value == "" else actor_name(value),
     "learn.attempts": between(1, 20),
+    "video.seconds": between(0.1, 600),
+    "video.fps": between(1, 240),
+    "video.width": lambda value: _multiple_of_16(value, 16, 8192),
+    "video.height": lambda value: _multiple_of_16(value, 16, 8192),
+    "video.steps": between(1, 1000),
+    "video.window": between(1, 64),
+    "video.cfg_scale": between(0, 50),
+    "video.drift_strength": between(0, 1),
+    "video.checkpoint_every": between(1, 1000),
+    "video.device": lambda value: None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", value)
+    else "must be auto, cpu, cuda or cuda:N",
+    "video.pipeline": non_empty,
+    "video.refine": any_value,
 }
+
+
+def _multiple_of_16(value: int, low: int, high: int) -> str | None:
+    if not low <= value <= high or value % 16:
+        return f"must be a multiple of 16 from {low} to {high}"
+    return None
 
 
 def _audit_interval(values: Mapping[str, Any]) -> tuple[str, str] | None:

@@ -1,0 +1,232 @@
+"""The steward's exclusive VRAM lease: the LLM leaves the device while a video job runs.
+
+Theory of operation
+-------------------
+LA3 §2.3: the LLM and the video pipeline cannot share the device. A job
+`acquire`s the process's one `VramLease`: it closes the gate in front of
+the LLM, waits for a generation in progress to finish (the engine's generate
+lock), evicts the model and its adapter tiers (the steward is closed and
+detached, so its hot slots, which live inside the model, go with it), and
+reads the device memory before and after to prove it came back: CUDA's
+`mem_get_info` (the eviction must free at least half the model's weight
+bytes, else `MemoryNotReturned`), the process's RSS on a CPU (reported only:
+the allocator keeps freed pages, `malloc_trim` returns what it can).
+
+While the lease is held the process's generator is a `LazyGenerator`: an LLM
+pass that arrives waits at the gate (its message stays in its mailbox until
+its step commits, so `batos ps` shows it pending). `release` opens the gate;
+the first pass after it reloads the model from the same folder in place
+(same `Engine` object, so the tokenizer and the embedder never left), lets
+the serve hook re-attach the steward, and installs the engine again: the
+LLM reloads lazily. A job releases on success and failure (`held`); a
+killed process holds nothing (the lease is volatile) and the LLM loads at
+the next start as usual.
+
+The kernel's workers run steps; a pass waiting at the gate keeps its
+worker. A job needs one free worker for its next step, so `steps.workers`
+must exceed the number of LLM actors that can wait at once (the default
+4 workers and the four pass actors leave none: see docs/OPERATIONS.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from actors import llm
+from actors import steward as steward_mod
+from actors.video.errors import LeaseHeld, MemoryNotReturned
+from actors.video.pipeline import release_memory
+
+log = logging.getLogger(__name__)
+
+MIN_FREED_SHARE = 0.5  # CUDA: an eviction must free at least this share of the weights
+
+Reattach = Callable[[Any], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """Memory in use on a device: CUDA total - free, or the process's RSS on a CPU."""
+
+    device: str
+    used_bytes: int
+    source: str  # "cuda.mem_get_info" or "rss"
+
+
+def read_memory(device: str) -> Reading:
+    """A live reading of the memory in use on `device`."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.synchronize()
+        free, total = torch.cuda.mem_get_info(torch.device(device))
+        return Reading(device, int(total - free), "cuda.mem_get_info")
+    import psutil
+
+    return Reading(device, int(psutil.Process().memory_info().rss), "rss")
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """What an eviction did: readings before and after, the model's weight bytes, time."""
+
+    before: Reading
+    after: Reading
+    weight_bytes: int
+    seconds: float
+
+    @property
+    def freed_bytes(self) -> int:
+        return self.before.used_bytes - self.after.used_bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"device": self.before.device, "source": self.before.source,
+                "used_before": self.before.used_bytes, "used_after": self.after.used_bytes,
+                "freed": self.freed_bytes, "weights": self.weight_bytes,
+                "seconds": round(self.seconds, 6)}
+
+
+class VramLease:
+    """The process's exclusive device lease (see the module note)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)
+        self._reload_lock = threading.Lock()
+        self.holder: str | None = None
+        self._engine: Any = None  # the evicted engine, reloaded by the next pass
+        self._reattach: Reattach | None = None
+        self.reloads = 0
+
+    def set_reattach(self, reattach: Reattach | None) -> None:
+        """How a reloaded engine gets its steward back (set by the serve hook)."""
+        self._reattach = reattach
+
+    # -- the holder's side --------------------------------------------------------------
+    def acquire(self, holder: str, device: str) -> Handover | None:
+        """Take the lease for `holder` and evict the LLM; None when no LLM was loaded.
+
+        Re-acquiring by the same holder (a resumed job) is a no-op returning None.
+        """
+        with self._lock:
+            if self.holder is not None and self.holder != holder:
+                raise LeaseHeld(self.holder, holder)
+            if self.holder == holder:
+                return None
+            self.holder = holder
+        try:
+            return self._evict(device)
+        except BaseException:
+            self.release(holder)
+            raise
+
+    def release(self, holder: str) -> bool:
+        """Give the lease back; passes waiting at the gate go on (and reload the LLM)."""
+        with self._lock:
+            if self.holder != holder:
+                return False
+            self.holder = None
+            self._released.notify_all()
+        return True
+
+    @contextlib.contextmanager
+    def held(self, holder: str, device: str) -> Iterator[Handover | None]:
+        """The lease for the length of a `with` block, released however it ends."""
+        handover = self.acquire(holder, device)
+        try:
+            yield handover
+        finally:
+            self.release(holder)
+
+    def _evict(self, device: str) -> Handover | None:
+        try:
+            engine: Any = llm.generator()
+        except llm.NoEngine:
+            return None
+        if isinstance(engine, LazyGenerator) or getattr(engine, "model", None) is None:
+            return None  # already evicted, not yet reloaded
+        started = time.perf_counter()
+        with engine._generate_lock:  # a pass in progress finishes first
+            before = read_memory(device)
+            weights = _weight_bytes(engine.model)
+            _detach_steward(engine)
+            engine.model = None
+            self._engine = engine
+            llm.install_engine(LazyGenerator(self), engine if engine.embedder else None)
+        release_memory(device)
+        _trim_heap()
+        handover = Handover(before, read_memory(device), weights,
+                            time.perf_counter() - started)
+        log.info("VRAM lease: LLM evicted, %s", handover.as_dict())
+        if device.startswith("cuda") and handover.freed_bytes < MIN_FREED_SHARE * weights:
+            raise MemoryNotReturned(device, before.used_bytes, handover.after.used_bytes,
+                                    int(MIN_FREED_SHARE * weights))
+        return handover
+
+    # -- the LLM's side ----------------------------------------------------------------
+    def wait_released(self, timeout: float | None = None) -> bool:
+        """Block while the lease is held; False on timeout."""
+        with self._lock:
+            return self._released.wait_for(lambda: self.holder is None, timeout)
+
+    def reload(self) -> Any:
+        """Load the evicted engine's model again (once) and reinstall it; returns it."""
+        with self._reload_lock:
+            engine = self._engine
+            if engine is None or engine.model is not None:
+                return engine if engine is not None else llm.generator()
+            from actors.engine import Engine
+
+            fresh = Engine.load(engine.base_dir, device=engine.device)
+            engine.model = fresh.model
+            if self._reattach is not None:
+                self._reattach(engine)
+            engine.install()
+            self._engine = None
+            self.reloads += 1
+            log.info("VRAM lease: LLM reloaded on %s", engine.device)
+            return engine
+
+
+class LazyGenerator:
+    """The generator while the LLM is evicted: waits for the lease, reloads, delegates."""
+
+    def __init__(self, lease: VramLease) -> None:
+        self.lease = lease
+
+    def generate(self, request: llm.GenerationRequest, *, on_text: llm.OnText | None = None,
+                 cancel: threading.Event | None = None) -> llm.Generation:
+        self.lease.wait_released()
+        engine = self.lease.reload()
+        generation: llm.Generation = engine.generate(request, on_text=on_text, cancel=cancel)
+        return generation
+
+
+def _detach_steward(engine: Any) -> None:
+    """Close and forget the adapter steward: its hot slots live in the model."""
+    current = getattr(engine, "steward", None)
+    if current is not None:
+        current.close()
+        if steward_mod.current() is current:
+            steward_mod.install(None)
+    engine.steward = None
+
+
+def _weight_bytes(model: Any) -> int:
+    return int(sum(p.numel() * p.element_size() for p in model.parameters()))
+
+
+def _trim_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc), so RSS shows the eviction."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+LEASE = VramLease()  # the process's lease

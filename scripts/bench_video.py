@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Benchmark a video job against the bare pipeline calls it makes, in one run.
+
+    python scripts/bench_video.py --json [--jobs 3] [--size 64] [--steps 8]
+
+What runs (everything tiny and random, built here; nothing is downloaded):
+
+1. An image in a temporary directory with the tiny FramePack of
+   `tests.helpers.tiny_video` installed (`actors.video.weights`), and a real
+   kernel on a thread of this process (`running_kernel`).
+2. The small random LLM of `tests.helpers.video`, loaded as the process's
+   engine before each job, so each job's lease really evicts an LLM.
+3. Each job is sent with `kernel.client.Client` (`video.start`, no prompt
+   refinement) and polled until COMPLETE; `job_s` is the job's own
+   `finished - created` (kernel clock), `evict_s` the lease's eviction.
+4. The anchor, right after each job and with the job's settings and seed:
+   the bare calls the actor makes, in this process: `SectionPipeline.load`,
+   `condition`, every `section` in the same order with the same context,
+   `decode`, `write_mp4`, `unload`.
+
+Figures (ratios against anchors measured in the same run):
+
+    video_overhead_ratio = median over jobs of (job_s - evict_s) / bare_s   (target <= 1.10)
+    cpu_overhead_ratio = median of job CPU seconds / bare CPU seconds (every
+                         thread of this process, time.process_time: steadier
+                         than wall time on a shared machine; it includes the
+                         eviction and the client's polls)
+    checkpoint_s_per_section = median of (job_s - evict_s - bare_s) / sections
+                               (steps, commits, section blobs, messages)
+    handover: evict_s (LLM out, memory read before and after) and
+              pipeline_load_s; after the job, reload_first_token_s (the
+              first LLM token after release: the lazy reload) against
+              first_token_s (one token from the loaded engine)
+
+The machine may be shared: every job's pair is printed, not only the median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from PIL import Image as PILImage
+
+from actors import llm
+from actors.engine import Engine
+from actors.video import schedule as sch
+from actors.video import weights
+from actors.video.assembly import write_mp4
+from actors.video.job import JobSettings
+from actors.video.lease import LEASE
+from actors.video.pipeline import SectionPipeline
+from kernel.client import Client, endpoint_for
+from kernel.image import Image
+from tests.helpers.kernel import running_kernel
+from tests.helpers.tiny_video import build_tiny_video_dir
+from tests.helpers.video import build_small_llm_dir
+
+POLL_S = 0.25  # a status poll is a step of the video actor too: rarely, so it hardly adds
+ONE_TOKEN = llm.GenerationRequest(messages=(llm.ChatMessage("user", "a fox"),),
+                                  temperature=0.0, max_new_tokens=1)
+
+
+def bare_job(folder: Path, settings: JobSettings, device: str, out: Path) -> dict[str, float]:
+    """The pipeline calls a job makes, timed; the actor's logic left out."""
+    started = time.perf_counter()
+    pipe = SectionPipeline.load(folder, device)
+    loaded = time.perf_counter()
+    grey = PILImage.new("RGB", (settings.width, settings.height), (128, 128, 128))
+    cond = pipe.condition("a fox", grey, settings.height, settings.width, settings.seed)
+    done: dict[int, torch.Tensor] = {}
+    for s in sch.schedule(settings.sections, settings.cfg_scale, settings.drift_strength):
+        ctx = sch.neighbours(s.index, done)
+        right = None
+        if ctx.right is not None:  # the finished run right of it, as the actor takes it
+            run, i = [], ctx.right
+            while i in done and len(run) * settings.window < 19:
+                run.append(done[i])
+                i += 1
+            right = torch.cat(run, dim=2)
+        done[s.index] = pipe.section(
+            cond, left=done.get(ctx.left), left_gap=ctx.left_gap, right=right,
+            right_gap=ctx.right_gap, guidance=s.guidance, steps=settings.steps,
+            window=settings.window, seed=settings.seed + s.index)
+    frames = pipe.decode(cond.image_latents, [done[i] for i in range(settings.sections)])
+    write_mp4(frames, settings.fps, out)
+    pipe.unload()
+    return {"bare_s": time.perf_counter() - started, "pipeline_load_s": loaded - started}
+
+
+def run_job(client: Client, options: dict[str, Any]) -> dict[str, Any]:
+    job = client.send("video", "start", "a fox", options)
+    while (status := client.send("video", "status", job["job"]))["state"] not in (
+            "COMPLETE", "FAILED"):
+        time.sleep(POLL_S)
+    if status["state"] != "COMPLETE":
+        raise RuntimeError(f"job failed: {status['error']}")
+    return dict(status)
+
+
+def first_token_s() -> float:
+    started = time.perf_counter()
+    llm.generator().generate(ONE_TOKEN)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object (default)")
+    parser.add_argument("--jobs", type=int, default=3)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--device", default=os.environ.get("BATOS_VIDEO_DEVICE", "cpu"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    options = {"fps": 8, "width": args.size, "height": args.size, "steps": args.steps,
+               "window": 2, "seconds": args.seconds, "refine": False, "device": args.device}
+    with tempfile.TemporaryDirectory(prefix="bench-video-") as tmp:
+        result = bench(Path(tmp), options, args)
+    print(json.dumps(result, indent=None if args.json else 1))
+
+
+def bench(tmp: Path, options: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    folder = build_tiny_video_dir(tmp / "framepack")
+    engine = Engine.load(build_small_llm_dir(tmp / "llm"), device=args.device)
+    engine.install()
+    image_dir = tmp / "image"
+    with Image.open(image_dir) as image, image.transaction("bench install") as root:
+        weights.install_folder(root, folder)
+    pairs: list[dict[str, Any]] = []
+    with running_kernel(image_dir, overrides={"audit.interval_s": 0.0}), \
+            Client(endpoint_for(image_dir), timeout=600) as client:
+        for number in range(args.jobs):
+            anchor_token = first_token_s()
+            cpu = time.process_time()
+            job = run_job(client, {**options, "seed": number})
+            job_cpu = time.process_time() - cpu
+            reload_token = first_token_s()  # the lazy reload after the lease
+            settings = JobSettings(**job["settings"])
+            cpu = time.process_time()
+            bare = bare_job(folder, settings, args.device, tmp / f"bare-{number}.mp4")
+            bare_cpu = time.process_time() - cpu
+            evict = float((job["handover"] or {}).get("seconds", 0.0))
+            job_s = job["finished"] - job["created"]
+            pairs.append({
+                "job_s": round(job_s, 4), "evict_s": round(evict, 4),
+                "bare_s": round(bare["bare_s"], 4),
+                "pipeline_load_s": round(bare["pipeline_load_s"], 4),
+                "ratio": round((job_s - evict) / bare["bare_s"], 4),
+                "cpu_ratio": round(job_cpu / bare_cpu, 4),
+                "checkpoint_s_per_section": round(
+                    (job_s - evict - bare["bare_s"]) / settings.sections, 4),
+                "first_token_s": round(anchor_token, 4),
+                "reload_first_token_s": round(reload_token, 4),
+                "sections": settings.sections})
+    return {
+        "benchmark": "video", "device": args.device, "jobs": args.jobs,
+        "settings": {k: v for k, v in options.items() if k != "device"},
+        "video_overhead_ratio": statistics.median(p["ratio"] for p in pairs),
+        "target_overhead_ratio": 1.10,
+        "cpu_overhead_ratio": statistics.median(p["cpu_ratio"] for p in pairs),
+        "checkpoint_s_per_section": statistics.median(
+            p["checkpoint_s_per_section"] for p in pairs),
+        "handover": {
+            "evict_s": statistics.median(p["evict_s"] for p in pairs),
+            "pipeline_load_s": statistics.median(p["pipeline_load_s"] for p in pairs),
+            "reload_first_token_s": statistics.median(p["reload_first_token_s"] for p in pairs),
+            "first_token_s": statistics.median(p["first_token_s"] for p in pairs)},
+        "lease_reloads": LEASE.reloads, "pairs": pairs,
+        "note": "tiny random pipeline; shared 2-core machine: compare pairs, not runs"}
+
+
+if __name__ == "__main__":
+    main()

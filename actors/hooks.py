@@ -3,7 +3,8 @@
 - `batos.init`: `init(image, model_dir, progress)` puts the models in the image.
 - `batos.serve`: `serve(image)` ingests the adapter folders in
   `adapters.staging_dir`, loads the engine from the image into the kernel's
-  process and attaches the adapter steward to it, before it serves.
+  process (the backend `engine.backend` picks, `actors.backends`) and attaches
+  the adapter steward to it, before it serves.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from actors import adapters, models, steward
+from actors import adapters, gguf_base, models, steward
 
 log = logging.getLogger("batos.actors")
 
@@ -23,11 +24,12 @@ def init(image: Any, model_dir: Path | None, progress: Callable[[str], None]) ->
     if model_dir is not None:
         models.ingest_model_dir(image, model_dir, name="base", progress=progress)
     models.ensure_default_models(image, progress=progress)
+    gguf_base.ensure_embedded(image, progress=progress)
 
 
 def serve(image: Any) -> None:
     """`batos serve`: ingest staged adapters, load the models from the image, attach the steward."""
-    from actors import engine
+    from actors import backends, engine_stats
     from actors.video import lease as video_lease
 
     names = {info.name for info in models.list_models(image)}
@@ -36,13 +38,27 @@ def serve(image: Any) -> None:
                     "has ingested one")
         return
     ingest_staged_adapters(image)
+    _ensure_gguf(image)
     log.info("loading the engine from the image")
-    loaded = engine.load_from_image(image, embedding="embedding" if "embedding" in names
-                                    else None)
-    steward.attach(image, loaded)
-    loaded.install()
+    loaded = backends.load_from_image(image, embedding="embedding" if "embedding" in names
+                                      else None)
+    attach = getattr(loaded, "attach_steward", None)  # the llama.cpp engine's own tiers
+    if attach is not None:
+        attach(image)
+    else:
+        steward.attach(image, loaded)
+    engine_stats.install(loaded)  # the process's generator, metered
     video_lease.LEASE.set_reattach(lambda engine: steward.attach(image, engine))
     log.info("engine ready")
+
+
+def _ensure_gguf(image: Any) -> None:
+    """An image made before the GGUF was kept gets it now (never fatal)."""
+    try:
+        gguf_base.ensure_embedded(image)
+    except models.ModelError as exc:
+        log.warning("the base model's GGUF could not be stored (%s): the torch engine serves",
+                    exc)
 
 
 def ingest_staged_adapters(image: Any) -> adapters.IngestReport:

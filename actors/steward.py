@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from persistent import Persistent
 
-from actors import adapters
+from actors import adapters, engine_stats
 from actors.adapters import AdapterError, AdapterRef, UnknownAdapter
 from kernel.steps import StepContext, handler
 from prototypes.errors import BatosError
@@ -549,7 +549,8 @@ def reset_gauges(root: Any) -> None:
 def steward_metrics(step: StepContext) -> dict[str, int]:
     """Flush the steward's buffered counts into the image's metrics, in `step`."""
     live = current()
-    return live.flush_into(step.root) if live is not None else {}
+    counts = live.flush_into(step.root) if live is not None else {}
+    return {**counts, **engine_stats.flush_into(step.root)}
 
 
 def prefetch_next(step: StepContext) -> None:

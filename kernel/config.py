@@ -143,6 +143,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("video.device", str, "auto", "device of the video pipeline: auto, cpu, cuda[:N]"),
     Setting("video.pipeline", str, "video", "the installed video pipeline's name in the image"),
     Setting("video.refine", bool, True, "refine the prompt with an LLM pass before the lease"),
+    # -- the engine's backend and compute threads (actors.backends, actors.threads) --
+    Setting("engine.backend", str, "auto",
+            "generation backend: torch (transformers + peft), llama (llama.cpp on the "
+            "image's GGUF), or auto (llama on CPU when installed and a GGUF is stored)"),
+    Setting("engine.threads", int, 0,
+            "compute threads for generation, the adapter merge and embeddings; "
+            "0: the cores this process may use minus one for the kernel"),
 )
 
 _BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

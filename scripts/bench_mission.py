@@ -103,7 +103,17 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import transaction  # noqa: E402
 
-from actors import adapters, llm, models, prompts, steward, thermal  # noqa: E402
+from actors import (  # noqa: E402
+    adapters,
+    backends,
+    gguf_base,
+    llm,
+    models,
+    prompts,
+    steward,
+    thermal,
+    threads,
+)
 from actors.engine import Engine, load_from_image  # noqa: E402
 from kernel import wire  # noqa: E402
 from kernel.client import Client, endpoint_for  # noqa: E402
@@ -114,7 +124,7 @@ from tests.helpers.kernel import running_kernel  # noqa: E402
 OVERHEAD_RATIO_MAX = 1.10
 PROFILE = "cpu"
 MISSION_TIMEOUT_S = 900.0  # per received message; a silent kernel fails the run
-KERNEL_OVERRIDES = {"audit.interval_s": 0}  # no self-audit generates mid-mission
+KERNEL_OVERRIDES: dict[str, Any] = {"audit.interval_s": 0}  # no self-audit mid-mission
 QUESTIONS = (
     "Why is the sky blue?",
     "How do vaccines train the immune system?",
@@ -282,20 +292,33 @@ def prepare_image(image_dir: Path, questions: Sequence[str]) -> dict[str, Any]:
             "forgotten_memories": forgotten}
 
 
-def load_engines(image: Image, personas: bool) -> tuple[Engine, Engine, dict[str, Any]]:
-    """(the serving engine as `batos serve` makes it, a pristine bare one, figures)."""
+def load_engines(image: Image, personas: bool) -> tuple[Any, Any, dict[str, Any]]:
+    """(the serving engine as `batos serve` makes it, a pristine bare one, figures).
+
+    The backend is `engine.backend`'s choice (`actors.backends`); the bare
+    side is a second engine of the same backend, without adapters.
+    """
     staged: list[str] = []
     if personas:
         staging = Path(image.config["adapters.staging_dir"])
         report = adapters.ingest_staging(image, staging if staging.is_absolute()
                                          else ROOT / staging)
         staged = [f"{o.name}:{o.status}" for o in report.outcomes]
+    gguf_base.ensure_embedded(image)
     started = time.perf_counter()
-    engine = load_from_image(image, device="cpu")
+    engine = backends.load_from_image(image)
     load_s = time.perf_counter() - started
-    attached = steward.attach(image, engine) if personas else None
-    bare = load_from_image(image, embedding=None, device="cpu")
+    attached = None
+    if personas:
+        attach = getattr(engine, "attach_steward", None)
+        attached = attach(image) if attach is not None else steward.attach(image, engine)
+    if getattr(engine, "backend", "torch") == "llama":
+        bare = type(engine).load(engine.gguf_path, threads=engine.threads)
+    else:
+        bare = load_from_image(image, embedding=None, device="cpu")
     return engine, bare, {"personas": personas, "adapters_staged": staged,
+                          "backend": getattr(engine, "backend", "torch"),
+                          "engine_threads": threads.current().threads,
                           "steward_slots": len(attached.bank.slots) if attached else 0,
                           "engine_load_s": round(load_s, 2)}
 
@@ -324,15 +347,18 @@ def warm_up(engine: Engine, bare: Engine) -> None:
 # -- the bare anchor -----------------------------------------------------------------------
 
 
-def bare_generate(engine: Engine, request: llm.GenerationRequest, tokens: int) -> Bare:
+def bare_generate(engine: Any, request: llm.GenerationRequest, tokens: int) -> Bare:
     """Bare `model.generate` forced to exactly `tokens` new tokens, timed.
 
     The prompt ids and sampling settings come from the engine's own helpers
     (the chat template; do_sample, temperature, top_p, top_k, pad id), so the
     two sides differ only in what the engine adds around `model.generate`.
+    On the llama.cpp backend: `bare_llama`.
     """
     if tokens <= 0:
         return Bare(0.0, 0.0, 0)
+    if getattr(engine, "backend", "torch") == "llama":
+        return bare_llama(engine, request, tokens)
     inputs = engine._encode(request)
     config = engine._generation_config(request)
     config.update(max_new_tokens=tokens, min_new_tokens=tokens, output_logits=False,
@@ -343,6 +369,37 @@ def bare_generate(engine: Engine, request: llm.GenerationRequest, tokens: int) -
         out = engine.model.generate(**inputs, generation_config=config)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     return Bare(seconds, cpu, int(out.shape[1]) - prompt_tokens)
+
+
+def bare_llama(engine: Any, request: llm.GenerationRequest, tokens: int) -> Bare:
+    """llama.cpp's bare calls: the prompt, then exactly `tokens` tokens from its own sampler.
+
+    The same prompt ids and sampling (greedy at temperature 0, else temperature
+    and top-p 0.9) as the engine, with llama.cpp's sampler chain; no
+    streaming, stop strings or log-probabilities.
+    """
+    import llama_cpp as lib
+
+    from actors.engine import TOP_P
+
+    ids = engine.llama.tokenize(engine.prompt(request).encode("utf-8"), add_bos=False,
+                                special=True)
+    chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+    if request.temperature > 0:
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(request.temperature))
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(TOP_P, 1))
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(int(torch.seed()) % 2**31))
+    else:
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+    try:
+        started, cpu = time.perf_counter(), time.process_time()
+        engine._prefill(ids)
+        for _ in range(tokens):
+            engine.decode([lib.llama_sampler_sample(chain, engine.llama.ctx, -1)])
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    finally:
+        lib.llama_sampler_free(chain)
+    return Bare(seconds, cpu, tokens)
 
 
 def replay(engine: Engine, calls: Sequence[GenerateCall]) -> list[dict[str, Any]]:
@@ -450,6 +507,7 @@ def run(image_dir: Path, questions: Sequence[str], replay_mode: str,
         threads: int, personas: bool) -> dict[str, Any]:
     if threads > 0:
         torch.set_num_threads(threads)  # process-wide: the kernel's workers too
+        KERNEL_OVERRIDES["engine.threads"] = threads  # the llama.cpp engine's too
     load_start = os.getloadavg()[0]
     started = time.perf_counter()
     setup = prepare_image(image_dir, questions)

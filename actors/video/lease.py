@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 MIN_FREED_SHARE = 0.5  # CUDA: an eviction must free at least this share of the weights
 
-Reattach = Callable[[Any], None]
+Reattach = Callable[[Any], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +102,7 @@ class VramLease:
         self._reload_lock = threading.Lock()
         self.holder: str | None = None
         self._engine: Any = None  # the evicted engine, reloaded by the next pass
+        self._installed: Any = None  # what was the process's generator (maybe a wrapper)
         self._reattach: Reattach | None = None
         self.reloads = 0
 
@@ -147,11 +148,13 @@ class VramLease:
 
     def _evict(self, device: str) -> Handover | None:
         try:
-            engine: Any = llm.generator()
+            installed: Any = llm.generator()
         except llm.NoEngine:
             return None
-        if isinstance(engine, LazyGenerator) or getattr(engine, "model", None) is None:
-            return None  # already evicted, not yet reloaded
+        # the serve hook installs the engine inside a metering wrapper (`engine_stats`)
+        engine: Any = getattr(installed, "engine", installed)
+        if isinstance(installed, LazyGenerator) or getattr(engine, "model", None) is None:
+            return None  # already evicted, not yet reloaded, or an engine without one
         started = time.perf_counter()
         with engine._generate_lock:  # a pass in progress finishes first
             before = read_memory(device)
@@ -159,7 +162,8 @@ class VramLease:
             _detach_steward(engine)
             engine.model = None
             self._engine = engine
-            llm.install_engine(LazyGenerator(self), engine if engine.embedder else None)
+            self._installed = installed
+            llm.install_engine(LazyGenerator(self), installed if engine.embedder else None)
         release_memory(device)
         _trim_heap()
         handover = Handover(before, read_memory(device), weights,
@@ -188,8 +192,10 @@ class VramLease:
             engine.model = fresh.model
             if self._reattach is not None:
                 self._reattach(engine)
-            engine.install()
+            installed = self._installed if self._installed is not None else engine
+            llm.install_engine(installed, installed if engine.embedder is not None else None)
             self._engine = None
+            self._installed = None
             self.reloads += 1
             log.info("VRAM lease: LLM reloaded on %s", engine.device)
             return engine

@@ -1,4 +1,9 @@
-"""The engine on a tiny random model: sampling, budgets, stops, streaming, cancel, embeddings."""
+"""Both engines' behaviour: sampling, budgets, stops, streaming, cancel, embeddings.
+
+Every test taking `engine` runs on each backend (`actors.backends`): the torch
+engine on a tiny random model, the llama.cpp engine on the embedded SmolLM2
+GGUF (where the binding is installed; `make` installs it).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -20,11 +26,26 @@ MESSAGES = (ChatMessage("system", "Be brief."),
             ChatMessage("user", "What is the capital of France?"))
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+@pytest.fixture(scope="module", params=["torch", "llama"])
+def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Each backend: torch on a tiny random model, llama.cpp on the embedded SmolLM2 GGUF."""
+    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("tiny")
-    return Engine.load(build_tiny_model_dir(root / "lm"), build_tiny_embedding_dir(root / "emb"),
-                       device="cpu")
+    embedding = build_tiny_embedding_dir(root / "emb")
+    if request.param == "torch":
+        return Engine.load(build_tiny_model_dir(root / "lm"), embedding, device="cpu")
+    pytest.importorskip("llama_cpp", reason="the llama.cpp backend is not installed")
+    from actors.engine_llama import LlamaEngine
+    from actors.models import smollm2_gguf_path
+
+    return LlamaEngine.load(smollm2_gguf_path(), embedding, threads=1)
+
+
+def without_embedder(engine: Any) -> Any:
+    """The same model, served by a new engine object of the same backend with no embedder."""
+    if isinstance(engine, Engine):
+        return Engine(engine.model, engine.tokenizer)
+    return type(engine)(engine.llama, None, threads=engine.threads)
 
 
 def ask(temperature: float = 0.0, max_new_tokens: int = 24, stop: tuple[str, ...] = (),
@@ -32,7 +53,7 @@ def ask(temperature: float = 0.0, max_new_tokens: int = 24, stop: tuple[str, ...
     return GenerationRequest(MESSAGES, temperature, max_new_tokens, persona=persona, stop=stop)
 
 
-def streamed(engine: Engine, request: GenerationRequest) -> tuple[Generation, list[str]]:
+def streamed(engine: Any, request: GenerationRequest) -> tuple[Generation, list[str]]:
     pieces: list[str] = []
     return engine.generate(request, on_text=pieces.append), pieces
 
@@ -40,7 +61,7 @@ def streamed(engine: Engine, request: GenerationRequest) -> tuple[Generation, li
 # -- the prompt ------------------------------------------------------------------
 
 
-def test_prompt_is_a_clean_system_and_user_pair(engine: Engine) -> None:
+def test_prompt_is_a_clean_system_and_user_pair(engine: Any) -> None:
     prompt = engine.prompt(ask())
     assert prompt == ("<|im_start|>system\nBe brief.<|im_end|>\n"
                       "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
@@ -51,13 +72,13 @@ def test_prompt_is_a_clean_system_and_user_pair(engine: Engine) -> None:
 # -- sampling and budgets ----------------------------------------------------------
 
 
-def test_greedy_is_deterministic(engine: Engine) -> None:
+def test_greedy_is_deterministic(engine: Any) -> None:
     first, second = engine.generate(ask()), engine.generate(ask())
     assert first.text == second.text and first.tokens == second.tokens
     assert first.text
 
 
-def test_temperature_samples(engine: Engine, rng: random.Random) -> None:
+def test_temperature_samples(engine: Any, rng: random.Random) -> None:
     greedy = engine.generate(ask()).text
     samples = []
     for _ in range(3):
@@ -67,26 +88,26 @@ def test_temperature_samples(engine: Engine, rng: random.Random) -> None:
 
 
 @pytest.mark.parametrize("budget", [1, 5, 17])
-def test_max_new_tokens_is_respected(engine: Engine, budget: int) -> None:
+def test_max_new_tokens_is_respected(engine: Any, budget: int) -> None:
     result = engine.generate(ask(max_new_tokens=budget))
     assert result.tokens <= budget
     assert result.stopped_by in ("length", "eos")
     assert (result.tokens == budget) or result.stopped_by == "eos"
 
 
-def test_zero_budget_generates_nothing(engine: Engine) -> None:
+def test_zero_budget_generates_nothing(engine: Any) -> None:
     result = engine.generate(ask(max_new_tokens=0))
     assert (result.text, result.tokens, result.stopped_by) == ("", 0, "length")
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
-def test_mean_logprob_is_finite_and_not_positive(engine: Engine, temperature: float) -> None:
+def test_mean_logprob_is_finite_and_not_positive(engine: Any, temperature: float) -> None:
     result = engine.generate(ask(temperature=temperature))
     assert result.tokens > 0
     assert -1e4 < result.mean_logprob <= 0.0
 
 
-def test_persona_is_not_worn_yet(engine: Engine) -> None:
+def test_persona_is_not_worn_yet(engine: Any) -> None:
     assert engine.activate("critic") is None
     assert engine.generate(ask(persona="critic", max_new_tokens=2)).persona is None
 
@@ -105,7 +126,7 @@ def test_cut_at_stop(text: str, stop: tuple[str, ...], expected: str) -> None:
     assert _cut_at_stop(text, stop) == expected
 
 
-def test_stop_string_ends_and_is_trimmed(engine: Engine) -> None:
+def test_stop_string_ends_and_is_trimmed(engine: Any) -> None:
     full = engine.generate(ask(max_new_tokens=40))
     stop = full.text[8:11]
     result = engine.generate(ask(max_new_tokens=40, stop=(stop,)))
@@ -122,7 +143,7 @@ def test_stop_string_ends_and_is_trimmed(engine: Engine) -> None:
     ask(temperature=1.0, max_new_tokens=40),
     ask(max_new_tokens=1),
 ], ids=["greedy", "sampled", "one-token"])
-def test_streamed_pieces_concatenate_to_the_text(engine: Engine, request_: GenerationRequest,
+def test_streamed_pieces_concatenate_to_the_text(engine: Any, request_: GenerationRequest,
                                                   rng: random.Random) -> None:
     torch.manual_seed(rng.randrange(2**31))
     result, pieces = streamed(engine, request_)
@@ -130,14 +151,14 @@ def test_streamed_pieces_concatenate_to_the_text(engine: Engine, request_: Gener
     assert all(pieces)
 
 
-def test_streamed_pieces_never_include_the_stop_string(engine: Engine) -> None:
+def test_streamed_pieces_never_include_the_stop_string(engine: Any) -> None:
     full = engine.generate(ask(max_new_tokens=40))
     stop = full.text[12:15]
     result, pieces = streamed(engine, ask(max_new_tokens=40, stop=(stop,)))
     assert "".join(pieces) == result.text == full.text[:full.text.find(stop)]
 
 
-def test_cancel_from_on_text_stops_generation(engine: Engine) -> None:
+def test_cancel_from_on_text_stops_generation(engine: Any) -> None:
     cancel = threading.Event()
     pieces: list[str] = []
 
@@ -151,14 +172,14 @@ def test_cancel_from_on_text_stops_generation(engine: Engine) -> None:
     assert "".join(pieces) == result.text
 
 
-def test_cancel_set_before_start(engine: Engine) -> None:
+def test_cancel_set_before_start(engine: Any) -> None:
     cancel = threading.Event()
     cancel.set()
     result = engine.generate(ask(), cancel=cancel)
     assert (result.tokens, result.stopped_by) == (0, "cancel")
 
 
-def test_generate_calls_are_serialized(engine: Engine) -> None:
+def test_generate_calls_are_serialized(engine: Any) -> None:
     inside, release = threading.Event(), threading.Event()
     done: list[str] = []
 
@@ -220,7 +241,7 @@ def test_load_kwargs_quantizes_only_on_cuda_with_bitsandbytes(device: str, has_b
 # -- embeddings and registration -------------------------------------------------------------
 
 
-def test_embed_returns_unit_vectors_of_one_dimension(engine: Engine) -> None:
+def test_embed_returns_unit_vectors_of_one_dimension(engine: Any) -> None:
     vectors = engine.embed(["the capital of France", "a mission is split into steps", ""])
     assert len(vectors) == 3
     assert len({len(v) for v in vectors}) == 1
@@ -229,8 +250,8 @@ def test_embed_returns_unit_vectors_of_one_dimension(engine: Engine) -> None:
     assert engine.embed([]) == []
 
 
-def test_embed_without_an_embedder_raises(engine: Engine) -> None:
-    bare = Engine(engine.model, engine.tokenizer)
+def test_embed_without_an_embedder_raises(engine: Any) -> None:
+    bare = without_embedder(engine)
     with pytest.raises(llm.NoEngine):
         bare.embed(["x"])
 
@@ -241,10 +262,10 @@ def clean_registry() -> Iterator[None]:
     llm.install_engine(None, None)
 
 
-def test_install_registers_generator_and_embedder(engine: Engine, clean_registry: None) -> None:
+def test_install_registers_generator_and_embedder(engine: Any, clean_registry: None) -> None:
     engine.install()
     assert llm.generator() is engine and llm.embedder() is engine
-    Engine(engine.model, engine.tokenizer).install()
+    without_embedder(engine).install()
     with pytest.raises(llm.NoEngine):
         llm.embedder()
 

@@ -1,0 +1,141 @@
+"""The engine's figures for `batos status`: backend, threads and tokens per second.
+
+Theory of operation
+-------------------
+`backends.load_from_image` calls `started(backend, budget)`; `install`
+registers the engine wrapped in `Metered`, which times every `generate` and
+buffers its figures here. The figures reach the image's metrics (what
+`batos status` shows under `counters`) the way the steward's do: buffered in
+memory, added inside a step's transaction by `flush_into` (called from
+`actors.steward.steward_metrics`, before every pass), and put back if that
+transaction aborts.
+
+Counters: `engine.passes`, `engine.tokens`, `engine.decode_ms` (their ratio
+is the mean rate). Gauges (set, not added): `engine.threads`,
+`engine.backend.<name>` = 1 for the backend serving, `engine.tokens_per_s`
+(the last finished pass), `engine.running` (passes generating now).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from actors import llm
+from actors.threads import ThreadBudget
+
+BACKEND_PREFIX = "engine.backend."
+
+
+class _Figures:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.gauges: dict[str, int] = {}
+        self.running = 0
+
+
+_figures = _Figures()
+
+
+def started(backend: str, budget: ThreadBudget) -> None:
+    """Record the serving backend and its threads (gauges)."""
+    with _figures.lock:
+        _figures.gauges = {key: value for key, value in _figures.gauges.items()
+                           if not key.startswith(BACKEND_PREFIX)}
+        _figures.gauges[f"{BACKEND_PREFIX}{backend}"] = 1
+        _figures.gauges["engine.threads"] = budget.threads
+
+
+def record(generation: llm.Generation, seconds: float) -> None:
+    """Count one finished pass."""
+    with _figures.lock:
+        _figures.counts["engine.passes"] += 1
+        _figures.counts["engine.tokens"] += generation.tokens
+        _figures.counts["engine.decode_ms"] += round(seconds * 1000)
+        if generation.tokens and seconds > 0:
+            _figures.gauges["engine.tokens_per_s"] = round(generation.tokens / seconds)
+
+
+def snapshot() -> dict[str, int]:
+    """Gauges and buffered counts as they stand (for tests and benchmarks)."""
+    with _figures.lock:
+        return {**_figures.counts, **_figures.gauges, "engine.running": _figures.running}
+
+
+def flush_into(root: Any) -> dict[str, int]:
+    """Set the gauges and add the buffered counts to `root["metrics"]`, in the caller's txn.
+
+    Returns what moved: the gauges that changed (their new values) and the counts added.
+    """
+    with _figures.lock:
+        counts = dict(_figures.counts)
+        _figures.counts.clear()
+        gauges = {**_figures.gauges, "engine.running": _figures.running}
+    metrics = root["metrics"]
+    moved = {key: value for key, value in gauges.items() if value != metrics.value(key)}
+    for key, value in moved.items():
+        metrics.incr(key, value - metrics.value(key))
+    for key, value in counts.items():
+        metrics.incr(key, value)
+    if counts:
+        restore = _Restore(counts)
+        txn = root._p_jar.transaction_manager.get()
+        txn.addAfterCommitHook(restore.after_commit)
+        txn.addAfterAbortHook(restore.after_abort)
+    return {**moved, **counts}
+
+
+class _Restore:
+    """Puts flushed counts back once, if their transaction does not commit."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts, self.done = counts, False
+
+    def after_commit(self, ok: bool) -> None:
+        if not ok:
+            self.after_abort()
+        self.done = True
+
+    def after_abort(self) -> None:
+        if not self.done:
+            self.done = True
+            with _figures.lock:
+                _figures.counts.update(self.counts)
+
+
+class Metered:
+    """A `Generator` (and `Embedder`) that times each call of the engine it wraps."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def generate(self, request: llm.GenerationRequest, *, on_text: llm.OnText | None = None,
+                 cancel: threading.Event | None = None) -> llm.Generation:
+        with _figures.lock:
+            _figures.running += 1
+        started_at = time.perf_counter()
+        try:
+            generation = self.engine.generate(request, on_text=on_text, cancel=cancel)
+        finally:
+            with _figures.lock:
+                _figures.running -= 1
+        record(generation, time.perf_counter() - started_at)
+        return generation
+
+    def embed(self, texts: Any) -> list[list[float]]:
+        result: list[list[float]] = self.engine.embed(texts)
+        return result
+
+    def __getattr__(self, name: str) -> Any:  # prompt, steward, model...: the engine's
+        return getattr(self.engine, name)
+
+
+def install(engine: Any) -> Metered:
+    """Register `engine`, metered, as the process's generator (and embedder if it has one)."""
+    metered = Metered(engine)
+    llm.install_engine(metered, metered if getattr(engine, "embedder", None) is not None
+                       else None)
+    return metered

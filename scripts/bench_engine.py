@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""Benchmark the engine against llama.cpp's own rates, quiet and under load, in one run.
+
+What runs (one process, one image, one thread count for every side)
+--------------------------------------------------------------------
+1. An image with the embedded models, the base model's GGUF
+   (`actors.gguf_base`) and the adapters of `lora_staging/`: a fresh one in a
+   temporary directory, or `--image DIR` (created once, then reused).
+2. The anchor: llama.cpp through its binding on the same GGUF with the same
+   `n_threads`, llama.cpp's own greedy sampler, no streaming, no stop
+   strings, no log-probabilities: prefill of a prompt, then exactly N tokens.
+3. batos through the kernel: a real kernel on a thread (`running_kernel`),
+   the engine loaded as `batos serve` loads it (`actors.hooks.serve`: the
+   backend `engine.backend` picks, the steward, the metered engine), and
+   `--missions` missions sent by a `Client`. Every `generate` is recorded;
+   its decode rate is tokens / (wall - prefill).
+   Each recorded pass is replayed on the anchor with the same prompt and the
+   same token count.
+
+       decode_ratio  = batos decode tokens/s / anchor decode tokens/s   (>= 0.5)
+
+4. Under load: the same few requests on the engine, directly, first quiet,
+   then with one CPU-bound process (`--load-procs`) running beside it:
+
+       loaded_decode_ratio = loaded decode tokens/s / quiet  (>= 0.4)
+
+   `fuse_ms_quiet` / `fuse_ms_loaded`: the torch engine's adapter merge
+   (`adapter_slots` "Fusing") timed quiet and under the same load, on a torch
+   engine loaded from the same image: the figure the thread discipline is
+   about (26 ms quiet, ~5 s loaded before it).
+5. `batch4_throughput_ratio`: four concurrent `generate` calls / one, in
+   aggregate tokens/s (>= 1.8 needs batched passes; today calls serialize).
+
+    python scripts/bench_engine.py --json [--threads N] [--image DIR]
+
+The machine is shared: the 1-minute load average is reported at start and
+end. Ratios are reported, never enforced; exit 0 when every part ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# `actors` first: it sets OpenMP's wait policy before torch or llama.cpp loads.
+from actors import adapters, gguf_base, hooks, llm, models, steward, threads  # noqa: E402
+from kernel import wire  # noqa: E402
+from kernel.client import Client, endpoint_for  # noqa: E402
+from kernel.image import Image  # noqa: E402
+from tests.helpers.kernel import running_kernel  # noqa: E402
+
+QUESTIONS = ("Why is the sky blue?", "How do bees make honey?", "Why do we have leap years?")
+TARGETS = {"decode_ratio": 0.5, "loaded_decode_ratio": 0.4, "batch4_throughput_ratio": 1.8}
+MISSION_TIMEOUT_S = 900.0
+PERSONA = "drafter"  # an adapter of lora_staging/
+PROBE = llm.GenerationRequest(
+    (llm.ChatMessage("system", "You are a helpful assistant."),
+     llm.ChatMessage("user", "Explain in a few sentences how a refrigerator keeps food cold.")),
+    temperature=0.0, max_new_tokens=64)
+BURN = "import time\nend = time.time() + 600\nwhile time.time() < end:\n    pass\n"
+
+
+def prepare(image_dir: Path) -> Path:
+    """Models, the GGUF and the staged adapters in the image; returns the GGUF's path."""
+    with Image.open(image_dir) as image:
+        models.ensure_default_models(image, progress=lambda line: print(line, file=sys.stderr))
+        gguf_base.ensure_embedded(image)
+        adapters.ingest_staging(image, ROOT / "lora_staging")
+        path = gguf_base.stored_path(image)
+        with image.transaction("bench_engine: forget the benchmark's questions") as root:
+            memory = root["memory"]  # a remembered answer would skip the passes
+            for key in [k for k, entry in memory.items() if entry.query in QUESTIONS]:
+                del memory[key]
+    if path is None:
+        raise SystemExit("the image holds no GGUF of the base model")
+    return path
+
+
+class Anchor:
+    """llama.cpp through its binding: prefill, then exactly N greedy tokens."""
+
+    def __init__(self, gguf: Path, n_threads: int) -> None:
+        import llama_cpp
+
+        self.lib = llama_cpp
+        self.llama = llama_cpp.Llama(model_path=str(gguf), n_ctx=8192, n_batch=512,
+                                     n_threads=n_threads, n_threads_batch=n_threads,
+                                     verbose=False)
+        self.sampler = llama_cpp.llama_sampler_init_greedy()
+
+    def run(self, ids: Sequence[int], tokens: int) -> tuple[float, float]:
+        """(prefill seconds, decode seconds) for `ids` then `tokens` new tokens."""
+        lib, ctx = self.lib, self.llama.ctx
+        lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
+        started = time.perf_counter()
+        for start in range(0, len(ids), 512):
+            self._decode(ids[start:start + 512])
+        prefilled = time.perf_counter()
+        for _ in range(tokens):
+            self._decode([lib.llama_sampler_sample(self.sampler, ctx, -1)])
+        return prefilled - started, time.perf_counter() - prefilled
+
+    def _decode(self, ids: Sequence[int]) -> None:
+        array = (self.lib.llama_token * len(ids))(*ids)  # held: the batch points into it
+        code = self.lib.llama_decode(self.llama.ctx, self.lib.llama_batch_get_one(array, len(ids)))
+        if code != 0:
+            raise SystemExit(f"llama_decode failed with {code}")
+
+
+class Recorder:
+    """The installed generator, each call's request and generation recorded."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.calls: list[tuple[llm.GenerationRequest, llm.Generation, float]] = []
+
+    def generate(self, request: llm.GenerationRequest, **kwargs: Any) -> llm.Generation:
+        started = time.perf_counter()
+        generation = self.engine.generate(request, **kwargs)
+        self.calls.append((request, generation, time.perf_counter() - started))
+        return generation
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        result: list[list[float]] = self.engine.embed(texts)
+        return result
+
+
+def decode_seconds(generation: llm.Generation, wall: float) -> float:
+    return wall - generation.extra.get("prefill_seconds", 0.0)
+
+
+def through_kernel(image_dir: Path, count: int, n_threads: int) -> tuple[Any, list[Any]]:
+    """Missions through a real kernel; (the serving engine, the recorded calls)."""
+    overrides = {"audit.interval_s": 0, "engine.threads": n_threads}
+    with running_kernel(image_dir, overrides=overrides) as kernel:
+        hooks.serve(kernel.image)
+        metered = llm.generator()
+        recorder = Recorder(metered)
+        llm.install_engine(recorder, recorder)
+        with Client(endpoint_for(image_dir)) as client:
+            for question in QUESTIONS[:count]:
+                for msg in client.stream(wire.Mission(text=question, options={"profile": "cpu"}),
+                                         timeout=MISSION_TIMEOUT_S):
+                    if isinstance(msg, wire.Error):
+                        raise SystemExit(f"mission failed: {msg.code}: {msg.message}")
+                    if isinstance(msg, wire.Result):
+                        break
+    return getattr(metered, "engine", metered), recorder.calls
+
+
+def anchor_pairs(engine: Any, anchor: Anchor, calls: Sequence[Any]) -> dict[str, float]:
+    tokens = batos_s = anchor_s = prompt = batos_pre = anchor_pre = 0.0
+    for request, generation, wall in calls:
+        if generation.tokens == 0:
+            continue
+        ids = anchor.llama.tokenize(engine.prompt(request).encode(), add_bos=False, special=True)
+        prefill_s, decode_s = anchor.run(ids, generation.tokens)
+        tokens += generation.tokens
+        batos_s += decode_seconds(generation, wall)
+        anchor_s += decode_s
+        prompt += len(ids)
+        batos_pre += generation.extra.get("prefill_seconds", 0.0)
+        anchor_pre += prefill_s
+    if not tokens:
+        raise SystemExit("the missions generated nothing (answered from memory?)")
+    return {"tokens": tokens, "prompt_tokens": prompt,
+            "batos_decode_tps": tokens / batos_s, "anchor_decode_tps": tokens / anchor_s,
+            "batos_prefill_tps": prompt / batos_pre if batos_pre else 0.0,
+            "anchor_prefill_tps": prompt / anchor_pre}
+
+
+def direct_rate(engine: Any, repeats: int = 2) -> float:
+    tokens = seconds = 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        generation = engine.generate(PROBE)
+        tokens += generation.tokens
+        seconds += decode_seconds(generation, time.perf_counter() - started)
+    return tokens / seconds
+
+
+@contextlib.contextmanager
+def cpu_load(procs: int) -> Iterator[None]:
+    """`procs` CPU-bound processes beside this one, ended on exit."""
+    started = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(procs)]
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()
+
+
+def fuse_ms(image: Image) -> float:
+    """The torch engine's merge of one persona into the weights, in milliseconds."""
+    from actors import engine as torch_engine
+
+    loaded = torch_engine.load_from_image(image, embedding=None, device="cpu")
+    live = steward.attach(image, loaded)
+    if live is None:
+        return float("nan")
+    try:
+        loaded.generate(llm.GenerationRequest(PROBE.messages, 0.0, 1, persona=PERSONA))
+        bank = live.bank
+        return 1000 * bank.fuse_seconds / max(1, bank.fuses)
+    finally:
+        steward.install(None)
+        live.close()
+
+
+def batch4(engine: Any) -> float:
+    """Aggregate tokens/s of four concurrent calls over one call's."""
+    def rate(n: int) -> float:
+        made: list[int] = []
+        workers = [threading.Thread(target=lambda: made.append(engine.generate(PROBE).tokens))
+                   for _ in range(n)]
+        started = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        return sum(made) / (time.perf_counter() - started)
+    return rate(4) / rate(1)
+
+
+def run(image_dir: Path, count: int, n_threads: int, load_procs: int) -> dict[str, Any]:
+    load_start = os.getloadavg()[0]
+    gguf = prepare(image_dir)
+    engine, calls = through_kernel(image_dir, count, n_threads)
+    budget = threads.current()
+    anchor = Anchor(gguf, budget.threads)
+    pairs = anchor_pairs(engine, anchor, calls)
+    quiet = direct_rate(engine)
+    with Image.open(image_dir, overrides={"engine.threads": n_threads}) as image:
+        fuse_quiet = fuse_ms(image)
+        with cpu_load(load_procs):
+            loaded = direct_rate(engine)
+            fuse_loaded = fuse_ms(image)
+    ratio4 = batch4(engine)
+    result = {
+        "backend": getattr(engine, "backend", "torch"), "threads": budget.threads,
+        "cores": budget.cores, "wait_policy": budget.wait_policy,
+        "decode_ratio": pairs["batos_decode_tps"] / pairs["anchor_decode_tps"],
+        "loaded_decode_ratio": loaded / quiet,
+        "batch4_throughput_ratio": ratio4,
+        "fuse_ms_quiet": fuse_quiet, "fuse_ms_loaded": fuse_loaded,
+        "quiet_decode_tps": quiet, "loaded_decode_tps": loaded, "load_procs": load_procs,
+        "kernel_passes": len(calls), "missions": count, **pairs, "targets": TARGETS,
+        "loadavg_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+    }
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--missions", type=int, default=1, help="missions through the kernel")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="engine.threads for every side (0: the engine's default)")
+    parser.add_argument("--load-procs", type=int, default=1,
+                        help="CPU-bound processes beside the engine for the loaded figures")
+    parser.add_argument("--image", type=Path, metavar="DIR",
+                        help="use (or create, then reuse) this image instead of a fresh one")
+    args = parser.parse_args(argv)
+    count = max(1, min(args.missions, len(QUESTIONS)))
+    if args.image is not None:
+        result = run(args.image.resolve(), count, args.threads, args.load_procs)
+    else:
+        with tempfile.TemporaryDirectory(prefix="batos-bench-engine-") as tmp:
+            result = run(Path(tmp) / "image", count, args.threads, args.load_procs)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

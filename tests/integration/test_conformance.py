@@ -308,3 +308,36 @@ def test_a_send_to_a_detached_external_actor_is_unavailable_at_once(image_dir: P
         client.send(wire.Send(id="nobody-home", actor="ocr", selector="read"))
         got = client.take(2.0, until=final("nobody-home"))
     assert kinds(got) == [("error", "unavailable")]
+
+
+def test_s3_resent_register_cancel_and_reply_cause_nothing_twice(image_dir: Path) -> None:
+    with running_kernel(image_dir, overrides=ENTRY) as kernel, peer(image_dir) as actor, \
+            peer(image_dir) as client:
+        register = wire.Register(id="reg-1", name="ocr", selectors=["read"])
+        actor.send(register)
+        actor.send(register)  # the same connection attaches once
+        assert kinds(actor.take(2.0)) == [("accepted", "reg-1"), ("accepted", "reg-1")]
+        assert kernel.peers.sizes()["instances"] == 1
+        send = wire.Send(id="read-1", actor="ocr", selector="read")
+        client.send(send)
+        [deliver] = actor.take(until=lambda r: True)
+        assert isinstance(deliver, wire.Deliver)
+        reply = wire.Reply(id="rep-1", ref=deliver.id, ok=True, value="once")
+        actor.send(reply)
+        actor.send(reply)  # the second finds nothing in flight: ignored, counted
+        got = client.take(until=final(send.id))
+        time.sleep(0.5)
+        assert kernel.counters["stale_replies"] == 1
+        mission = wire.Mission(id="to-cancel", text="x", options={"steps": 30, "nap": 0.05})
+        client.send(mission)
+        client.take(until=lambda r: isinstance(r, wire.Event) and r.event == "step")
+        cancel = wire.Cancel(id="cancel-1", ref=mission.id)
+        client.send(cancel)
+        ended = client.take(until=final(mission.id))
+        client.send(cancel)  # the target has ended: nothing more to cancel
+        again = client.take(until=lambda r: getattr(r, "ref", None) == cancel.id)
+    assert kinds(got) == [("accepted", send.id), ("result", send.id)]
+    assert kinds(ended)[-1] == ("error", "cancelled")
+    assert kinds(again) == [("error", "not_found")]
+    with Image.open(image_dir) as image, image.reading() as root:
+        assert root["metrics"].value("steps.actor.ocr") == 1

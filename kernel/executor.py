@@ -110,7 +110,7 @@ class Executor:
         self.scheduler.submit(queue, work, lambda res, err: self._execute(then(res, err)))
 
     def _job_direct(self, env: Envelope) -> Any:
-        return lambda: self._worker().runner.run_message(env)
+        return lambda: self._worker().runner.run_message(env, remember=True)
 
     def _job_step(self, actor: str, key: str) -> Any:
         return lambda: self._worker().runner.run(actor, key)

@@ -211,6 +211,8 @@ class Router(QueryRouting, ExternalRouting):
                         (env.actor, env.selector, error)),
                     *self._finish(env.id, wire.error_reply(
                         wire.ErrorCode.INTERNAL, "internal error", ref=env.id), env)]
+        if result.replayed:  # a resend the image had answered (before a restart)
+            self.counters.incr("resends")
         if not result.ok:
             return self._step_failed(result, env)
         if env.mission is not None and env.mission in self.cancelled:

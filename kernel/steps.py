@@ -33,7 +33,9 @@ from transaction.interfaces import NoTransaction, TransientError
 from ZODB.Connection import Connection
 from ZODB.POSException import ConflictError
 
+from kernel import answers
 from kernel import mailbox as mailboxes
+from kernel.answers import AlreadyAnswered, Answer
 from kernel.config import Config
 from kernel.errors import (
     KernelError,
@@ -110,6 +112,7 @@ class StepResult:
     error: KernelError | None = None
     attempts: int = 1
     duration_s: float = 0.0
+    replayed: bool = False  # a resent `send`: its recorded answer, nothing ran
 
 
 # What a committed step made: its message, the handler's value, the messages it
@@ -129,6 +132,7 @@ class StepRunner:
         self.live = live
         self._max_attempts: int = config["steps.max_attempts"]
         self._capacity: int = config["mailbox.capacity"]
+        self._answers_kept: int = config["kernel.answers_kept"]
         # With a step ledger the storage counts steps; without one (ZEO) each step
         # adds to its counter itself.
         self._count_in_step = ledger_of(conn) is None
@@ -137,22 +141,27 @@ class StepRunner:
         """Consume the message at `key` in `actor`'s mailbox as one step."""
         return self._execute(actor, key, None)
 
-    def run_message(self, envelope: Envelope) -> StepResult:
+    def run_message(self, envelope: Envelope, *, remember: bool = False) -> StepResult:
         """Handle a message that was never posted (a client's `send`) as one step.
 
         Until this step commits the message exists only in the caller's hands;
         if the step fails, the message is kept among the mailbox's dead letters.
+        With `remember`, the answer is kept in the image's `AnswerLedger` in the
+        step's own transaction, and an id found there replays its answer instead.
         """
-        return self._execute(envelope.actor, f"direct.{envelope.id}", envelope)
+        return self._execute(envelope.actor, f"direct.{envelope.id}", envelope, remember)
 
-    def _execute(self, actor: str, key: str, direct: Envelope | None) -> StepResult:
+    def _execute(self, actor: str, key: str, direct: Envelope | None,
+                 remember: bool = False) -> StepResult:
         started = time.perf_counter()
         attempts = 0
         done: _Done | None = None
         try:
             while done is None:
                 attempts += 1
-                done = self._attempt(actor, key, direct, attempts)
+                done = self._attempt(actor, key, direct, attempts, remember)
+        except AlreadyAnswered as known:
+            return self._replay(actor, key, direct, known)
         except MessageGone:
             return StepResult(actor, key, None, ok=False, error=MessageGone(actor, key),
                               attempts=attempts, duration_s=time.perf_counter() - started)
@@ -165,14 +174,22 @@ class StepRunner:
         except ConflictError:
             return self._fail(actor, key, direct, None, attempts, started, exhausted=True)
         except Exception as exc:  # any handler error dooms the step
-            return self._fail(actor, key, direct, exc, attempts, started)
+            return self._fail(actor, key, direct, exc, attempts, started, remember=remember)
         envelope, value, outbox, events = done
         return StepResult(actor, key, envelope, ok=True, value=value, outbox=outbox,
                           events=events, attempts=attempts,
                           duration_s=time.perf_counter() - started)
 
+    @staticmethod
+    def _replay(actor: str, key: str, direct: Envelope | None,
+                known: AlreadyAnswered) -> StepResult:
+        answer = known.answer
+        error = None if answer.ok else answer.error(known.message_id)
+        return StepResult(actor, key, direct, ok=answer.ok, value=answer.value, error=error,
+                          replayed=True)
+
     def _attempt(self, actor: str, key: str, direct: Envelope | None,
-                 attempt: int) -> _Done | None:
+                 attempt: int, remember: bool) -> _Done | None:
         """One try at the step's transaction: what it made once committed, None to retry.
 
         What `TransactionManager.attempts` does, without its per-try objects: a
@@ -181,7 +198,7 @@ class StepRunner:
         """
         txn = self.tm.begin()
         try:
-            done = self._step(actor, key, direct, attempt)
+            done = self._step(actor, key, direct, attempt, remember)
             txn.note(step_note(actor, done[0].selector, key))
             self.tm.commit()
         except BaseException as exc:
@@ -193,16 +210,21 @@ class StepRunner:
         return done
 
     def _step(self, actor_name: str, key: str, direct: Envelope | None,
-              attempt: int) -> _Done:
+              attempt: int, remember: bool) -> _Done:
         root = self.conn.root()
         if direct is None:
             envelope = mailboxes.mailbox_for(root, actor_name).take(key)
         else:
             envelope = direct
+            if remember:
+                answers.check_new(root, envelope.id)  # raises AlreadyAnswered
         actor = lookup_actor(root, actor_name)
         func = resolve_handler(actor, actor_name, envelope.selector)
         ctx = StepContext(message=envelope, root=root, actor=actor, live=self.live)
         value = func(ctx, *envelope.args, **envelope.kwargs)
+        if remember:
+            answers.ledger_of(root).record(envelope.id, Answer(True, value),
+                                           self._answers_kept)
         posted: _Posted = ()
         if ctx.outbox:
             posted = tuple((out, mailboxes.post(root, out, self._capacity))
@@ -257,7 +279,8 @@ class StepRunner:
                           duration_s=time.perf_counter() - started)
 
     def _fail(self, actor: str, key: str, direct: Envelope | None, exc: BaseException | None,
-              attempts: int, started: float, *, exhausted: bool = False) -> StepResult:
+              attempts: int, started: float, *, exhausted: bool = False,
+              remember: bool = False) -> StepResult:
         """Record a failed step in its own transaction; the step's own is aborted."""
         with contextlib.suppress(NoTransaction):
             self.tm.abort()
@@ -269,13 +292,15 @@ class StepRunner:
             error = RetriesExhausted(actor, selector, msg_id, attempts)
         else:
             error = StepFailed(actor, selector, msg_id, _describe(exc))
-        self._record_failure(actor, key, envelope if direct else None, error, exc, exhausted)
+        self._record_failure(actor, key, envelope if direct else None, error, exc, exhausted,
+                             remember)
         log.warning("%s", error)
         return StepResult(actor, key, envelope, ok=False, error=error, attempts=attempts,
                           duration_s=time.perf_counter() - started)
 
     def _record_failure(self, actor: str, key: str, direct: Envelope | None,
-                        error: StepFailed, exc: BaseException | None, exhausted: bool) -> None:
+                        error: StepFailed, exc: BaseException | None, exhausted: bool,
+                        remember: bool = False) -> None:
         info = {"actor": actor, "selector": error.selector, "message_id": error.message_id,
                 "error": type(exc).__name__ if exc else "RetriesExhausted",
                 "detail": error.cause, "trace": _short_trace(exc)}
@@ -290,6 +315,9 @@ class StepRunner:
                 elif key in box.pending:
                     box.bury(key, info)
                     root["metrics"].incr("mailbox.dead")
+                if remember:
+                    answers.ledger_of(root).record(error.message_id, Answer.failed(error),
+                                                   self._answers_kept)
                 metrics = root["metrics"]
                 metrics.incr("steps.exhausted" if exhausted else "steps.doomed")
                 metrics.record_failure(info, self.config["steps.failure_log_size"])

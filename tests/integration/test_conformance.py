@@ -113,6 +113,30 @@ def test_s3_a_send_resent_at_once_and_after_its_answer_runs_once(image_dir: Path
         assert root["actors"]["recorder"].calls == 1
 
 
+def test_s3_a_send_resent_after_a_restart_replays_its_answer_and_runs_once(
+        image_dir: Path) -> None:
+    done = wire.Send(id="before-restart", actor="recorder", selector="note", args=["kept"])
+    doomed = wire.Send(id="doomed-once", actor="recorder", selector="explode", args=[1])
+    with running_kernel(image_dir, overrides=ENTRY), peer(image_dir) as p:
+        p.send(done)
+        first = p.take(until=final(done.id))
+        p.send(doomed)
+        first += p.take(until=final(doomed.id))
+    with running_kernel(image_dir, overrides=ENTRY) as kernel, peer(image_dir) as p:
+        p.send(done)  # a new kernel knows these ids only from the image
+        again = p.take(until=final(done.id))
+        p.send(doomed)
+        again += p.take(until=final(doomed.id))
+        replays = kernel.counters["resends"]
+    assert kinds(first) == kinds(again) == [("result", done.id), ("error", "step_failed")]
+    assert again[0].value == "kept"  # type: ignore[union-attr]
+    assert again[1].details == first[1].details  # type: ignore[union-attr]
+    assert replays == 2
+    with Image.open(image_dir) as image, image.reading() as root:
+        assert root["actors"]["recorder"].calls == 1
+        assert root["metrics"].value("steps.doomed") == 1
+
+
 def test_s3_a_mission_resent_at_once_after_its_end_and_after_a_restart_runs_once(
         image_dir: Path) -> None:
     mission = wire.Mission(id="same-mission", text="hello", options={"steps": 2})

@@ -43,6 +43,7 @@ from typing import Any
 from kernel import wire
 from kernel.actions import Action, Address, Admit, Bury, Log, Probe, RunSend, RunStep
 from kernel.actions import Send as SendAction
+from kernel.answers import AlreadyAnswered
 from kernel.auth import ROLE_KINDS
 from kernel.counters import KernelCounters
 from kernel.errors import KernelError, MessageGone, Overloaded
@@ -192,6 +193,12 @@ class Router(QueryRouting, ExternalRouting):
                  error: BaseException | None) -> list[Action]:
         """`admit.env` is durably in its mailbox under `key` (or refused)."""
         env, by = admit.env, admit.by
+        if isinstance(error, AlreadyAnswered):  # answered before a restart: replay it
+            self.counters.incr("resends")
+            answer = error.answer
+            return self._finish(env.id, wire.Result(ref=env.id, value=answer.value)
+                                if answer.ok else wire.error_reply(answer.error(env.id),
+                                                                   ref=env.id), env)
         if error is not None:
             if by is None:  # a kernel-made message (a mission's `fail`)
                 ref = env.mission or env.id

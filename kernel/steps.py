@@ -248,6 +248,8 @@ class StepRunner:
                 actor = lookup_actor(root, envelope.actor)
                 if check is not None:
                     check(actor)
+                if is_client_send(envelope):
+                    answers.check_new(root, envelope.id)  # raises AlreadyAnswered
                 key = mailboxes.post(root, envelope, self.config["mailbox.capacity"])
         return key
 
@@ -264,13 +266,17 @@ class StepRunner:
             envelope = self._peek(actor, key)
             if envelope is None:
                 return StepResult(actor, key, None, ok=False, error=MessageGone(actor, key))
-            return self._fail(actor, key, None, _RemoteFailure(error or "failed"), 1, started)
+            return self._fail(actor, key, None, _RemoteFailure(error or "failed"), 1, started,
+                              remember=is_client_send(envelope))
         try:
             for attempt in self.tm.attempts(self.config["steps.max_attempts"]):
                 with attempt as txn:
                     root = self.conn.root()
                     envelope = mailboxes.mailbox_for(root, actor).take(key)
                     txn.note(step_note(actor, envelope.selector, key, " (external)"))
+                    if is_client_send(envelope):
+                        answers.ledger_of(root).record(envelope.id, Answer(True, value),
+                                                       self._answers_kept)
                     if self._count_in_step:
                         root["metrics"].incr(PER_ACTOR + actor)
         except MessageGone:
@@ -337,6 +343,11 @@ class _RemoteFailure(Exception):
     """An external actor reported that its handler failed."""
 
 
+def is_client_send(envelope: Envelope) -> bool:
+    """A client's `send` (its answer is kept in the ledger), not a mission's message."""
+    return envelope.reply_to is not None and envelope.mission is None
+
+
 def lookup_actor(root: Any, name: str) -> Any:
     """The actor object called `name` in the image."""
     actor = root["actors"].get(name)
@@ -383,21 +394,3 @@ def _short_trace(exc: BaseException | None, limit: int = 2000) -> str:
     if exc is None:
         return ""
     return "".join(traceback.format_exception(exc))[-limit:]
-
-
-def describe_result(result: StepResult) -> dict[str, Any]:
-    """A loggable summary of a step (no message bodies)."""
-    return {"actor": result.actor, "selector": result.message.selector if result.message
-            else None, "message_id": result.message.id if result.message else result.key,
-            "ok": result.ok, "attempts": result.attempts,
-            "duration_ms": round(result.duration_s * 1000, 3),
-            "error": _error_kind(result.error)}
-
-
-def _error_kind(error: KernelError | None) -> str | None:
-    """The failure's type for logs; its text may quote message bodies, so it stays out."""
-    if error is None:
-        return None
-    if isinstance(error, StepFailed):
-        return f"{type(error).__name__}({error.cause.split(':', 1)[0]})"
-    return type(error).__name__

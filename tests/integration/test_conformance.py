@@ -137,6 +137,33 @@ def test_s3_a_send_resent_after_a_restart_replays_its_answer_and_runs_once(
         assert root["metrics"].value("steps.doomed") == 1
 
 
+def answer_as_ocr(actor: Peer, value: Any) -> None:
+    [deliver] = actor.take(until=lambda r: True)
+    assert isinstance(deliver, wire.Deliver)
+    actor.send(wire.Reply(ref=deliver.id, ok=True, value=value))
+
+
+def test_s3_an_external_send_resent_after_a_restart_is_not_delivered_again(
+        image_dir: Path) -> None:
+    send = wire.Send(id="ocr-once", actor="ocr", selector="read", args=["page"])
+    for run in range(2):
+        with running_kernel(image_dir, overrides=ENTRY) as kernel, \
+                peer(image_dir) as actor, peer(image_dir) as client:
+            actor.send(wire.Register(name="ocr", selectors=["read"]))
+            actor.take(until=lambda r: True)
+            client.send(send)
+            if run == 0:
+                answer_as_ocr(actor, "text")
+            got = client.take(until=final(send.id))
+            delivered_again = actor.take(1.0)
+            replays = kernel.counters["resends"]
+        assert kinds(got)[-1] == ("result", send.id)
+        assert got[-1].value == "text"  # type: ignore[union-attr]
+        assert (replays, delivered_again) == (run, [])
+    with Image.open(image_dir) as image, image.reading() as root:
+        assert root["metrics"].value("steps.actor.ocr") == 1
+
+
 def test_s3_a_mission_resent_at_once_after_its_end_and_after_a_restart_runs_once(
         image_dir: Path) -> None:
     mission = wire.Mission(id="same-mission", text="hello", options={"steps": 2})

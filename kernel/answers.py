@@ -31,7 +31,9 @@ from BTrees.Length import Length
 from BTrees.OOBTree import OOBTree
 from persistent import Persistent
 
+from kernel.actions import Address
 from kernel.errors import KernelError, StepFailed
+from kernel.mailbox import Envelope
 
 ROOT_KEY = "answers"
 PRUNE_PER_RECORD = 2  # oldest entries dropped per record once full: bounded, amortized
@@ -43,13 +45,14 @@ class Answer:
 
     ok: bool
     value: Any = None
+    owner: str = ""  # the key that sent it ("" for the ipc owner): only it hears a replay
     actor: str = ""
     selector: str = ""
     cause: str = ""
 
     @classmethod
-    def failed(cls, error: StepFailed) -> Answer:
-        return cls(False, None, error.actor, error.selector, error.cause)
+    def failed(cls, error: StepFailed, owner: str) -> Answer:
+        return cls(False, None, owner, error.actor, error.selector, error.cause)
 
     def error(self, message_id: str) -> KernelError:
         """The failure as the typed error the first run reported."""
@@ -58,15 +61,15 @@ class Answer:
     def to_state(self) -> tuple[Any, ...]:
         """Plain data for the pickle: no class reference, so old images stay readable."""
         if self.ok:
-            return ("ok", self.value)
-        return ("failed", self.actor, self.selector, self.cause)
+            return ("ok", self.value, self.owner)
+        return ("failed", self.owner, self.actor, self.selector, self.cause)
 
     @classmethod
     def from_state(cls, state: tuple[Any, ...]) -> Answer:
         if state[0] == "ok":
-            return cls(True, state[1])
-        _tag, actor, selector, cause = state
-        return cls(False, None, actor, selector, cause)
+            return cls(True, state[1], state[2])
+        _tag, owner, actor, selector, cause = state
+        return cls(False, None, owner, actor, selector, cause)
 
 
 class AlreadyAnswered(KernelError):
@@ -124,6 +127,11 @@ def check_new(root: Any, message_id: str) -> None:
     known = ledger_of(root).recall(message_id)
     if known is not None:
         raise AlreadyAnswered(message_id, known)
+
+
+def owner_of(envelope: Envelope) -> str:
+    """The authenticated key that sent `envelope` ("" for the ipc owner)."""
+    return Address.decode(envelope.reply_to).user if envelope.reply_to else ""
 
 
 def install(root: Any) -> bool:

@@ -112,7 +112,7 @@ class StepResult:
     error: KernelError | None = None
     attempts: int = 1
     duration_s: float = 0.0
-    replayed: bool = False  # a resent `send`: its recorded answer, nothing ran
+    replayed_for: str | None = None  # a resent `send`: nothing ran; its answer's owner
 
 
 # What a committed step made: its message, the handler's value, the messages it
@@ -186,7 +186,7 @@ class StepRunner:
         answer = known.answer
         error = None if answer.ok else answer.error(known.message_id)
         return StepResult(actor, key, direct, ok=answer.ok, value=answer.value, error=error,
-                          replayed=True)
+                          replayed_for=answer.owner)
 
     def _attempt(self, actor: str, key: str, direct: Envelope | None,
                  attempt: int, remember: bool) -> _Done | None:
@@ -223,8 +223,9 @@ class StepRunner:
         ctx = StepContext(message=envelope, root=root, actor=actor, live=self.live)
         value = func(ctx, *envelope.args, **envelope.kwargs)
         if remember:
-            answers.ledger_of(root).record(envelope.id, Answer(True, value),
-                                           self._answers_kept)
+            answers.ledger_of(root).record(
+                envelope.id, Answer(True, value, answers.owner_of(envelope)),
+                self._answers_kept)
         posted: _Posted = ()
         if ctx.outbox:
             posted = tuple((out, mailboxes.post(root, out, self._capacity))
@@ -275,8 +276,9 @@ class StepRunner:
                     envelope = mailboxes.mailbox_for(root, actor).take(key)
                     txn.note(step_note(actor, envelope.selector, key, " (external)"))
                     if is_client_send(envelope):
-                        answers.ledger_of(root).record(envelope.id, Answer(True, value),
-                                                       self._answers_kept)
+                        answers.ledger_of(root).record(
+                            envelope.id, Answer(True, value, answers.owner_of(envelope)),
+                            self._answers_kept)
                     if self._count_in_step:
                         root["metrics"].incr(PER_ACTOR + actor)
         except MessageGone:
@@ -299,14 +301,15 @@ class StepRunner:
         else:
             error = StepFailed(actor, selector, msg_id, _describe(exc))
         self._record_failure(actor, key, envelope if direct else None, error, exc, exhausted,
-                             remember)
+                             envelope if remember else None)
         log.warning("%s", error)
         return StepResult(actor, key, envelope, ok=False, error=error, attempts=attempts,
                           duration_s=time.perf_counter() - started)
 
     def _record_failure(self, actor: str, key: str, direct: Envelope | None,
                         error: StepFailed, exc: BaseException | None, exhausted: bool,
-                        remember: bool = False) -> None:
+                        kept: Envelope | None = None) -> None:
+        """`kept`: a client's send whose failure the answer ledger keeps."""
         info = {"actor": actor, "selector": error.selector, "message_id": error.message_id,
                 "error": type(exc).__name__ if exc else "RetriesExhausted",
                 "detail": error.cause, "trace": _short_trace(exc)}
@@ -321,9 +324,10 @@ class StepRunner:
                 elif key in box.pending:
                     box.bury(key, info)
                     root["metrics"].incr("mailbox.dead")
-                if remember:
-                    answers.ledger_of(root).record(error.message_id, Answer.failed(error),
-                                                   self._answers_kept)
+                if kept is not None:
+                    answers.ledger_of(root).record(
+                        error.message_id, Answer.failed(error, answers.owner_of(kept)),
+                        self._answers_kept)
                 metrics = root["metrics"]
                 metrics.incr("steps.exhausted" if exhausted else "steps.doomed")
                 metrics.record_failure(info, self.config["steps.failure_log_size"])

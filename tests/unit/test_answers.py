@@ -26,7 +26,7 @@ def test_a_known_id_raises_already_answered_with_its_answer() -> None:
     root: dict[str, AnswerLedger] = {}
     assert answers.install(root) and not answers.install(root)
     failure = StepFailed("recorder", "explode", "m1", "RuntimeError: boom")
-    root["answers"].record("m1", Answer.failed(failure), limit=10)
+    root["answers"].record("m1", Answer.failed(failure, "KEY"), limit=10)
     try:
         answers.check_new(root, "m1")
     except AlreadyAnswered as known:
@@ -34,6 +34,7 @@ def test_a_known_id_raises_already_answered_with_its_answer() -> None:
         assert isinstance(error, StepFailed)
         assert (error.actor, error.selector, error.message_id, error.cause) == (
             "recorder", "explode", "m1", "RuntimeError: boom")
+        assert known.answer.owner == "KEY"
     else:
         raise AssertionError("a recorded id was taken as new")
     answers.check_new(root, "m2")  # unknown: no error

@@ -31,12 +31,12 @@ from kernel.actions import (
     Send,
 )
 from kernel.durability import SyncGroup
-from kernel.errors import UnknownActor, UnknownSelector
+from kernel.errors import KernelError, StepFailed, UnknownActor, UnknownSelector
 from kernel.mailbox import Envelope
 from kernel.router import Router
 from kernel.scheduler import Scheduler
 from kernel.sockets import Connections
-from kernel.steps import StepResult, describe_result
+from kernel.steps import StepResult
 
 log = logging.getLogger("batos.kernel")
 
@@ -110,7 +110,7 @@ class Executor:
         self.scheduler.submit(queue, work, lambda res, err: self._execute(then(res, err)))
 
     def _job_direct(self, env: Envelope) -> Any:
-        return lambda: self._worker().runner.run_message(env)
+        return lambda: self._worker().runner.run_message(env, remember=True)
 
     def _job_step(self, actor: str, key: str) -> Any:
         return lambda: self._worker().runner.run(actor, key)
@@ -167,3 +167,21 @@ class Executor:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(
             lambda: self._execute(self.router.live_event(env, event, data)))
+
+
+def describe_result(result: StepResult) -> dict[str, Any]:
+    """A loggable summary of a step (no message bodies)."""
+    return {"actor": result.actor, "selector": result.message.selector if result.message
+            else None, "message_id": result.message.id if result.message else result.key,
+            "ok": result.ok, "attempts": result.attempts,
+            "duration_ms": round(result.duration_s * 1000, 3),
+            "error": _error_kind(result.error)}
+
+
+def _error_kind(error: KernelError | None) -> str | None:
+    """The failure's type for logs; its text may quote message bodies, so it stays out."""
+    if error is None:
+        return None
+    if isinstance(error, StepFailed):
+        return f"{type(error).__name__}({error.cause.split(':', 1)[0]})"
+    return type(error).__name__

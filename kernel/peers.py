@@ -42,8 +42,12 @@ class ExternalActorRecord(Persistent):
         return selector in self.selectors
 
 
-# Images written before the rename pickled the record as `kernel.peers.RemoteActor`.
-RemoteActor = ExternalActorRecord
+def __getattr__(name: str) -> Any:
+    """Images written before the rename pickled the record as `kernel.peers.RemoteActor`:
+    unpickling still finds it (the SDK's `kernel.remote.RemoteActor` is another class)."""
+    if name == "RemoteActor":
+        return ExternalActorRecord
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass

@@ -24,23 +24,19 @@ import argparse
 import code
 import contextlib
 import os
-import reprlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from persistent import Persistent
 from transaction.interfaces import NoTransaction
 from ZODB.Connection import Connection
 
-from kernel.errors import CommitFailed, ImageLocked, NotStored, ReadOnlyImage
+from kernel.errors import CommitFailed, ImageLocked, ReadOnlyImage
 from kernel.image import DEFAULT_IMAGE, Image, parse_time
+from kernel.repl_show import counted, inspect, label_of, ls, oid_of
 from prototypes.errors import BatosError
-from prototypes.method import Method
-from prototypes.uvm import UvmObject, is_parent_name
 
-LISTING_LIMIT = 100  # entries `ls` and `inspect` print before summarising the rest
 HELPERS = (
     ("root", "the image's root mapping"),
     ("actors", 'root["actors"]'),
@@ -53,8 +49,6 @@ HELPERS = (
     ("help_batos()", "this list"),
 )
 
-_short = reprlib.Repr()
-_short.maxstring = _short.maxother = 70
 
 
 class ReplSession:
@@ -104,7 +98,7 @@ class ReplSession:
         """Discard this session's changes, then begin a new transaction."""
         changed = self.pending()
         self._restart()
-        print(f"discarded changes ({_count(changed, 'changed object')})"
+        print(f"discarded changes ({counted(changed, 'changed object')})"
               if changed else "nothing to discard")
 
     def ls(self, obj: Any = None) -> None:
@@ -113,9 +107,9 @@ class ReplSession:
 
     def history(self, obj: Any, size: int = 20) -> None:
         """Print the committed revisions of a stored object (or an int oid), newest first."""
-        oid = obj if isinstance(obj, int) else _oid_of(obj)
+        oid = obj if isinstance(obj, int) else oid_of(obj)
         revisions = self.image.history(oid, size=size)
-        print(f"history of {_label(obj)} (newest first)")
+        print(f"history of {label_of(obj)} (newest first)")
         for rev in revisions:
             when = rev.time.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
             print(f"  {rev.tid}  {when}  {rev.description or '(no description)'}")
@@ -124,7 +118,7 @@ class ReplSession:
         """Abort what is uncommitted (saying so), close the connection and the image."""
         changed = self.pending()
         if changed:
-            print(f"discarding uncommitted changes ({_count(changed, 'changed object')})")
+            print(f"discarding uncommitted changes ({counted(changed, 'changed object')})")
         with contextlib.suppress(NoTransaction):
             self.tm.abort()
         self.conn.close()
@@ -182,147 +176,6 @@ def _helper_lines() -> str:
 
 
 # -- looking at objects ------------------------------------------------------------------
-
-
-def ls(obj: Any) -> None:
-    """List the entries of a mapping or BTree, or the slots of a UvmObject."""
-    print(_label(obj))
-    for line in _listing(obj):
-        print(f"  {line}")
-
-
-def inspect(obj: Any) -> None:
-    """Print a UvmObject's slots, parents and method sources; else class, oid, attributes."""
-    if isinstance(obj, UvmObject):
-        _inspect_uvm(obj)
-        return
-    print(f"class: {type(obj).__module__}.{type(obj).__qualname__}")
-    if isinstance(obj, Persistent):
-        print(f"oid:   {_oid_text(obj)}")
-    if _is_mapping(obj):
-        print(f"{_count(len(obj), 'entry', 'entries')}:")
-        lines = _mapping_lines(obj)
-    else:
-        print("attributes:")
-        lines = _attribute_lines(obj)
-    for line in lines:
-        print(f"  {line}")
-
-
-def _inspect_uvm(obj: UvmObject) -> None:
-    print(f"{type(obj).__name__} oid {_oid_text(obj)}")
-    parents = obj.parents()
-    print("parents: " + (", ".join(_short_value(p) for p in parents) if parents else "(none)"))
-    print("slots:")
-    for line in _slot_lines(obj):
-        print(f"  {line}")
-    inherited = sorted({name for ancestor in obj.ancestors() for name in ancestor.slot_names()
-                        if not is_parent_name(name)} - set(obj.slot_names()))
-    if inherited:
-        print("inherited: " + ", ".join(inherited))
-    for name in obj.slot_names():
-        value = obj.get_slot(name)
-        if isinstance(value, Method):
-            print(f"\n--- method {name} ---\n{value.source.rstrip()}")
-
-
-def _listing(obj: Any) -> list[str]:
-    if isinstance(obj, UvmObject):
-        return _slot_lines(obj)
-    if _is_mapping(obj):
-        return _mapping_lines(obj)
-    if isinstance(obj, list | tuple) or type(obj).__name__ == "PersistentList":
-        return _limited(f"[{i}] {_short_value(v)}" for i, v in enumerate(obj))
-    return _attribute_lines(obj)
-
-
-def _slot_lines(obj: UvmObject) -> list[str]:
-    names = obj.slot_names()
-    width = max((len(n) for n in names), default=0)
-    return _limited(f"{n.ljust(width)}  {_slot_value(n, obj.get_slot(n))}" for n in names)
-
-
-def _slot_value(name: str, value: Any) -> str:
-    if is_parent_name(name):
-        return f"{_short_value(value)}  (parent)"
-    if isinstance(value, Method):
-        return f"method  {value.first_line()}"
-    return _short_value(value)
-
-
-def _mapping_lines(obj: Any) -> list[str]:
-    return _limited(f"{_short.repr(k)}: {_short_value(v)}" for k, v in obj.items())
-
-
-def _attribute_lines(obj: Any) -> list[str]:
-    state = _state_of(obj)
-    if isinstance(state, dict):
-        return _limited(f"{k}: {_short_value(v)}" for k, v in state.items())
-    return [_short_value(state)]
-
-
-def _state_of(obj: Any) -> Any:
-    if isinstance(obj, Persistent):
-        obj._p_activate()
-        state = obj.__getstate__()
-        # Persistent classes with both __dict__ and __slots__ give (dict, slots).
-        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], dict):
-            return {**state[0], **(state[1] or {})}
-        return state
-    return getattr(obj, "__dict__", obj)
-
-
-def _limited(lines: Any) -> list[str]:
-    out: list[str] = []
-    extra = 0
-    for line in lines:
-        if len(out) < LISTING_LIMIT:
-            out.append(line)
-        else:
-            extra += 1
-    if extra:
-        out.append(f"... and {extra} more")
-    return out
-
-
-def _short_value(value: Any) -> str:
-    if isinstance(value, UvmObject | Method):
-        return repr(value)
-    if isinstance(value, Persistent):
-        kind = type(value).__name__
-        size = f", {_count(len(value), 'entry', 'entries')}" if _is_mapping(value) else ""
-        return f"<{kind} oid {_oid_text(value)}{size}>"
-    return _short.repr(value)
-
-
-def _count(n: int, singular: str, plural: str | None = None) -> str:
-    return f"{n} {singular if n == 1 else plural or singular + 's'}"
-
-
-def _is_mapping(obj: Any) -> bool:
-    return not isinstance(obj, UvmObject) and all(
-        hasattr(obj, name) for name in ("keys", "items", "__len__"))
-
-
-def _label(obj: Any) -> str:
-    if isinstance(obj, int):
-        return f"oid 0x{obj:x}"
-    return _short_value(obj)
-
-
-def _oid_text(obj: Persistent) -> str:
-    oid = obj._p_oid
-    return f"0x{int.from_bytes(oid, 'big'):x}" if oid is not None else "(not stored yet)"
-
-
-def _oid_of(obj: Any) -> bytes:
-    oid = getattr(obj, "_p_oid", None) if isinstance(obj, Persistent) else None
-    if oid is None:
-        raise NotStored(_label(obj))
-    return oid
-
-
-# -- consoles ----------------------------------------------------------------------------
 
 
 class PlainConsole(code.InteractiveConsole):

@@ -43,6 +43,7 @@ from typing import Any
 from kernel import wire
 from kernel.actions import Action, Address, Admit, Bury, Log, Probe, RunSend, RunStep
 from kernel.actions import Send as SendAction
+from kernel.answers import AlreadyAnswered
 from kernel.auth import ROLE_KINDS
 from kernel.counters import KernelCounters
 from kernel.errors import KernelError, MessageGone, Overloaded, StepInterrupted
@@ -192,6 +193,11 @@ class Router(QueryRouting, ExternalRouting):
                  error: BaseException | None) -> list[Action]:
         """`admit.env` is durably in its mailbox under `key` (or refused)."""
         env, by = admit.env, admit.by
+        if isinstance(error, AlreadyAnswered):  # answered before a restart: replay it
+            answer = error.answer
+            final = (wire.Result(ref=env.id, value=answer.value) if answer.ok
+                     else wire.error_reply(answer.error(env.id), ref=env.id))
+            return self._replay(env, answer.owner) or self._finish(env.id, final, env)
         if error is not None:
             if by is None:  # a kernel-made message (a mission's `fail`)
                 ref = env.mission or env.id
@@ -211,6 +217,11 @@ class Router(QueryRouting, ExternalRouting):
                         (env.actor, env.selector, error)),
                     *self._finish(env.id, wire.error_reply(
                         wire.ErrorCode.INTERNAL, "internal error", ref=env.id), env)]
+        if result.replayed_for is not None:  # the image had answered it (before a restart)
+            return self._replay(env, result.replayed_for) or self._step_done(env, result)
+        return self._step_done(env, result)
+
+    def _step_done(self, env: Envelope, result: StepResult) -> list[Action]:
         if not result.ok:
             return self._step_failed(result, env)
         if env.mission is not None and env.mission in self.cancelled:
@@ -259,6 +270,19 @@ class Router(QueryRouting, ExternalRouting):
         notice = Envelope(actor=self.entry, selector="fail", args=(env.mission, str(error)),
                           mission=env.mission, reply_to=env.reply_to)
         return [Admit(notice, None)]
+
+    def _replay(self, env: Envelope, owner: str) -> list[Action]:
+        """A resend of work the image answered: counted, or `forbidden` (nothing
+        replayed, nothing kept) when another client key sent the original."""
+        asker = Address.decode(env.reply_to) if env.reply_to else None
+        if asker is None or self._role(asker) == "admin" or asker.user == owner:
+            self.counters.incr("resends")
+            return []
+        self.counters.incr("forbidden")
+        self.owners.pop(env.id, None)
+        targets = self.watchers.pop(env.id, set()) | {asker}
+        return [self._error(address, wire.ErrorCode.FORBIDDEN,
+                            f"{env.id} belongs to another key", env.id) for address in targets]
 
     def _schedule(self, actor: str, key: str, env: Envelope) -> list[Action]:
         if actor in self.remote_names:

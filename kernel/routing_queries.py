@@ -62,7 +62,7 @@ class QueryRouting:
             return [self._out(address, wire.Accepted(ref=msg.id))]
         return [Probe(address, msg.id, msg.ref)]
 
-    def probed(self, probe: Probe, where: Any, role: str | None = None) -> list[Action]:
+    def probed(self, probe: Probe, where: Any) -> list[Action]:
         """The mission entry's answer to `watch(ref)`: a dict, or None if unknown."""
         address, ref = probe.address, probe.ref
         if probe.start is not None:

@@ -36,7 +36,9 @@ from transaction.interfaces import NoTransaction, TransientError
 from ZODB.Connection import Connection
 from ZODB.POSException import ConflictError
 
+from kernel import answers
 from kernel import mailbox as mailboxes
+from kernel.answers import AlreadyAnswered, Answer
 from kernel.config import Config
 from kernel.errors import (
     InterruptedTooOften,
@@ -110,6 +112,7 @@ class StepResult:
     error: KernelError | None = None
     attempts: int = 1
     duration_s: float = 0.0
+    replayed_for: str | None = None  # a resent `send`: nothing ran; its answer's owner
 
 
 # What a committed step made: its message, the handler's value, the messages it
@@ -131,6 +134,7 @@ class StepRunner:
         self._capacity: int = config["mailbox.capacity"]
         self._max_interruptions: int = config["steps.max_interruptions"]
         self._learner: str = config["learn.actor"]
+        self._answers_kept: int = config["kernel.answers_kept"]
         # With a step ledger the storage counts steps; without one (ZEO) each step
         # adds to its counter itself.
         self._count_in_step = ledger_of(conn) is None
@@ -139,22 +143,27 @@ class StepRunner:
         """Consume the message at `key` in `actor`'s mailbox as one step."""
         return self._execute(actor, key, None)
 
-    def run_message(self, envelope: Envelope) -> StepResult:
+    def run_message(self, envelope: Envelope, *, remember: bool = False) -> StepResult:
         """Handle a message that was never posted (a client's `send`) as one step.
 
         Until this step commits the message exists only in the caller's hands;
         if the step fails, the message is kept among the mailbox's dead letters.
+        With `remember`, the answer is kept in the image's `AnswerLedger` in the
+        step's own transaction, and an id found there replays its answer instead.
         """
-        return self._execute(envelope.actor, f"direct.{envelope.id}", envelope)
+        return self._execute(envelope.actor, f"direct.{envelope.id}", envelope, remember)
 
-    def _execute(self, actor: str, key: str, direct: Envelope | None) -> StepResult:
+    def _execute(self, actor: str, key: str, direct: Envelope | None,
+                 remember: bool = False) -> StepResult:
         started = time.perf_counter()
         attempts = 0
         done: _Done | None = None
         try:
             while done is None:
                 attempts += 1
-                done = self._attempt(actor, key, direct, attempts)
+                done = self._attempt(actor, key, direct, attempts, remember)
+        except AlreadyAnswered as known:
+            return self._replay(actor, key, direct, known)
         except MessageGone:
             return StepResult(actor, key, None, ok=False, error=MessageGone(actor, key),
                               attempts=attempts, duration_s=time.perf_counter() - started)
@@ -171,14 +180,22 @@ class StepRunner:
         except StepInterrupted as exc:
             return self._interrupted(actor, key, direct, exc, attempts, started)
         except Exception as exc:  # any handler error dooms the step
-            return self._fail(actor, key, direct, exc, attempts, started)
+            return self._fail(actor, key, direct, exc, attempts, started, remember=remember)
         envelope, value, outbox, events = done
         return StepResult(actor, key, envelope, ok=True, value=value, outbox=outbox,
                           events=events, attempts=attempts,
                           duration_s=time.perf_counter() - started)
 
+    @staticmethod
+    def _replay(actor: str, key: str, direct: Envelope | None,
+                known: AlreadyAnswered) -> StepResult:
+        answer = known.answer
+        error = None if answer.ok else answer.error(known.message_id)
+        return StepResult(actor, key, direct, ok=answer.ok, value=answer.value, error=error,
+                          replayed_for=answer.owner)
+
     def _attempt(self, actor: str, key: str, direct: Envelope | None,
-                 attempt: int) -> _Done | None:
+                 attempt: int, remember: bool) -> _Done | None:
         """One try at the step's transaction: what it made once committed, None to retry.
 
         What `TransactionManager.attempts` does, without its per-try objects: a
@@ -187,7 +204,7 @@ class StepRunner:
         """
         txn = self.tm.begin()
         try:
-            done = self._step(actor, key, direct, attempt)
+            done = self._step(actor, key, direct, attempt, remember)
             txn.note(step_note(actor, done[0].selector, key))
             self.tm.commit()
         except BaseException as exc:
@@ -199,16 +216,22 @@ class StepRunner:
         return done
 
     def _step(self, actor_name: str, key: str, direct: Envelope | None,
-              attempt: int) -> _Done:
+              attempt: int, remember: bool) -> _Done:
         root = self.conn.root()
         if direct is None:
             envelope = mailboxes.mailbox_for(root, actor_name).take(key)
         else:
             envelope = direct
+            if remember:
+                answers.check_new(root, envelope.id)  # raises AlreadyAnswered
         actor = lookup_actor(root, actor_name)
         func = self._handler_for(root, actor, actor_name, envelope.selector)
         ctx = StepContext(message=envelope, root=root, actor=actor, live=self.live)
         value = func(ctx, *envelope.args, **envelope.kwargs)
+        if remember:
+            answers.ledger_of(root).record(
+                envelope.id, Answer(True, value, answers.owner_of(envelope)),
+                self._answers_kept)
         posted: _Posted = ()
         if ctx.outbox:
             posted = tuple((out, mailboxes.post(root, out, self._capacity))
@@ -258,6 +281,8 @@ class StepRunner:
                 actor = lookup_actor(root, envelope.actor)
                 if check is not None:
                     check(actor)
+                if is_client_send(envelope):
+                    answers.check_new(root, envelope.id)  # raises AlreadyAnswered
                 key = mailboxes.post(root, envelope, self.config["mailbox.capacity"])
         return key
 
@@ -274,13 +299,18 @@ class StepRunner:
             envelope = self._peek(actor, key)
             if envelope is None:
                 return StepResult(actor, key, None, ok=False, error=MessageGone(actor, key))
-            return self._fail(actor, key, None, _RemoteFailure(error or "failed"), 1, started)
+            return self._fail(actor, key, None, _RemoteFailure(error or "failed"), 1, started,
+                              remember=is_client_send(envelope))
         try:
             for attempt in self.tm.attempts(self.config["steps.max_attempts"]):
                 with attempt as txn:
                     root = self.conn.root()
                     envelope = mailboxes.mailbox_for(root, actor).take(key)
                     txn.note(step_note(actor, envelope.selector, key, " (external)"))
+                    if is_client_send(envelope):
+                        answers.ledger_of(root).record(
+                            envelope.id, Answer(True, value, answers.owner_of(envelope)),
+                            self._answers_kept)
                     if self._count_in_step:
                         root["metrics"].incr(PER_ACTOR + actor)
         except MessageGone:
@@ -313,7 +343,8 @@ class StepRunner:
         return times
 
     def _fail(self, actor: str, key: str, direct: Envelope | None, exc: BaseException | None,
-              attempts: int, started: float, *, exhausted: bool = False) -> StepResult:
+              attempts: int, started: float, *, exhausted: bool = False,
+              remember: bool = False) -> StepResult:
         """Record a failed step in its own transaction; the step's own is aborted."""
         with contextlib.suppress(NoTransaction):
             self.tm.abort()
@@ -327,13 +358,16 @@ class StepRunner:
             error = exc
         else:
             error = StepFailed(actor, selector, msg_id, _describe(exc))
-        self._record_failure(actor, key, envelope if direct else None, error, exc, exhausted)
+        self._record_failure(actor, key, envelope if direct else None, error, exc, exhausted,
+                             envelope if remember else None)
         log.warning("%s", error)
         return StepResult(actor, key, envelope, ok=False, error=error, attempts=attempts,
                           duration_s=time.perf_counter() - started)
 
     def _record_failure(self, actor: str, key: str, direct: Envelope | None,
-                        error: StepFailed, exc: BaseException | None, exhausted: bool) -> None:
+                        error: StepFailed, exc: BaseException | None, exhausted: bool,
+                        kept: Envelope | None = None) -> None:
+        """`kept`: a client's send whose failure the answer ledger keeps."""
         info = {"actor": actor, "selector": error.selector, "message_id": error.message_id,
                 "error": type(exc).__name__ if exc else "RetriesExhausted",
                 "detail": error.cause, "trace": _short_trace(exc)}
@@ -348,6 +382,10 @@ class StepRunner:
                 elif key in box.pending:
                     box.bury(key, info)
                     root["metrics"].incr("mailbox.dead")
+                if kept is not None:
+                    answers.ledger_of(root).record(
+                        error.message_id, Answer.failed(error, answers.owner_of(kept)),
+                        self._answers_kept)
                 metrics = root["metrics"]
                 metrics.incr("steps.exhausted" if exhausted else "steps.doomed")
                 metrics.record_failure(info, self.config["steps.failure_log_size"])
@@ -365,6 +403,11 @@ class StepRunner:
 
 class _RemoteFailure(Exception):
     """An external actor reported that its handler failed."""
+
+
+def is_client_send(envelope: Envelope) -> bool:
+    """A client's `send` (its answer is kept in the ledger), not a mission's message."""
+    return envelope.reply_to is not None and envelope.mission is None
 
 
 def lookup_actor(root: Any, name: str) -> Any:
@@ -417,21 +460,3 @@ def _short_trace(exc: BaseException | None, limit: int = 2000) -> str:
     if exc is None:
         return ""
     return "".join(traceback.format_exception(exc))[-limit:]
-
-
-def describe_result(result: StepResult) -> dict[str, Any]:
-    """A loggable summary of a step (no message bodies)."""
-    return {"actor": result.actor, "selector": result.message.selector if result.message
-            else None, "message_id": result.message.id if result.message else result.key,
-            "ok": result.ok, "attempts": result.attempts,
-            "duration_ms": round(result.duration_s * 1000, 3),
-            "error": _error_kind(result.error)}
-
-
-def _error_kind(error: KernelError | None) -> str | None:
-    """The failure's type for logs; its text may quote message bodies, so it stays out."""
-    if error is None:
-        return None
-    if isinstance(error, StepFailed):
-        return f"{type(error).__name__}({error.cause.split(':', 1)[0]})"
-    return type(error).__name__

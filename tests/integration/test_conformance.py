@@ -113,6 +113,57 @@ def test_s3_a_send_resent_at_once_and_after_its_answer_runs_once(image_dir: Path
         assert root["actors"]["recorder"].calls == 1
 
 
+def test_s3_a_send_resent_after_a_restart_replays_its_answer_and_runs_once(
+        image_dir: Path) -> None:
+    done = wire.Send(id="before-restart", actor="recorder", selector="note", args=["kept"])
+    doomed = wire.Send(id="doomed-once", actor="recorder", selector="explode", args=[1])
+    with running_kernel(image_dir, overrides=ENTRY), peer(image_dir) as p:
+        p.send(done)
+        first = p.take(until=final(done.id))
+        p.send(doomed)
+        first += p.take(until=final(doomed.id))
+    with running_kernel(image_dir, overrides=ENTRY) as kernel, peer(image_dir) as p:
+        p.send(done)  # a new kernel knows these ids only from the image
+        again = p.take(until=final(done.id))
+        p.send(doomed)
+        again += p.take(until=final(doomed.id))
+        replays = kernel.counters["resends"]
+    assert kinds(first) == kinds(again) == [("result", done.id), ("error", "step_failed")]
+    assert again[0].value == "kept"  # type: ignore[union-attr]
+    assert again[1].details == first[1].details  # type: ignore[union-attr]
+    assert replays == 2
+    with Image.open(image_dir) as image, image.reading() as root:
+        assert root["actors"]["recorder"].calls == 1
+        assert root["metrics"].value("steps.doomed") == 1
+
+
+def answer_as_ocr(actor: Peer, value: Any) -> None:
+    [deliver] = actor.take(until=lambda r: True)
+    assert isinstance(deliver, wire.Deliver)
+    actor.send(wire.Reply(ref=deliver.id, ok=True, value=value))
+
+
+def test_s3_an_external_send_resent_after_a_restart_is_not_delivered_again(
+        image_dir: Path) -> None:
+    send = wire.Send(id="ocr-once", actor="ocr", selector="read", args=["page"])
+    for run in range(2):
+        with running_kernel(image_dir, overrides=ENTRY) as kernel, \
+                peer(image_dir) as actor, peer(image_dir) as client:
+            actor.send(wire.Register(name="ocr", selectors=["read"]))
+            actor.take(until=lambda r: True)
+            client.send(send)
+            if run == 0:
+                answer_as_ocr(actor, "text")
+            got = client.take(until=final(send.id))
+            delivered_again = actor.take(1.0)
+            replays = kernel.counters["resends"]
+        assert kinds(got)[-1] == ("result", send.id)
+        assert got[-1].value == "text"  # type: ignore[union-attr]
+        assert (replays, delivered_again) == (run, [])
+    with Image.open(image_dir) as image, image.reading() as root:
+        assert root["metrics"].value("steps.actor.ocr") == 1
+
+
 def test_s3_a_mission_resent_at_once_after_its_end_and_after_a_restart_runs_once(
         image_dir: Path) -> None:
     mission = wire.Mission(id="same-mission", text="hello", options={"steps": 2})
@@ -308,3 +359,36 @@ def test_a_send_to_a_detached_external_actor_is_unavailable_at_once(image_dir: P
         client.send(wire.Send(id="nobody-home", actor="ocr", selector="read"))
         got = client.take(2.0, until=final("nobody-home"))
     assert kinds(got) == [("error", "unavailable")]
+
+
+def test_s3_resent_register_cancel_and_reply_cause_nothing_twice(image_dir: Path) -> None:
+    with running_kernel(image_dir, overrides=ENTRY) as kernel, peer(image_dir) as actor, \
+            peer(image_dir) as client:
+        register = wire.Register(id="reg-1", name="ocr", selectors=["read"])
+        actor.send(register)
+        actor.send(register)  # the same connection attaches once
+        assert kinds(actor.take(2.0)) == [("accepted", "reg-1"), ("accepted", "reg-1")]
+        assert kernel.peers.sizes()["instances"] == 1
+        send = wire.Send(id="read-1", actor="ocr", selector="read")
+        client.send(send)
+        [deliver] = actor.take(until=lambda r: True)
+        assert isinstance(deliver, wire.Deliver)
+        reply = wire.Reply(id="rep-1", ref=deliver.id, ok=True, value="once")
+        actor.send(reply)
+        actor.send(reply)  # the second finds nothing in flight: ignored, counted
+        got = client.take(until=final(send.id))
+        time.sleep(0.5)
+        assert kernel.counters["stale_replies"] == 1
+        mission = wire.Mission(id="to-cancel", text="x", options={"steps": 30, "nap": 0.05})
+        client.send(mission)
+        client.take(until=lambda r: isinstance(r, wire.Event) and r.event == "step")
+        cancel = wire.Cancel(id="cancel-1", ref=mission.id)
+        client.send(cancel)
+        ended = client.take(until=final(mission.id))
+        client.send(cancel)  # the target has ended: nothing more to cancel
+        again = client.take(until=lambda r: getattr(r, "ref", None) == cancel.id)
+    assert kinds(got) == [("accepted", send.id), ("result", send.id)]
+    assert kinds(ended)[-1] == ("error", "cancelled")
+    assert kinds(again) == [("error", "not_found")]
+    with Image.open(image_dir) as image, image.reading() as root:
+        assert root["metrics"].value("steps.actor.ocr") == 1

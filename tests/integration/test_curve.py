@@ -332,12 +332,13 @@ def test_connections_are_forgotten_when_they_close(tmp_path: Path) -> None:
     keys = make_keys(image_dir)
     port = free_port()
     with running_kernel(image_dir, endpoints(image_dir, port)) as kern:
-        assert kern.connections is not None
+        connections = kern.connections
+        assert connections is not None
         with dealer(f"ipc://{image_dir}/kernel.sock", lambda sock: None) as local:
             assert [type(r) for r in ask(local, wire.Ping())] == [wire.Pong]
-            assert kern.connections.size() == 1
+            assert connections.size() == 1
         for routing_id in (b"peer-1", b"peer-2", b"peer-3"):
             with dealer(f"tcp://127.0.0.1:{port}", keys["client"].apply, routing_id) as sock:
                 assert [type(r) for r in ask(sock, wire.Ping(), 0.3)] == [wire.Pong]
-        wait_until(lambda: kern.connections.size() == 0, "every connection forgotten")
+        wait_until(lambda: connections.size() == 0, "every connection forgotten")
         assert kern.counters["disconnects"] == 4

@@ -27,7 +27,7 @@ from kernel import auth, wire
 from kernel.auth import PeerKeys
 from kernel.client import Client
 from kernel.image import Image
-from kernel.peers import RemoteActor as RemoteActorRecord
+from kernel.peers import ExternalActorRecord
 from kernel.remote import RemoteActor
 from kernel.routing_external import delivery_id
 from kernel.server import Kernel
@@ -132,7 +132,7 @@ def test_sdk_actor_answers_a_send(tmp_path: Path, transport: str,
         assert status["external_actors"] == ["doubler"]
     assert doubler.calls == numbers
     assert image_facts(image_dir, "doubler") == {
-        "record": (RemoteActorRecord, "doubler", ("double",), owner),
+        "record": (ExternalActorRecord, "doubler", ("double",), owner),
         "pending": 0, "dead": 0, "steps": len(numbers)}
 
 
@@ -352,7 +352,7 @@ def test_sigkill_mid_message_redelivers_once(tmp_path: Path, second_attaches: st
             if second is not None:
                 second.close()
     assert image_facts(image_dir, "slowpoke") == {
-        "record": (RemoteActorRecord, "slowpoke", ("work",), ""),
+        "record": (ExternalActorRecord, "slowpoke", ("work",), ""),
         "pending": 0, "dead": 0, "steps": 1}
 
 
@@ -394,6 +394,6 @@ def test_example_actor_over_curve_answers_the_cli(tmp_path: Path) -> None:
                     example.kill()
         assert code == 0
     facts = image_facts(image_dir, "greeter")
-    assert facts["record"][:3] == (RemoteActorRecord, "greeter", ("add", "greet"))
+    assert facts["record"][:3] == (ExternalActorRecord, "greeter", ("add", "greet"))
     assert facts["record"][3] in greeter_public
     assert (facts["pending"], facts["dead"], facts["steps"]) == (0, 0, 1)

@@ -144,6 +144,19 @@ def test_a_resent_send_joins_the_running_step_and_is_answered_once_each() -> Non
     assert core.router.counters["resends"] == 2
 
 
+def test_a_send_the_image_answered_before_a_restart_is_replayed_to_its_owner_only() -> None:
+    core = Core()  # a fresh kernel: the step finds the id in the image's answer ledger
+    [run] = core.msg(ROOT, wire.Send(id="s1", actor="system", selector="echo", args=[1]))
+    assert isinstance(run, RunSend)
+    replay = core.router.step_done(run.env, ok(run.env, 1, replayed_for="ROOT"), None)
+    assert sent(replay) == [(ROOT.identity, "result", "s1")]
+    assert core.router.counters["resends"] == 1
+    theirs = Envelope(actor="system", selector="echo", id="s2", reply_to=BOB.encode())
+    refused = core.router.step_done(theirs, ok(theirs, 2, replayed_for="ALICE"), None)
+    assert sent(refused) == [(BOB.identity, "error", "forbidden")]
+    assert "s2" not in core.router.recent  # the owner's own resend still gets its answer
+
+
 def start_mission(core: Core, address: Address, mission: str = "m1") -> Admit:
     [probe] = core.msg(address, wire.Mission(id=mission, text="hi"))
     assert isinstance(probe, Probe)

@@ -18,6 +18,7 @@ from persistent import Persistent
 
 from actors import llm
 from actors.prompts import AUDITOR
+from kernel.errors import StepInterrupted
 from kernel.steps import StepContext, handler
 
 KEEP_REPORTS = 100
@@ -74,7 +75,10 @@ def assess(figures: dict[str, Any]) -> str:
         messages=(llm.ChatMessage("system", AUDITOR),
                   llm.ChatMessage("user", f"System figures:\n{lines}\n\nAssess briefly.")),
         temperature=0.2, max_new_tokens=ASSESSMENT_TOKENS, persona="auditor")
-    return engine.generate(request).text.strip()
+    generation = engine.generate(request)
+    if generation.stopped_by == "cancel":  # the kernel is stopping: audit at the next start
+        raise StepInterrupted("auditor", "audit", "the assessment")
+    return generation.text.strip()
 
 
 class Auditor(Persistent):

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from persistent import Persistent
 
+from kernel import lifecycle
 from kernel.steps import StepContext, handler
 from prototypes.errors import BatosError
 
@@ -544,12 +545,14 @@ class ThermalSentinel:
         return True
 
     def wait_until_cool(self, max_wait_s: float | None = None, poll_s: float | None = None,
-                        sleep: Callable[[float], None] = time.sleep,
+                        sleep: Callable[[float], object] = lifecycle.STOPPING.wait,
                         clock: Callable[[], float] = time.monotonic) -> CoolDown:
         """When hot and the power limit is not lowered, sleep until not hot.
 
         Never waits past `max_wait_s` (default `thermal.max_wait_s`); polls every
-        `poll_s` (default `thermal.poll_s`).
+        `poll_s` (default `thermal.poll_s`). A stopping kernel ends the wait at once
+        (the default sleep is the process's stop event); the pass then finds the
+        stop too and is interrupted.
         """
         limit = self.settings.max_wait_s if max_wait_s is None else max_wait_s
         poll = self.settings.poll_s if poll_s is None else poll_s
@@ -562,7 +565,7 @@ class ThermalSentinel:
         log.info("hot and no TDP throttle: sleeping up to %.0f s to cool down", limit)
         while observation.zone == "hot":
             remaining = limit - (clock() - started)
-            if remaining <= 0:
+            if remaining <= 0 or lifecycle.stopping():
                 break
             sleep(min(poll, remaining))
             observation = self.observe()

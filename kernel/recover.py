@@ -4,7 +4,8 @@ ZODB's `fsrecover` reads `Data.fs` from the start, skips every transaction
 it cannot read whole (scanning forward for the next good header) and writes
 the rest into a new FileStorage. This module gives it a new image directory:
 created owner-only, it receives the recovered `Data.fs`, and copies of the
-configuration, the blobs and the keys. The original directory is only ever
+configuration, the blobs (hard links where the file system allows: committed
+blobs are never written again) and the keys. The original directory is only ever
 opened for reading. The copy is then verified, so the operator sees what the
 repair kept before pointing a kernel at it.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +77,21 @@ def _copy_beside(source: Path, target: Path) -> None:
     for name in COPIED:
         path = source / name
         if path.is_dir():
-            shutil.copytree(path, target / name, symlinks=True)
+            copy = _link_or_copy if name == "blobs" else shutil.copy2
+            shutil.copytree(path, target / name, symlinks=True, copy_function=copy)
         elif path.is_file():
             shutil.copy2(path, target / name)
     perms.secure(target)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Committed blobs (model weights: hundreds of MB) are never written again, so a
+    hard link shares them safely; another file system gets a copy. (A linked file
+    shares its mode, so only files already owner-only are linked.)"""
+    if os.stat(src).st_mode & perms.WIDE_BITS:  # narrowing the copy must not touch src
+        shutil.copy2(src, dst)
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

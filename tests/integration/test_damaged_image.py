@@ -166,3 +166,22 @@ def test_read_commands_leave_a_torn_tail_where_it_is(image: Path) -> None:
         pass
     assert (image / "Data.fs.tr0").read_bytes() == torn[last:]
     assert data_fs.read_bytes()[:last] == torn[:last]  # and the kernel went on from there
+
+
+def test_recover_keeps_committed_blobs(tmp_path: Path, rng: random.Random) -> None:
+    from kernel import blobs
+
+    source = tmp_path / "image"
+    payload = rng.randbytes(4096)
+    with Image.open(source) as image, image.transaction("a blob") as root:
+        weights = tmp_path / "weights.bin"
+        weights.write_bytes(payload)
+        root["models"]["w"] = blobs.store_file(weights)
+    data_fs = source / "Data.fs"
+    _overwrite(data_fs, data_fs.stat().st_size, rng.randbytes(64))  # garbage at the end
+    out = tmp_path / "repaired"
+
+    done = _batos("image", "recover", "--image", str(source), "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    with Image.open(out, create=False, read_only=True) as image, image.reading() as root:
+        assert blobs.committed_path(root["models"]["w"]).read_bytes() == payload

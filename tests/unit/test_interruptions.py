@@ -60,3 +60,36 @@ def test_a_direct_send_that_is_interrupted_leaves_nothing(image: Image) -> None:
     with image.reading() as root:
         box = root["mailboxes"].get("stopper")
         assert box is None or (len(box.pending), len(box.dead)) == (0, 0)
+
+
+class _StoppedGenerator:
+    """A generator double that finds the kernel stopping, as the engine does."""
+
+    def generate(self, request: object, **kwargs: object) -> object:
+        from actors.llm import Generation
+
+        return Generation("half an assess", 3, -1.0, 0.1, stopped_by="cancel")
+
+
+def test_an_audit_cut_short_by_a_stop_writes_no_report(image: Image) -> None:
+    from actors import llm
+
+    llm.install_engine(_StoppedGenerator(), None)  # type: ignore[arg-type]
+    try:
+        with image.transaction() as root:
+            key = mb.post(root, Envelope("auditor", "audit"), capacity=10)
+        result = _run_actor(image, "auditor", key)
+    finally:
+        llm.install_engine(None, None)
+    assert isinstance(result.error, StepInterrupted)
+    with image.reading() as root:
+        assert len(root["audits"]) == 0
+        assert root["mailboxes"]["auditor"].peek(key).attempt == 1
+
+
+def _run_actor(image: Image, actor: str, key: str) -> StepResult:
+    conn = image.connection()
+    try:
+        return StepRunner(conn, image.config).run(actor, key)
+    finally:
+        conn.close()

@@ -501,3 +501,20 @@ def test_actor_creates_the_process_sentinel_from_its_settings(
     live = actor.live()
     assert live is thermal.sentinel() and live.settings.limit_c == 60.0
     assert live.profile == "cpu" and live.can_throttle is False
+
+
+def test_a_stopping_kernel_ends_the_cooling_wait() -> None:
+    from kernel import lifecycle
+
+    clock = FakeClock()
+    sentinel = make_sentinel(95.0)  # hot for ever, no NVML
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        lifecycle.begin_stop()  # the kernel begins to stop during the first nap
+
+    try:
+        result = sentinel.wait_until_cool(60.0, 5.0, sleep=sleep, clock=clock)
+    finally:
+        lifecycle.end_stop()
+    assert clock.slept == [5.0] and result.waited_s == 5.0

@@ -33,6 +33,7 @@ from kernel.cli import (
 from kernel.image import DEFAULT_IMAGE
 
 POLL_S = 0.5
+CONNECT_S = 10.0
 WAIT_S = 24 * 3600.0
 # `--image` is the clip's start image here (as the usage has it), so the
 # living image directory is `--live-image` (or BATOS_IMAGE).
@@ -70,7 +71,11 @@ def video(
     flags = dict(seconds=seconds, fps=fps, width=width, height=height, steps=steps,
                  window=window, seed=seed, refine=refine)
     options = {**_configured(image), **{k: v for k, v in flags.items() if v is not None}}
-    with _client(image, endpoint, key, server_key, 10.0) as client:
+    with _client(image, endpoint, key, server_key, CONNECT_S) as probe:
+        probe.ping()  # no kernel: a clear error now, not after the long wait below
+    # A status query is a step of the video actor: it waits for the section in
+    # progress, which takes minutes with real weights.
+    with _client(image, endpoint, key, server_key, WAIT_S) as client:
         if head == "ls" and not rest:
             _print_jobs(client.send("video", "ls"), as_json)
         elif head == "get" and len(rest) == 1:

@@ -23,11 +23,13 @@ is left to the step runner's retries.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -334,18 +336,13 @@ def _start_image(job: VideoJob) -> Any:
         return picture.convert("RGB")
 
 
-class _scratch_file:
+@contextlib.contextmanager
+def _scratch_file(root: Any, suffix: str) -> Iterator[Path]:
     """A temporary file in the storage's own directory (a blob takes it by rename)."""
-
-    def __init__(self, root: Any, suffix: str) -> None:
-        self.root, self.suffix = root, suffix
-
-    def __enter__(self) -> Path:
-        handle = tempfile.NamedTemporaryFile(
-            dir=scratch_dir(self.root._p_jar), suffix=self.suffix, delete=False)
-        handle.close()
-        self.path = Path(handle.name)
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        self.path.unlink(missing_ok=True)  # already moved into a blob, unless it failed
+    fd, name = tempfile.mkstemp(dir=scratch_dir(root._p_jar), suffix=suffix)
+    os.close(fd)
+    path = Path(name)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)  # already moved into a blob, unless it failed

@@ -33,6 +33,7 @@ from kernel.cli import (
 from kernel.image import DEFAULT_IMAGE
 
 POLL_S = 0.5
+CONNECT_S = 10.0
 WAIT_S = 24 * 3600.0
 # `--image` is the clip's start image here (as the issue's usage has it), so the
 # living image directory is `--live-image` (or BATOS_IMAGE).
@@ -67,10 +68,14 @@ def video(
     if head == "install" and len(rest) == 1:
         _install(image, Path(rest[0]), endpoint, key, server_key, as_json)
         return
-    options = {k: v for k, v in dict(seconds=seconds, fps=fps, width=width, height=height,
-                                       steps=steps, window=window, seed=seed,
-                                       refine=refine).items() if v is not None}
-    with _client(image, endpoint, key, server_key, 30.0) as client:
+    flags = dict(seconds=seconds, fps=fps, width=width, height=height, steps=steps,
+                 window=window, seed=seed, refine=refine)
+    options = {**_configured(image), **{k: v for k, v in flags.items() if v is not None}}
+    with _client(image, endpoint, key, server_key, CONNECT_S) as probe:
+        probe.ping()  # no kernel: a clear error now, not after the long wait below
+    # A status query is a step of the video actor: it waits for the section in
+    # progress, which takes minutes with real weights.
+    with _client(image, endpoint, key, server_key, WAIT_S) as client:
         if head == "ls" and not rest:
             _print_jobs(client.send("video", "ls"), as_json)
         elif head == "get" and len(rest) == 1:
@@ -83,6 +88,22 @@ def video(
                 err_console.print(f"video job {final['job']} failed: {final['error']}")
                 raise typer.Exit(1)
             _fetch(client.send("video", "get", final["job"]), out, as_json)
+
+
+def _configured(image: Path) -> dict[str, Any]:
+    """The `video.*` settings of the image's batos.toml and BATOS_VIDEO_* (when the
+    image is on this machine); the actor's own defaults apply otherwise."""
+    from kernel import config
+    from kernel.errors import ConfigError
+
+    if not (image / config.CONFIG_FILE).exists():
+        return {}
+    try:
+        values = config.load(image)
+    except ConfigError as exc:
+        err_console.print(f"refused: {exc}")
+        raise typer.Exit(2) from exc
+    return {key.split(".", 1)[1]: values[key] for key in values if key.startswith("video.")}
 
 
 def _call(client: Any, selector: str, *args: Any) -> Any:

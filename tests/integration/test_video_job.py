@@ -67,14 +67,15 @@ def _as_mp4(blob_path: str, folder: Path) -> Path:
     return target
 
 
-def wait_for(client: Client, job_id: str, until: Any, timeout: float = WAIT_S) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
+def wait_for(client: Client, job_id: str, until: Any, poll: float = 0.05) -> dict[str, Any]:
+    """Poll the job's status until `until(status)` or its end (each poll is a step)."""
+    deadline = time.monotonic() + WAIT_S
     while True:
         status: dict[str, Any] = client.send("video", "status", job_id)
         if until(status) or status["state"] in ("COMPLETE", "FAILED"):
             return status
         assert time.monotonic() < deadline, status
-        time.sleep(0.05)
+        time.sleep(poll)
 
 
 def test_batos_video_end_to_end_and_the_lease(tiny_image: Path, tiny_video_dir: Path,
@@ -123,9 +124,11 @@ def test_batos_video_end_to_end_and_the_lease(tiny_image: Path, tiny_video_dir: 
 def _mission_during_a_job(client: Client, seed: int) -> tuple[Any, Any]:
     options = {**TINY, "seconds": 5.0, "steps": 12, "seed": seed, "refine": False}
     job = client.send("video", "start", "a fox", options)
-    wait_for(client, job["job"], lambda s: s["done"] >= 1)
+    running = wait_for(client, job["job"], lambda s: s["done"] >= 1)
     started = client.send("missions", "start", "what is the capital of France")
-    final_job = wait_for(client, job["job"], lambda s: False)
+    # sent while the job held the lease (the LLM was off the device)
+    assert running["state"] == "SECTIONS" and running["done"] < running["sections"]
+    final_job = wait_for(client, job["job"], lambda s: False, poll=0.25)
     deadline = time.monotonic() + WAIT_S
     while (mission := client.send("missions", "status", started["mission"]))["state"] \
             not in ("COMPLETE", "FAILED"):
@@ -143,10 +146,10 @@ def test_kill_9_mid_job_resumes_at_the_first_missing_section(
         served.kill()
     assert before["state"] == "SECTIONS", before
     with serve(video_image) as served, Client(served.endpoint, timeout=WAIT_S) as client:
-        resumed = wait_for(client, job["job"], lambda s: False)
+        resumed = wait_for(client, job["job"], lambda s: False, poll=0.25)
         resumed_events = client.send("video", "status", job["job"])["events"]
         again = client.send("video", "start", "a fox", options)
-        fresh = wait_for(client, again["job"], lambda s: False)
+        fresh = wait_for(client, again["job"], lambda s: False, poll=0.25)
         paths = [client.send("video", "get", j)["path"] for j in (job["job"], again["job"])]
     assert (resumed["state"], fresh["state"]) == ("COMPLETE", "COMPLETE")
     indices = [e["index"] for e in resumed_events]

@@ -26,6 +26,7 @@ NOTES = {
 
 @pytest.mark.model
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # `batos init` (first real test of a session), then four passes on CPU
 def test_a_real_mission_cites_the_ingested_note(real_image: Path, tmp_path: Path,
                                                 serve: Any, cli: Any) -> None:
     image_dir = tmp_path / "image"

@@ -209,3 +209,34 @@ def test_a_mission_cites_the_right_file(tiny_image: Path, tmp_path: Path, serve:
         listed = json.loads(cli("knowledge", "ls", *image, "--json").stdout)
         assert sorted(Path(d["path"]).name for d in listed) == [
             "garden.txt", "moon.txt", "rocket.md"]
+
+
+def test_cli_without_a_kernel(tiny_image: Path, tmp_path: Path) -> None:
+    """`batos knowledge` opening the image itself (in this process: CliRunner)."""
+    import typer
+    from typer.testing import CliRunner
+
+    from actors.knowledge.cli import app as knowledge_app
+
+    app = typer.Typer()
+    app.add_typer(knowledge_app, name="knowledge")
+    runner = CliRunner()
+
+    def cli(*args: str) -> Any:
+        return runner.invoke(app, ["knowledge", *args, "--image", str(tiny_image)])
+
+    folder = write(tmp_path / "notes", NOTES)
+    assert cli("ingest", str(folder), "--json").exit_code == 0
+    found = cli("search", "launch code rocket", "--mode", "bm25", "--json")
+    assert found.exit_code == 0, found.output
+    hits = json.loads(found.stdout)
+    assert Path(hits[0]["path"]).name == "rocket.md" and "ZEBRA-42" in hits[0]["text"]
+    stats = json.loads(cli("stats", "--json").stdout)
+    assert stats["documents"] == 2 and stats["chunks"] >= 2
+    removed = cli("rm", str(folder / "rocket.md"), "--json")
+    assert json.loads(removed.stdout)["path"].endswith("rocket.md")
+    assert cli("rm", "rocket.md").exit_code == 1
+    assert json.loads(cli("stats", "--json").stdout)["documents"] == 1
+    again = cli("ingest", str(folder), "--json")
+    assert sorted(o["status"] for o in json.loads(again.stdout)["outcomes"]) == [
+        "added", "unchanged"]

@@ -26,6 +26,7 @@ NOTES = {
 
 @pytest.mark.model
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # `batos init` (first real test of a session), then the passes on CPU
 def test_a_real_mission_cites_the_ingested_note(real_image: Path, tmp_path: Path,
                                                 serve: Any, cli: Any) -> None:
     image_dir = tmp_path / "image"
@@ -39,7 +40,7 @@ def test_a_real_mission_cites_the_ingested_note(real_image: Path, tmp_path: Path
     assert done.returncode == 0, done.stderr[-3000:]
     with serve(image_dir):
         done = cli("mission", "According to my notes, what is the launch code of the rocket?",
-                   *image, "--json", "--timeout", "600")
+                   *image, "--json", "--timeout", "900", timeout=1000)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
     print(f"answer: {summary['answer']!r}")

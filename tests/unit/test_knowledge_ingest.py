@@ -150,3 +150,43 @@ def test_a_pattern_that_names_nothing_is_refused(tmp_path: Path) -> None:
     with pytest.raises(NoMatchingFiles) as err:
         ingest.discover([str(tmp_path / "*.md")])
     assert err.value.pattern.endswith("*.md")
+
+
+def minimal_pdf(text: str) -> bytes:
+    """A one-page PDF showing `text` in Helvetica, with a correct cross-reference table."""
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1, xref)
+    return bytes(out)
+
+
+def test_a_corrupt_pdf_among_good_ones_is_skipped(image: Image, tmp_path: Path) -> None:
+    folder = tmp_path / "pdfs"
+    folder.mkdir()
+    (folder / "good.pdf").write_bytes(minimal_pdf("The reactor coolant is heavy water."))
+    (folder / "bad.pdf").write_bytes(minimal_pdf("cut short")[:120])
+    (folder / "also.pdf").write_bytes(minimal_pdf("Pumps run at night."))
+    outcomes = by_name(run(image, ingest.discover([str(folder)])))
+    assert {n: o["status"] for n, o in outcomes.items()} == {
+        "good.pdf": "added", "bad.pdf": "skipped", "also.pdf": "added"}
+    assert outcomes["bad.pdf"]["error_kind"] == "parse"
+    with image.reading() as root:
+        catalog = catalog_of(root)
+        assert catalog is not None
+        [hit] = retrieval.search(catalog, "coolant", encode, k=1, mode="bm25")
+        assert hit.path.endswith("good.pdf") and "heavy water" in hit.text

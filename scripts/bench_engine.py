@@ -65,7 +65,7 @@ from tests.helpers.kernel import running_kernel  # noqa: E402
 QUESTIONS = ("Why is the sky blue?", "How do bees make honey?", "Why do we have leap years?")
 TARGETS = {"decode_ratio": 0.5, "loaded_decode_ratio": 0.4, "batch4_throughput_ratio": 1.8}
 MISSION_TIMEOUT_S = 900.0
-PERSONA = "drafter"  # an adapter of lora_staging/
+PERSONAS = ("drafter", "critic")  # adapters of lora_staging/
 PROBE = llm.GenerationRequest(
     (llm.ChatMessage("system", "You are a helpful assistant."),
      llm.ChatMessage("user", "Explain in a few sentences how a refrigerator keeps food cold.")),
@@ -213,10 +213,12 @@ def fuse_ms(image: Image) -> float:
     live = steward.attach(image, loaded)
     if live is None:
         return float("nan")
-    try:
-        loaded.generate(llm.GenerationRequest(PROBE.messages, 0.0, 1, persona=PERSONA))
+    try:  # the first merge also keeps the pristine weights aside: time the second one
+        loaded.generate(llm.GenerationRequest(PROBE.messages, 0.0, 1, persona=PERSONAS[0]))
         bank = live.bank
-        return 1000 * bank.fuse_seconds / max(1, bank.fuses)
+        seconds, fuses = bank.fuse_seconds, bank.fuses
+        loaded.generate(llm.GenerationRequest(PROBE.messages, 0.0, 1, persona=PERSONAS[1]))
+        return 1000 * (bank.fuse_seconds - seconds) / max(1, bank.fuses - fuses)
     finally:
         steward.install(None)
         live.close()

@@ -46,6 +46,8 @@ def serve(image: Any) -> None:
         attach(image)
     else:
         steward.attach(image, loaded)
+    with image.transaction("engine start-up") as root:
+        engine_stats.reset_gauges(root)
     engine_stats.install(loaded)
     log.info("engine ready")
 

@@ -7,8 +7,9 @@ registers the engine wrapped in `Metered`, which times every `generate` and
 buffers its figures here. The figures reach the image's metrics (what
 `batos status` shows under `counters`) the way the steward's do: buffered in
 memory, added inside a step's transaction by `flush_into` (called from
-`actors.steward.steward_metrics`, before every pass), and put back if that
-transaction aborts.
+`actors.steward.prefetch_next`, before every pass, and from the steward
+actor's handlers), and put back if that transaction aborts. `reset_gauges`
+zeroes the gauges at start-up.
 
 Counters: `engine.passes`, `engine.tokens`, `engine.decode_ms` (their ratio
 is the mean rate). Gauges (set, not added): `engine.threads`,
@@ -27,6 +28,7 @@ from actors import llm
 from actors.threads import ThreadBudget
 
 BACKEND_PREFIX = "engine.backend."
+COUNTERS = frozenset({"engine.passes", "engine.tokens", "engine.decode_ms"})
 
 
 class _Figures:
@@ -34,6 +36,7 @@ class _Figures:
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.gauges: dict[str, int] = {}
+        self.sent: dict[str, int] = {}  # each gauge's value as last flushed
         self.running = 0
 
 
@@ -43,8 +46,9 @@ _figures = _Figures()
 def started(backend: str, budget: ThreadBudget) -> None:
     """Record the serving backend and its threads (gauges)."""
     with _figures.lock:
-        _figures.gauges = {key: value for key, value in _figures.gauges.items()
-                           if not key.startswith(BACKEND_PREFIX)}
+        for key in _figures.gauges:
+            if key.startswith(BACKEND_PREFIX):
+                _figures.gauges[key] = 0
         _figures.gauges[f"{BACKEND_PREFIX}{backend}"] = 1
         _figures.gauges["engine.threads"] = budget.threads
 
@@ -66,33 +70,48 @@ def snapshot() -> dict[str, int]:
 
 
 def flush_into(root: Any) -> dict[str, int]:
-    """Set the gauges and add the buffered counts to `root["metrics"]`, in the caller's txn.
+    """Move the gauges and add the buffered counts to `root["metrics"]`, in the caller's txn.
 
-    Returns what moved: the gauges that changed (their new values) and the counts added.
+    Gauges move by their change since the last flush this process made (as
+    the steward's do): `Metrics` merges concurrent increments, so two steps
+    flushing at once never lose or double a change. Returns what moved.
     """
     with _figures.lock:
-        counts = dict(_figures.counts)
+        moved = dict(_figures.counts)
         _figures.counts.clear()
         gauges = {**_figures.gauges, "engine.running": _figures.running}
+        for key, value in gauges.items():
+            delta = value - _figures.sent.get(key, 0)
+            if delta:
+                moved[key] = delta
+                _figures.sent[key] = value
+    if not moved:
+        return {}
     metrics = root["metrics"]
-    moved = {key: value for key, value in gauges.items() if value != metrics.value(key)}
     for key, value in moved.items():
-        metrics.incr(key, value - metrics.value(key))
-    for key, value in counts.items():
         metrics.incr(key, value)
-    if counts:
-        restore = _Restore(counts)
-        txn = root._p_jar.transaction_manager.get()
-        txn.addAfterCommitHook(restore.after_commit)
-        txn.addAfterAbortHook(restore.after_abort)
-    return {**moved, **counts}
+    restore = _Restore(moved)
+    txn = root._p_jar.transaction_manager.get()
+    txn.addAfterCommitHook(restore.after_commit)
+    txn.addAfterAbortHook(restore.after_abort)
+    return moved
+
+
+def reset_gauges(root: Any) -> None:
+    """Zero the engine's gauges in the image (a new process starts them afresh)."""
+    metrics = root["metrics"]
+    for key, value in metrics.snapshot("engine.").items():
+        if value and key not in COUNTERS:
+            metrics.incr(key, -value)
+    with _figures.lock:
+        _figures.sent.clear()
 
 
 class _Restore:
-    """Puts flushed counts back once, if their transaction does not commit."""
+    """Puts flushed counts and gauge changes back once, if their transaction does not commit."""
 
-    def __init__(self, counts: dict[str, int]) -> None:
-        self.counts, self.done = counts, False
+    def __init__(self, moved: dict[str, int]) -> None:
+        self.moved, self.done = moved, False
 
     def after_commit(self, ok: bool) -> None:
         if not ok:
@@ -100,10 +119,15 @@ class _Restore:
         self.done = True
 
     def after_abort(self) -> None:
-        if not self.done:
-            self.done = True
-            with _figures.lock:
-                _figures.counts.update(self.counts)
+        if self.done:
+            return
+        self.done = True
+        with _figures.lock:
+            for key, value in self.moved.items():
+                if key in COUNTERS:
+                    _figures.counts[key] += value
+                else:
+                    _figures.sent[key] = _figures.sent.get(key, 0) - value
 
 
 class Metered:

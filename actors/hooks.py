@@ -47,6 +47,8 @@ def serve(image: Any) -> None:
         attach(image)
     else:
         steward.attach(image, loaded)
+    with image.transaction("engine start-up") as root:
+        engine_stats.reset_gauges(root)
     engine_stats.install(loaded)  # the process's generator, metered
     video_lease.LEASE.set_reattach(lambda engine: steward.attach(image, engine))
     log.info("engine ready")

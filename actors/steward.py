@@ -560,6 +560,7 @@ def prefetch_next(step: StepContext) -> None:
     process is worn from the next pass on), flushes the metrics, and starts
     loading the persona of the pass that usually follows. Never fails a pass.
     """
+    engine_stats.flush_into(step.root)
     live = current()
     if live is None:
         return

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from persistent import Persistent
 
-from kernel import lifecycle
+from kernel import stopping
 from kernel.steps import StepContext, handler
 from prototypes.errors import BatosError
 
@@ -545,7 +545,7 @@ class ThermalSentinel:
         return True
 
     def wait_until_cool(self, max_wait_s: float | None = None, poll_s: float | None = None,
-                        sleep: Callable[[float], object] = lifecycle.STOPPING.wait,
+                        sleep: Callable[[float], object] = stopping.STOPPING.wait,
                         clock: Callable[[], float] = time.monotonic) -> CoolDown:
         """When hot and the power limit is not lowered, sleep until not hot.
 
@@ -565,7 +565,7 @@ class ThermalSentinel:
         log.info("hot and no TDP throttle: sleeping up to %.0f s to cool down", limit)
         while observation.zone == "hot":
             remaining = limit - (clock() - started)
-            if remaining <= 0 or lifecycle.stopping():
+            if remaining <= 0 or stopping.stopping():
                 break
             sleep(min(poll, remaining))
             observation = self.observe()

@@ -14,8 +14,10 @@ What runs (one process, one image, one thread count for every side)
    backend `engine.backend` picks, the steward, the metered engine), and
    `--missions` missions sent by a `Client`. Every `generate` is recorded;
    its decode rate is tokens / (wall - prefill).
-   Each recorded pass is replayed on the anchor with the same prompt and the
-   same token count.
+   Each pass is replayed on the anchor right after it (in the generating
+   thread, so both meet the same load) with the same prompt and token count.
+   The passes wear their personas (llama.cpp applies LoRA unmerged); the
+   anchor runs the bare model: `passes_with_persona` says how many did.
 
        decode_ratio  = batos decode tokens/s / anchor decode tokens/s   (>= 0.5)
 
@@ -43,6 +45,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,7 +68,7 @@ from tests.helpers.kernel import running_kernel  # noqa: E402
 QUESTIONS = ("Why is the sky blue?", "How do bees make honey?", "Why do we have leap years?")
 TARGETS = {"decode_ratio": 0.5, "loaded_decode_ratio": 0.4, "batch4_throughput_ratio": 1.8}
 MISSION_TIMEOUT_S = 900.0
-PERSONA = "drafter"  # an adapter of lora_staging/
+PERSONAS = ("drafter", "critic")  # adapters of lora_staging/
 PROBE = llm.GenerationRequest(
     (llm.ChatMessage("system", "You are a helpful assistant."),
      llm.ChatMessage("user", "Explain in a few sentences how a refrigerator keeps food cold.")),
@@ -121,16 +124,31 @@ class Anchor:
 
 
 class Recorder:
-    """The installed generator, each call's request and generation recorded."""
+    """The installed generator: each call recorded, then replayed at once on the anchor.
 
-    def __init__(self, engine: Any) -> None:
+    The replay runs in the generating thread right after the call, so both
+    sides of a pair meet the same load on a shared machine.
+    """
+
+    def __init__(self, engine: Any, anchor: Anchor) -> None:
         self.engine = engine
-        self.calls: list[tuple[llm.GenerationRequest, llm.Generation, float]] = []
+        self.anchor = anchor
+        self.pairs: list[dict[str, float]] = []
 
     def generate(self, request: llm.GenerationRequest, **kwargs: Any) -> llm.Generation:
         started = time.perf_counter()
         generation = self.engine.generate(request, **kwargs)
-        self.calls.append((request, generation, time.perf_counter() - started))
+        wall = time.perf_counter() - started
+        if generation.tokens:
+            ids = self.anchor.llama.tokenize(self.engine.prompt(request).encode(),
+                                             add_bos=False, special=True)
+            prefill_s, decode_s = self.anchor.run(ids, generation.tokens)
+            self.pairs.append({
+                "tokens": generation.tokens, "prompt_tokens": len(ids),
+                "batos_decode_s": decode_seconds(generation, wall),
+                "batos_prefill_s": generation.extra.get("prefill_seconds", 0.0),
+                "anchor_decode_s": decode_s, "anchor_prefill_s": prefill_s,
+                "persona": 1.0 if generation.persona else 0.0})
         return generation
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
@@ -142,13 +160,14 @@ def decode_seconds(generation: llm.Generation, wall: float) -> float:
     return wall - generation.extra.get("prefill_seconds", 0.0)
 
 
-def through_kernel(image_dir: Path, count: int, n_threads: int) -> tuple[Any, list[Any]]:
-    """Missions through a real kernel; (the serving engine, the recorded calls)."""
+def through_kernel(image_dir: Path, count: int, n_threads: int,
+                   anchor: Anchor) -> tuple[Any, list[dict[str, float]]]:
+    """Missions through a real kernel; (the serving engine, each pass paired with the anchor)."""
     overrides = {"audit.interval_s": 0, "engine.threads": n_threads}
     with running_kernel(image_dir, overrides=overrides) as kernel:
         hooks.serve(kernel.image)
         metered = llm.generator()
-        recorder = Recorder(metered)
+        recorder = Recorder(metered, anchor)
         llm.install_engine(recorder, recorder)
         with Client(endpoint_for(image_dir)) as client:
             for question in QUESTIONS[:count]:
@@ -158,28 +177,21 @@ def through_kernel(image_dir: Path, count: int, n_threads: int) -> tuple[Any, li
                         raise SystemExit(f"mission failed: {msg.code}: {msg.message}")
                     if isinstance(msg, wire.Result):
                         break
-    return getattr(metered, "engine", metered), recorder.calls
+    return getattr(metered, "engine", metered), recorder.pairs
 
 
-def anchor_pairs(engine: Any, anchor: Anchor, calls: Sequence[Any]) -> dict[str, float]:
-    tokens = batos_s = anchor_s = prompt = batos_pre = anchor_pre = 0.0
-    for request, generation, wall in calls:
-        if generation.tokens == 0:
-            continue
-        ids = anchor.llama.tokenize(engine.prompt(request).encode(), add_bos=False, special=True)
-        prefill_s, decode_s = anchor.run(ids, generation.tokens)
-        tokens += generation.tokens
-        batos_s += decode_seconds(generation, wall)
-        anchor_s += decode_s
-        prompt += len(ids)
-        batos_pre += generation.extra.get("prefill_seconds", 0.0)
-        anchor_pre += prefill_s
-    if not tokens:
+def summed(pairs: Sequence[dict[str, float]]) -> dict[str, float]:
+    if not pairs:
         raise SystemExit("the missions generated nothing (answered from memory?)")
-    return {"tokens": tokens, "prompt_tokens": prompt,
-            "batos_decode_tps": tokens / batos_s, "anchor_decode_tps": tokens / anchor_s,
-            "batos_prefill_tps": prompt / batos_pre if batos_pre else 0.0,
-            "anchor_prefill_tps": prompt / anchor_pre}
+    total = {key: sum(p[key] for p in pairs) for key in pairs[0]}
+    return {"tokens": total["tokens"], "prompt_tokens": total["prompt_tokens"],
+            "passes_with_persona": total["persona"],
+            "batos_decode_tps": total["tokens"] / total["batos_decode_s"],
+            "anchor_decode_tps": total["tokens"] / total["anchor_decode_s"],
+            "batos_prefill_tps": total["prompt_tokens"] / total["batos_prefill_s"],
+            "anchor_prefill_tps": total["prompt_tokens"] / total["anchor_prefill_s"],
+            "decode_ratio_median": statistics.median(
+                p["anchor_decode_s"] / p["batos_decode_s"] for p in pairs)}
 
 
 def direct_rate(engine: Any, repeats: int = 2) -> float:
@@ -213,10 +225,12 @@ def fuse_ms(image: Image) -> float:
     live = steward.attach(image, loaded)
     if live is None:
         return float("nan")
-    try:
-        loaded.generate(llm.GenerationRequest(PROBE.messages, 0.0, 1, persona=PERSONA))
+    try:  # the first merge also keeps the pristine weights aside: time the second one
+        loaded.generate(llm.GenerationRequest(PROBE.messages, 0.0, 1, persona=PERSONAS[0]))
         bank = live.bank
-        return 1000 * bank.fuse_seconds / max(1, bank.fuses)
+        seconds, fuses = bank.fuse_seconds, bank.fuses
+        loaded.generate(llm.GenerationRequest(PROBE.messages, 0.0, 1, persona=PERSONAS[1]))
+        return 1000 * (bank.fuse_seconds - seconds) / max(1, bank.fuses - fuses)
     finally:
         steward.install(None)
         live.close()
@@ -240,10 +254,10 @@ def batch4(engine: Any) -> float:
 def run(image_dir: Path, count: int, n_threads: int, load_procs: int) -> dict[str, Any]:
     load_start = os.getloadavg()[0]
     gguf = prepare(image_dir)
-    engine, calls = through_kernel(image_dir, count, n_threads)
+    anchor = Anchor(gguf, threads.resolve(n_threads))
+    engine, paired = through_kernel(image_dir, count, n_threads, anchor)
     budget = threads.current()
-    anchor = Anchor(gguf, budget.threads)
-    pairs = anchor_pairs(engine, anchor, calls)
+    pairs = summed(paired)
     quiet = direct_rate(engine)
     with Image.open(image_dir, overrides={"engine.threads": n_threads}) as image:
         fuse_quiet = fuse_ms(image)
@@ -259,7 +273,7 @@ def run(image_dir: Path, count: int, n_threads: int, load_procs: int) -> dict[st
         "batch4_throughput_ratio": ratio4,
         "fuse_ms_quiet": fuse_quiet, "fuse_ms_loaded": fuse_loaded,
         "quiet_decode_tps": quiet, "loaded_decode_tps": loaded, "load_procs": load_procs,
-        "kernel_passes": len(calls), "missions": count, **pairs, "targets": TARGETS,
+        "kernel_passes": len(paired), "missions": count, **pairs, "targets": TARGETS,
         "loadavg_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
     }
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}

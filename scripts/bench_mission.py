@@ -84,6 +84,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib
 import json
 import os
 import platform
@@ -99,6 +100,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+importlib.import_module("actors")  # first: it sets OpenMP's wait policy before torch loads
 
 import torch  # noqa: E402
 import transaction  # noqa: E402

@@ -33,6 +33,8 @@ echo "== batos adapters: the persona adapters the passes wore (tier, hits, swap 
 "$BATOS" adapters --image "$IMAGE" || true
 
 if [ -n "$started" ]; then
+    echo "== the engine that answered (backend, compute threads)"
+    grep -m1 "engine backend" "$IMAGE/kernel.log" || true
     echo "== stopping the kernel (SIGTERM)"
     kill -TERM "$started"
     wait "$started" || true

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import actors  # noqa: F401  (first: OpenMP's passive wait policy, before any test loads torch)
 from kernel.image import Image
 
 # Settings from the developer's environment must not leak into tests.

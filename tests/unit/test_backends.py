@@ -68,6 +68,9 @@ def root() -> Any:
     db = DB(MappingStorage())
     conn = db.open()
     conn.root()["metrics"] = Metrics()
+    engine_stats.flush_into(conn.root())  # take what earlier tests buffered
+    conn.root()["metrics"] = Metrics()
+    engine_stats.reset_gauges(conn.root())  # this image starts from zero
     transaction.commit()
     yield conn.root()
     transaction.abort()
@@ -76,8 +79,6 @@ def root() -> Any:
 
 
 def test_metered_passes_reach_the_metrics_with_backend_and_threads(root: Any) -> None:
-    engine_stats.flush_into(root)  # start from what earlier tests left
-    transaction.commit()
     engine_stats.started("llama", ThreadBudget(3, 4, "PASSIVE"))
     metered = engine_stats.Metered(Fixed(7))
     metered.generate(REQUEST)
@@ -92,7 +93,32 @@ def test_metered_passes_reach_the_metrics_with_backend_and_threads(root: Any) ->
     engine_stats.flush_into(root)
     transaction.commit()
     assert metrics.value("engine.backend.torch") == 1
+    assert metrics.value("engine.backend.llama") == 0
     assert metrics.value("engine.threads") == 1
+
+
+def test_an_aborted_flush_moves_its_gauges_again(root: Any) -> None:
+    engine_stats.started("llama", ThreadBudget(2, 4, "PASSIVE"))
+    engine_stats.flush_into(root)
+    transaction.abort()
+    engine_stats.flush_into(root)
+    transaction.commit()
+    assert root["metrics"].value("engine.threads") == 2
+
+
+def test_reset_zeroes_gauges_and_keeps_counters(root: Any) -> None:
+    engine_stats.started("llama", ThreadBudget(2, 4, "PASSIVE"))
+    engine_stats.Metered(Fixed(5)).generate(REQUEST)
+    engine_stats.flush_into(root)
+    transaction.commit()
+    engine_stats.reset_gauges(root)
+    transaction.commit()
+    metrics = root["metrics"]
+    assert metrics.value("engine.threads") == 0 and metrics.value("engine.backend.llama") == 0
+    assert metrics.value("engine.passes") >= 1
+    engine_stats.flush_into(root)  # the next flush sets them again
+    transaction.commit()
+    assert metrics.value("engine.threads") == 2
 
 
 def test_counts_survive_an_aborted_flush(root: Any) -> None:

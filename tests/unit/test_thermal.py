@@ -504,17 +504,17 @@ def test_actor_creates_the_process_sentinel_from_its_settings(
 
 
 def test_a_stopping_kernel_ends_the_cooling_wait() -> None:
-    from kernel import lifecycle
+    from kernel import stopping
 
     clock = FakeClock()
     sentinel = make_sentinel(95.0)  # hot for ever, no NVML
 
     def sleep(seconds: float) -> None:
         clock.sleep(seconds)
-        lifecycle.begin_stop()  # the kernel begins to stop during the first nap
+        stopping.begin_stop()  # the kernel begins to stop during the first nap
 
     try:
         result = sentinel.wait_until_cool(60.0, 5.0, sleep=sleep, clock=clock)
     finally:
-        lifecycle.end_stop()
+        stopping.end_stop()
     assert clock.slept == [5.0] and result.waited_s == 5.0

@@ -263,7 +263,8 @@ def test_generate_wears_the_adapter_from_the_image(served: tuple[Image, Any],
     assert engine.generate(ask).persona == "drafter"
     torch.testing.assert_close(logits_of(engine.model),
                                reference_logits(made["lm"], made["drafter"]),
-                               rtol=1e-5, atol=1e-6)
+                               rtol=1e-5, atol=1e-5)  # on CPU the adapter is fused into
+    # the weights (W0 + s*B*A in float32): rounding, not a different function
     bare = GenerationRequest(ask.messages, 0.0, 4, persona="router")  # no router adapter
     assert engine.generate(bare).persona is None
     rows = {row["name"]: row for row in send(image, "list")}

@@ -49,27 +49,29 @@ class Answer:
     actor: str = ""
     selector: str = ""
     cause: str = ""
+    error_type: str = ""
 
     @classmethod
     def failed(cls, error: StepFailed, owner: str) -> Answer:
-        return cls(False, None, owner, error.actor, error.selector, error.cause)
+        return cls(False, None, owner, error.actor, error.selector, error.cause,
+                   error.error_type)
 
     def error(self, message_id: str) -> KernelError:
         """The failure as the typed error the first run reported."""
-        return StepFailed(self.actor, self.selector, message_id, self.cause)
+        return StepFailed(self.actor, self.selector, message_id, self.cause, self.error_type)
 
     def to_state(self) -> tuple[Any, ...]:
         """Plain data for the pickle: no class reference, so old images stay readable."""
         if self.ok:
             return ("ok", self.value, self.owner)
-        return ("failed", self.owner, self.actor, self.selector, self.cause)
+        return ("failed", self.owner, self.actor, self.selector, self.cause, self.error_type)
 
     @classmethod
     def from_state(cls, state: tuple[Any, ...]) -> Answer:
         if state[0] == "ok":
             return cls(True, state[1], state[2])
-        _tag, owner, actor, selector, cause = state
-        return cls(False, None, owner, actor, selector, cause)
+        _tag, owner, actor, selector, cause, error_type = state
+        return cls(False, None, owner, actor, selector, cause, error_type)
 
 
 class AlreadyAnswered(KernelError):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kernel.errors import ConfigError
+from kernel.errors import ConfigError, ConfigSyntaxError
 
 CONFIG_FILE = "batos.toml"
 ENV_PREFIX = "BATOS_"
@@ -190,7 +190,7 @@ def _read_file(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+        raise ConfigSyntaxError(str(path), str(exc)) from exc
     values: dict[str, Any] = {}
     for section, table in data.items():
         if not isinstance(table, dict):

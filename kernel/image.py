@@ -44,7 +44,7 @@ import prototypes.genesis
 from kernel import answers, metrics, system
 from kernel import config as config_mod
 from kernel.durability import GroupCommitFileStorage, SyncGroup
-from kernel.errors import ImageError, ImageLocked, UnknownObject
+from kernel.errors import ImageError, ImageLocked, ImageMissing, UnknownObject
 from kernel.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class Image:
         directory = Path(directory)
         if not directory.exists():
             if not create or read_only or at is not None:
-                raise ImageError(str(directory), "no image here (run `batos init`)")
+                raise ImageMissing(str(directory))
             directory.mkdir(parents=True)
         cfg = config_mod.load(directory, overrides)
         read_only = read_only or at is not None

@@ -46,7 +46,7 @@ from kernel.actions import Send as SendAction
 from kernel.answers import AlreadyAnswered
 from kernel.auth import ROLE_KINDS
 from kernel.counters import KernelCounters
-from kernel.errors import KernelError, MessageGone, Overloaded
+from kernel.errors import KernelError, MessageGone, Overloaded, StepFailed
 from kernel.mailbox import Envelope
 from kernel.peers import PeerTable
 from kernel.routing_external import ExternalRouting, delivery_id
@@ -80,6 +80,7 @@ class Router(QueryRouting, ExternalRouting):
         self.owners: OrderedDict[str, str] = OrderedDict()
         self.missions: set[str] = set()  # open refs that are missions
         self.cancelled: set[str] = set()  # open or recent refs ended by `cancel`
+        self.failures: dict[str, dict[str, str]] = {}  # open mission -> its doomed step
         self.stopping = False
         ExternalRouting.__init__(self, PeerTable(liveness, delivery_id), heartbeat_s)
 
@@ -240,9 +241,11 @@ class Router(QueryRouting, ExternalRouting):
             return self._finish(env.mission, wire.Result(ref=env.mission,
                                                          value=data.get("value")), env)
         if env.mission and event == "failed":
+            failure = self.failures.get(env.mission)  # the step that doomed it, typed
+            details = {**data, "failure": failure} if failure else data
             return self._finish(env.mission, wire.error_reply(
                 wire.ErrorCode.STEP_FAILED, str(data.get("error", "mission failed")),
-                ref=env.mission, details=data), env)
+                ref=env.mission, details=details), env)
         return self._publish(env, wire.Event(ref=env.mission or env.id, event=event,
                                              data=data))
 
@@ -267,6 +270,9 @@ class Router(QueryRouting, ExternalRouting):
             return []
         notice = Envelope(actor=self.entry, selector="fail", args=(env.mission, str(error)),
                           mission=env.mission, reply_to=env.reply_to)
+        if isinstance(error, StepFailed):
+            self.failures[env.mission] = {"actor": error.actor, "selector": error.selector,
+                                          "error": error.error_type}
         return [Admit(notice, None)]
 
     def _replay(self, env: Envelope, owner: str) -> list[Action]:
@@ -324,6 +330,7 @@ class Router(QueryRouting, ExternalRouting):
                                        "the kernel is shutting down; the work resumes at "
                                        "its next start", ref))
         self.watchers.clear()
+        self.failures.clear()
         return out
 
     # -- bookkeeping ----------------------------------------------------------------------
@@ -359,6 +366,7 @@ class Router(QueryRouting, ExternalRouting):
                 self.cancelled.discard(old)
         targets = self.watchers.pop(ref, set())
         self.missions.discard(ref)
+        self.failures.pop(ref, None)
         if env is not None and env.reply_to:
             targets.add(Address.decode(env.reply_to))
         return [self._out(address, record) for address in targets]
@@ -371,5 +379,6 @@ class Router(QueryRouting, ExternalRouting):
         """The sizes of every table that grows with traffic (bounded; see the tests)."""
         return {"watchers": len(self.watchers), "recent": len(self.recent),
                 "owners": len(self.owners), "missions": len(self.missions),
-                "cancelled": len(self.cancelled), **self.peers.sizes(),
+                "cancelled": len(self.cancelled), "failures": len(self.failures),
+                **self.peers.sizes(),
                 "counters": len(self.counters.snapshot())}

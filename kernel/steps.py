@@ -299,9 +299,11 @@ class StepRunner:
         if exhausted:
             error = RetriesExhausted(actor, selector, msg_id, attempts)
         else:
-            error = StepFailed(actor, selector, msg_id, _describe(exc))
+            error = StepFailed(actor, selector, msg_id, _describe(exc),
+                               type(exc).__name__ if exc is not None else "")
         self._record_failure(actor, key, envelope if direct else None, error, exc, exhausted,
                              envelope if remember else None)
+        error.__cause__ = exc  # the handler's own typed error, for callers in this process
         log.warning("%s", error)
         return StepResult(actor, key, envelope, ok=False, error=error, attempts=attempts,
                           duration_s=time.perf_counter() - started)

@@ -52,8 +52,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("steps.failure_log_size", int, 1000, "failed steps remembered in metrics"),
     Setting("mailbox.capacity", int, 1000,
             "pending messages per actor; a full mailbox answers 'overloaded'"),
-    Setting("kernel.answers_kept", int, 100_000,
-            "answered sends whose answer the image keeps, so a resend never runs twice"),
     Setting("kernel.endpoints", list, ["ipc://live_image/kernel.sock"],
             "endpoints the kernel binds; tcp:// ones require CURVE keys"),
     Setting("kernel.max_message_bytes", int, 1_048_576,

@@ -41,8 +41,8 @@ from ZODB.POSException import POSKeyError, StorageError
 from ZODB.utils import get_pickle_metadata, p64, u64
 
 import prototypes.genesis
-from kernel import answers, metrics, system
 from kernel import config as config_mod
+from kernel import metrics, system
 from kernel.durability import GroupCommitFileStorage, SyncGroup
 from kernel.errors import ImageError, ImageLocked, ImageMissing, UnknownObject
 from kernel.metrics import Metrics
@@ -208,8 +208,6 @@ class Image:
             prototypes.genesis.install(root["prototypes"])
             if system.install(root):
                 created.append("system actor")
-            if answers.install(root):
-                created.append("answers")
             for ep in entry_points(group=ENTRY_POINT_GROUP):
                 ep.load()(root, self.config)
             if created:

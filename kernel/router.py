@@ -43,7 +43,7 @@ from typing import Any
 from kernel import wire
 from kernel.actions import Action, Address, Admit, Bury, Log, Probe, RunSend, RunStep
 from kernel.actions import Send as SendAction
-from kernel.answers import AlreadyAnswered
+from kernel.answers import Answer
 from kernel.auth import ROLE_KINDS
 from kernel.counters import KernelCounters
 from kernel.errors import KernelError, MessageGone, Overloaded, StepFailed
@@ -194,11 +194,6 @@ class Router(QueryRouting, ExternalRouting):
                  error: BaseException | None) -> list[Action]:
         """`admit.env` is durably in its mailbox under `key` (or refused)."""
         env, by = admit.env, admit.by
-        if isinstance(error, AlreadyAnswered):  # answered before a restart: replay it
-            answer = error.answer
-            final = (wire.Result(ref=env.id, value=answer.value) if answer.ok
-                     else wire.error_reply(answer.error(env.id), ref=env.id))
-            return self._replay(env, answer.owner) or self._finish(env.id, final, env)
         if error is not None:
             if by is None:  # a kernel-made message (a mission's `fail`)
                 ref = env.mission or env.id
@@ -218,11 +213,6 @@ class Router(QueryRouting, ExternalRouting):
                         (env.actor, env.selector, error)),
                     *self._finish(env.id, wire.error_reply(
                         wire.ErrorCode.INTERNAL, "internal error", ref=env.id), env)]
-        if result.replayed_for is not None:  # the image had answered it (before a restart)
-            return self._replay(env, result.replayed_for) or self._step_done(env, result)
-        return self._step_done(env, result)
-
-    def _step_done(self, env: Envelope, result: StepResult) -> list[Action]:
         if not result.ok:
             return self._step_failed(result, env)
         if env.mission is not None and env.mission in self.cancelled:
@@ -275,19 +265,6 @@ class Router(QueryRouting, ExternalRouting):
                                           "error": error.error_type}
         return [Admit(notice, None)]
 
-    def _replay(self, env: Envelope, owner: str) -> list[Action]:
-        """A resend of work the image answered: counted, or `forbidden` (nothing
-        replayed, nothing kept) when another client key sent the original."""
-        asker = Address.decode(env.reply_to) if env.reply_to else None
-        if asker is None or self._role(asker) == "admin" or asker.user == owner:
-            self.counters.incr("resends")
-            return []
-        self.counters.incr("forbidden")
-        self.owners.pop(env.id, None)
-        targets = self.watchers.pop(env.id, set()) | {asker}
-        return [self._error(address, wire.ErrorCode.FORBIDDEN,
-                            f"{env.id} belongs to another key", env.id) for address in targets]
-
     def _schedule(self, actor: str, key: str, env: Envelope) -> list[Action]:
         if actor in self.remote_names:
             self.peers.hold(actor, key, env)
@@ -295,11 +272,21 @@ class Router(QueryRouting, ExternalRouting):
         return [RunStep(actor, key, env)]
 
     # -- start-up, connections, shutdown ------------------------------------------------
-    def startup(self, remote: Iterable[str],
-                pending: Iterable[tuple[str, str, Envelope]]) -> list[Action]:
+    def startup(self, remote: Iterable[str], pending: Iterable[tuple[str, str, Envelope]],
+                answered: Iterable[tuple[str, Answer]] = ()) -> list[Action]:
         """Pending messages found in the image: their work is open again, owned by the
-        key that started it; schedule each."""
+        key that started it; schedule each. `answered`: sends the image's log says
+        were answered (oldest first), replayed to a resend like any finished ref."""
         self.remote_names.update(remote)
+        for ref, answer in answered:
+            self.recent[ref] = (wire.Result(ref=ref, value=answer.value) if answer.ok
+                                else wire.error_reply(answer.error(ref), ref=ref))
+            self.recent.move_to_end(ref)
+            self.owners[ref] = answer.owner
+        while len(self.recent) > RECENT_RESULTS:
+            self.recent.popitem(last=False)
+        while len(self.owners) > OWNERS_KEPT:
+            self.owners.popitem(last=False)
         out: list[Action] = []
         for actor, key, env in pending:
             ref = env.mission or env.id

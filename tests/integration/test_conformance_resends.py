@@ -104,3 +104,21 @@ def test_s3_an_id_of_65_characters_is_refused_and_nothing_runs(image_dir: Path) 
     assert error.details == {"field": "id"} and error.ref is None  # not an id it can quote
     assert refused == 1
     assert recorder_calls(image_dir) == 0
+
+
+def test_s4_6_a_send_answered_before_a_restart_can_be_watched_and_queried_after_it(
+        image_dir: Path) -> None:
+    send = wire.Send(id="kept-across", actor="recorder", selector="note", args=["v"])
+    with running_kernel(image_dir, overrides=ENTRY), peer(image_dir) as p:
+        p.send(send)
+        p.take(until=final(send.id))
+    with running_kernel(image_dir, overrides=ENTRY), peer(image_dir) as p:
+        p.send(wire.Status(id="where", ref=send.id))
+        status = p.take(until=lambda r: getattr(r, "ref", None) == "where")
+        p.send(wire.Watch(id="follow", ref=send.id))
+        watched = p.take(until=final(send.id))
+    assert kinds(status) == [("result", "where")]
+    assert status[0].value["state"] == "finished"  # type: ignore[union-attr]
+    assert kinds(watched) == [("accepted", "follow"), ("result", send.id)]
+    assert watched[-1].value == "v"  # type: ignore[union-attr]
+    assert recorder_calls(image_dir) == 1

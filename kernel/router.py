@@ -21,7 +21,8 @@ calls the matching method here with its outcome:
 
 Rules (PROTOCOL.md):
 - An id never causes a second effect: a resend of running work joins it, a
-  resend of finished work replays its final answer (`recent`).
+  resend of finished work replays its final answer (`recent`; at start it is
+  refilled with the sends the image's transaction log says were answered).
 - Nothing follows the final answer of a ref.
 - `watch`, `status`, `cancel` of work another client key owns is `forbidden`;
   admins (and every ipc peer, the local owner) may act on everything.

@@ -249,7 +249,7 @@ class StepRunner:
             envelope = self._peek(actor, key)
             if envelope is None:
                 return StepResult(actor, key, None, ok=False, error=MessageGone(actor, key))
-            return self._fail(actor, key, None, _RemoteFailure(error or "failed"), 1, started,
+            return self._fail(actor, key, None, ExternalFailure(error or "failed"), 1, started,
                               remember=is_client_send(envelope))
         try:
             for attempt in self.tm.attempts(self.config["steps.max_attempts"]):
@@ -325,7 +325,7 @@ class StepRunner:
             self.tm.abort()
 
 
-class _RemoteFailure(Exception):
+class ExternalFailure(Exception):
     """An external actor reported that its handler failed."""
 
 

@@ -122,3 +122,26 @@ def test_s4_6_a_send_answered_before_a_restart_can_be_watched_and_queried_after_
     assert kinds(watched) == [("accepted", "follow"), ("result", send.id)]
     assert watched[-1].value == "v"  # type: ignore[union-attr]
     assert recorder_calls(image_dir) == 1
+
+
+def test_s3_an_external_actors_failure_is_replayed_after_a_restart_not_redelivered(
+        image_dir: Path) -> None:
+    send = wire.Send(id="ocr-fails", actor="ocr", selector="read")
+    got: list[wire.Message] = []
+    for run in range(2):
+        with running_kernel(image_dir, overrides=ENTRY), peer(image_dir) as actor, \
+                peer(image_dir) as client:
+            actor.send(wire.Register(name="ocr", selectors=["read"]))
+            actor.take(until=lambda r: True)
+            client.send(send)
+            if run == 0:
+                [deliver] = actor.take(until=lambda r: True)
+                assert isinstance(deliver, wire.Deliver)
+                actor.send(wire.Reply(ref=deliver.id, ok=False, error="page unreadable"))
+            got.append(client.take(until=final(send.id))[-1])
+            assert actor.take(1.0) == []  # nothing (more) delivered
+    first, again = got
+    assert isinstance(first, wire.Error) and isinstance(again, wire.Error)
+    assert first.code == again.code == wire.ErrorCode.STEP_FAILED
+    assert first.details == again.details == {
+        "actor": "ocr", "selector": "read", "error": "ExternalFailure"}

@@ -87,7 +87,7 @@ def test_volatile_and_persistence_names_bypass_slots() -> None:
     assert obj._v_cache == 5
     assert obj.slot_names() == []
     assert obj._p_changed is False
-    assert "_v_cache" not in obj.__getstate__()
+    assert "_v_cache" not in obj.__getstate__()  # type: ignore[operator]
 
 
 @pytest.mark.parametrize(

@@ -1,42 +1,44 @@
-"""The image's record of answered `send`s: the same id never runs twice, restarts included.
+"""Answered `send`s, kept in the image's own transaction log: a resend never runs twice.
 
 Theory of operation
 -------------------
 The kernel's core remembers the final answers of recent work in memory
-(`Router.recent`); that record dies with the process. This ledger is its
-durable half for `send`: the step that consumes a client's message writes
-`id -> answer` here *in its own transaction*, so the answer exists exactly
-when the step's effects do. A step that is doomed writes its failure here in
-the small transaction that records the failure. Before a `send` step runs its
-handler it looks its id up (a read in the same transaction); a known id
-aborts the step untouched and the recorded answer is replayed instead.
+(`Router.recent`, the last 10,000); that record dies with the process. Its
+durable half is the transaction log itself: the transaction of a step that
+ran a client's `send` (or committed an external actor's reply to one)
+carries the answer in its *extension* (`batos.answer`), and a doomed step's
+failure record carries its failure the same way. So the answer is durable
+exactly when the step's effects are, and it costs no object write: the
+transaction record is written anyway.
 
-Missions need no entry: the mission entry actor knows its missions by id and
-the core asks it (`Probe`). Messages refused at the door (unknown actor or
-selector, a full mailbox) took nothing in and are not recorded.
+At start the kernel reads the extensions of the newest `SCANNED_AT_START`
+transactions (`DB.undoLog`, which reads transaction headers backwards and
+unpickles no object) and hands the answers to the core (`Router.startup`),
+which replays them to a resend exactly as it replays answers it saw itself.
+Missions need none of this: the mission entry actor knows its missions by id
+(`Probe`). Messages refused at the door took nothing in and are not recorded.
 
-The ledger is bounded: entries are also keyed by `<time_ns>.<id>` so the
-oldest are found cheaply, and each `record` prunes at most two of them once
-`limit` entries are held. Keys are distinct across concurrent steps, so
-BTree conflict resolution merges them; the count is a conflict-free `Length`.
+An answer is kept as msgpack bytes, the wire's own encoding: a value the wire
+could not carry is not kept (its client got an error for it anyway).
 """
 
 from __future__ import annotations
 
-import time
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from BTrees.Length import Length
-from BTrees.OOBTree import OOBTree
-from persistent import Persistent
+import msgpack
 
 from kernel.actions import Address
 from kernel.errors import KernelError, StepFailed
 from kernel.mailbox import Envelope
 
-ROOT_KEY = "answers"
-PRUNE_PER_RECORD = 2  # oldest entries dropped per record once full: bounded, amortized
+log = logging.getLogger(__name__)
+
+EXTENSION_KEY = "batos.answer"
+SCANNED_AT_START = 50_000  # newest transactions read for answers when the kernel starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,84 +51,28 @@ class Answer:
     actor: str = ""
     selector: str = ""
     cause: str = ""
+    error_type: str = ""
 
     @classmethod
     def failed(cls, error: StepFailed, owner: str) -> Answer:
-        return cls(False, None, owner, error.actor, error.selector, error.cause)
+        return cls(False, None, owner, error.actor, error.selector, error.cause,
+                   error.error_type)
 
     def error(self, message_id: str) -> KernelError:
         """The failure as the typed error the first run reported."""
-        return StepFailed(self.actor, self.selector, message_id, self.cause)
+        return StepFailed(self.actor, self.selector, message_id, self.cause, self.error_type)
 
-    def to_state(self) -> tuple[Any, ...]:
-        """Plain data for the pickle: no class reference, so old images stay readable."""
+    def to_state(self) -> list[Any]:
         if self.ok:
-            return ("ok", self.value, self.owner)
-        return ("failed", self.owner, self.actor, self.selector, self.cause)
+            return ["ok", self.value, self.owner]
+        return ["failed", self.owner, self.actor, self.selector, self.cause, self.error_type]
 
     @classmethod
-    def from_state(cls, state: tuple[Any, ...]) -> Answer:
+    def from_state(cls, state: list[Any]) -> Answer:
         if state[0] == "ok":
             return cls(True, state[1], state[2])
-        _tag, owner, actor, selector, cause = state
-        return cls(False, None, owner, actor, selector, cause)
-
-
-class AlreadyAnswered(KernelError):
-    """A `send` id the ledger knows: its step must not run again; replay `answer`."""
-
-    def __init__(self, message_id: str, answer: Answer) -> None:
-        super().__init__(f"message {message_id} was answered before")
-        self.message_id = message_id
-        self.answer = answer
-
-
-class AnswerLedger(Persistent):
-    """`send` id -> its final answer, bounded to the newest entries (see the module note)."""
-
-    def __init__(self) -> None:
-        self.by_id: OOBTree = OOBTree()  # id -> (age key, answer state)
-        self.by_age: OOBTree = OOBTree()  # "<time_ns>.<id>" -> id
-        self.size = Length()
-
-    def recall(self, message_id: str) -> Answer | None:
-        """The recorded answer of `message_id`, or None if it never finished here."""
-        entry = self.by_id.get(message_id)
-        return None if entry is None else Answer.from_state(entry[1])
-
-    def record(self, message_id: str, answer: Answer, limit: int) -> None:
-        """Keep `answer` for `message_id` (in the caller's transaction); prune the oldest."""
-        if message_id in self.by_id:
-            return  # the first answer stands
-        age = f"{time.time_ns():020d}.{message_id}"
-        self.by_id[message_id] = (age, answer.to_state())
-        self.by_age[age] = message_id
-        self.size.change(1)
-        for _ in range(PRUNE_PER_RECORD):
-            if self.size() <= limit or not self.by_age:
-                break
-            self._forget(self.by_age.minKey())
-
-    def _forget(self, age: str) -> None:
-        message_id = self.by_age.pop(age)
-        self.by_id.pop(message_id, None)
-        self.size.change(-1)
-
-    def __len__(self) -> int:
-        return int(self.size())
-
-
-def ledger_of(root: Any) -> AnswerLedger:
-    """The image's ledger (genesis installs it)."""
-    ledger: AnswerLedger = root[ROOT_KEY]
-    return ledger
-
-
-def check_new(root: Any, message_id: str) -> None:
-    """Raise `AlreadyAnswered` if `message_id` has a recorded answer (a read)."""
-    known = ledger_of(root).recall(message_id)
-    if known is not None:
-        raise AlreadyAnswered(message_id, known)
+        _tag, owner, actor, selector, cause, error_type = state
+        return cls(False, None, owner, actor, selector, cause, error_type)
 
 
 def owner_of(envelope: Envelope) -> str:
@@ -134,9 +80,32 @@ def owner_of(envelope: Envelope) -> str:
     return Address.decode(envelope.reply_to).user if envelope.reply_to else ""
 
 
-def install(root: Any) -> bool:
-    """Genesis: add the ledger to an image that lacks it; True if it was added."""
-    if ROOT_KEY in root:
-        return False
-    root[ROOT_KEY] = AnswerLedger()
-    return True
+def note(txn: Any, message_id: str, answer: Answer) -> None:
+    """Keep `answer` in the transaction `txn` (before its commit)."""
+    try:
+        packed = msgpack.packb([message_id, *answer.to_state()])
+    except (TypeError, ValueError, OverflowError):
+        return  # the wire cannot carry it either: nothing to replay
+    txn.setExtendedInfo(EXTENSION_KEY, packed)
+
+
+def recorded(db: Any, transactions: int = SCANNED_AT_START) -> list[tuple[str, Answer]]:
+    """(id, answer) from the newest `transactions` transactions, oldest first."""
+    try:
+        log_entries = db.undoLog(0, -transactions)
+    except Exception as exc:  # a storage without a readable log: nothing to replay
+        log.warning("answers of sends before this start unknown: %r", exc)
+        return []
+    return list(_parse(reversed(log_entries)))
+
+
+def _parse(entries: Iterable[dict[str, Any]]) -> Iterable[tuple[str, Answer]]:
+    for entry in entries:
+        packed = entry.get(EXTENSION_KEY)
+        if not isinstance(packed, bytes):
+            continue
+        try:
+            message_id, *state = msgpack.unpackb(packed)
+            yield message_id, Answer.from_state(state)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            continue  # not ours, or damaged: skip it, never fail the start

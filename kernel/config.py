@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kernel import config_rules
-from kernel.errors import ConfigError
+from kernel.errors import ConfigError, ConfigSyntaxError
 
 CONFIG_FILE = "batos.toml"
 ENV_PREFIX = "BATOS_"
@@ -57,8 +57,6 @@ SETTINGS: tuple[Setting, ...] = (
             "before its message goes to the dead letters"),
     Setting("mailbox.capacity", int, 1000,
             "pending messages per actor; a full mailbox answers 'overloaded'"),
-    Setting("kernel.answers_kept", int, 100_000,
-            "answered sends whose answer the image keeps, so a resend never runs twice"),
     Setting("kernel.endpoints", list, ["ipc://live_image/kernel.sock"],
             "endpoints the kernel binds; tcp:// ones require CURVE keys"),
     Setting("kernel.max_message_bytes", int, 1_048_576,
@@ -267,7 +265,7 @@ def _read_file(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+        raise ConfigSyntaxError(str(path), str(exc)) from exc
     values: dict[str, Any] = {}
     for section, table in data.items():
         if not isinstance(table, dict):

@@ -104,7 +104,6 @@ RULES: dict[str, Rule] = {
     "steps.failure_log_size": at_least(0),
     "steps.max_interruptions": between(0, 100),
     "mailbox.capacity": between(1, 10_000_000),
-    "kernel.answers_kept": between(1, 100_000_000),
     "kernel.endpoints": endpoints,
     "kernel.max_message_bytes": between(1024, 2**31 - 1),
     "kernel.heartbeat_ms": between(10, 3_600_000),

@@ -24,6 +24,15 @@ class ConfigError(KernelError):
         self.problem = problem
 
 
+class ConfigSyntaxError(ConfigError):
+    """The configuration file at `path` is not valid TOML; nothing was loaded."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(path, f"not valid TOML: {detail}")
+        self.path = path
+        self.detail = detail
+
+
 class ImageError(KernelError):
     """The image cannot be opened or used as asked."""
 
@@ -31,6 +40,13 @@ class ImageError(KernelError):
         super().__init__(f"image {where}: {problem}")
         self.where = where
         self.problem = problem
+
+
+class ImageMissing(ImageError):
+    """No image exists at `where`, and the caller did not ask to create one."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(where, "no image here (run `batos init`)")
 
 
 class ImageLocked(ImageError):
@@ -138,21 +154,25 @@ class NotLearned(UnknownSelector):
 
 
 class StepFailed(KernelError):
-    """A step raised; its transaction was doomed and aborted."""
+    """A step raised; its transaction was doomed and aborted. `error_type` names the
+    class of what the handler raised (the exception itself is `__cause__`, in-process)."""
 
-    def __init__(self, actor: str, selector: str, message_id: str, cause: str) -> None:
+    def __init__(self, actor: str, selector: str, message_id: str, cause: str,
+                 error_type: str = "") -> None:
         super().__init__(f"step {actor}.{selector} ({message_id}) failed: {cause}")
         self.actor = actor
         self.selector = selector
         self.message_id = message_id
         self.cause = cause
+        self.error_type = error_type
 
 
 class RetriesExhausted(StepFailed):
     """A step kept hitting write conflicts and ran out of attempts."""
 
     def __init__(self, actor: str, selector: str, message_id: str, attempts: int) -> None:
-        super().__init__(actor, selector, message_id, f"conflicts on all {attempts} attempts")
+        super().__init__(actor, selector, message_id, f"conflicts on all {attempts} attempts",
+                         "ConflictError")
         self.attempts = attempts
 
 

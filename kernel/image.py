@@ -49,10 +49,10 @@ from ZODB.POSException import POSKeyError, StorageError
 from ZODB.utils import get_pickle_metadata, p64, u64
 
 import prototypes.genesis
-from kernel import answers, integrity, metrics, perms, system
 from kernel import config as config_mod
+from kernel import integrity, metrics, perms, system
 from kernel.durability import GroupCommitFileStorage, SyncGroup
-from kernel.errors import DamagedImage, ImageError, ImageLocked, UnknownObject
+from kernel.errors import DamagedImage, ImageError, ImageLocked, ImageMissing, UnknownObject
 from kernel.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class Image:
             perms.owner_only_umask()
         if not directory.exists():
             if not create or read_only:
-                raise ImageError(str(directory), "no image here (run `batos init`)")
+                raise ImageMissing(str(directory))
             perms.make_directory(directory)
         _narrow_modes(directory, read_only=read_only)
         cfg = config_mod.load(directory, overrides)
@@ -219,8 +219,6 @@ class Image:
             prototypes.genesis.install(root["prototypes"])
             if system.install(root):
                 created.append("system actor")
-            if answers.install(root):
-                created.append("answers")
             for ep in entry_points(group=ENTRY_POINT_GROUP):
                 ep.load()(root, self.config)
             if created:

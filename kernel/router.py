@@ -21,7 +21,8 @@ calls the matching method here with its outcome:
 
 Rules (PROTOCOL.md):
 - An id never causes a second effect: a resend of running work joins it, a
-  resend of finished work replays its final answer (`recent`).
+  resend of finished work replays its final answer (`recent`; at start it is
+  refilled with the sends the image's transaction log says were answered).
 - Nothing follows the final answer of a ref.
 - `watch`, `status`, `cancel` of work another client key owns is `forbidden`;
   admins (and every ipc peer, the local owner) may act on everything.
@@ -43,10 +44,10 @@ from typing import Any
 from kernel import wire
 from kernel.actions import Action, Address, Admit, Bury, Log, Probe, RunSend, RunStep
 from kernel.actions import Send as SendAction
-from kernel.answers import AlreadyAnswered
+from kernel.answers import Answer
 from kernel.auth import ROLE_KINDS
 from kernel.counters import KernelCounters
-from kernel.errors import KernelError, MessageGone, Overloaded, StepInterrupted
+from kernel.errors import KernelError, MessageGone, Overloaded, StepFailed, StepInterrupted
 from kernel.mailbox import Envelope
 from kernel.peers import PeerTable
 from kernel.routing_external import ExternalRouting, delivery_id
@@ -80,6 +81,7 @@ class Router(QueryRouting, ExternalRouting):
         self.owners: OrderedDict[str, str] = OrderedDict()
         self.missions: set[str] = set()  # open refs that are missions
         self.cancelled: set[str] = set()  # open or recent refs ended by `cancel`
+        self.failures: dict[str, dict[str, str]] = {}  # open mission -> its doomed step
         self.stopping = False
         ExternalRouting.__init__(self, PeerTable(liveness, delivery_id), heartbeat_s)
 
@@ -193,11 +195,6 @@ class Router(QueryRouting, ExternalRouting):
                  error: BaseException | None) -> list[Action]:
         """`admit.env` is durably in its mailbox under `key` (or refused)."""
         env, by = admit.env, admit.by
-        if isinstance(error, AlreadyAnswered):  # answered before a restart: replay it
-            answer = error.answer
-            final = (wire.Result(ref=env.id, value=answer.value) if answer.ok
-                     else wire.error_reply(answer.error(env.id), ref=env.id))
-            return self._replay(env, answer.owner) or self._finish(env.id, final, env)
         if error is not None:
             if by is None:  # a kernel-made message (a mission's `fail`)
                 ref = env.mission or env.id
@@ -217,11 +214,6 @@ class Router(QueryRouting, ExternalRouting):
                         (env.actor, env.selector, error)),
                     *self._finish(env.id, wire.error_reply(
                         wire.ErrorCode.INTERNAL, "internal error", ref=env.id), env)]
-        if result.replayed_for is not None:  # the image had answered it (before a restart)
-            return self._replay(env, result.replayed_for) or self._step_done(env, result)
-        return self._step_done(env, result)
-
-    def _step_done(self, env: Envelope, result: StepResult) -> list[Action]:
         if not result.ok:
             return self._step_failed(result, env)
         if env.mission is not None and env.mission in self.cancelled:
@@ -240,9 +232,11 @@ class Router(QueryRouting, ExternalRouting):
             return self._finish(env.mission, wire.Result(ref=env.mission,
                                                          value=data.get("value")), env)
         if env.mission and event == "failed":
+            failure = self.failures.get(env.mission)  # the step that doomed it, typed
+            details = {**data, "failure": failure} if failure else data
             return self._finish(env.mission, wire.error_reply(
                 wire.ErrorCode.STEP_FAILED, str(data.get("error", "mission failed")),
-                ref=env.mission, details=data), env)
+                ref=env.mission, details=details), env)
         return self._publish(env, wire.Event(ref=env.mission or env.id, event=event,
                                              data=data))
 
@@ -269,20 +263,10 @@ class Router(QueryRouting, ExternalRouting):
             return []
         notice = Envelope(actor=self.entry, selector="fail", args=(env.mission, str(error)),
                           mission=env.mission, reply_to=env.reply_to)
+        if isinstance(error, StepFailed):
+            self.failures[env.mission] = {"actor": error.actor, "selector": error.selector,
+                                          "error": error.error_type}
         return [Admit(notice, None)]
-
-    def _replay(self, env: Envelope, owner: str) -> list[Action]:
-        """A resend of work the image answered: counted, or `forbidden` (nothing
-        replayed, nothing kept) when another client key sent the original."""
-        asker = Address.decode(env.reply_to) if env.reply_to else None
-        if asker is None or self._role(asker) == "admin" or asker.user == owner:
-            self.counters.incr("resends")
-            return []
-        self.counters.incr("forbidden")
-        self.owners.pop(env.id, None)
-        targets = self.watchers.pop(env.id, set()) | {asker}
-        return [self._error(address, wire.ErrorCode.FORBIDDEN,
-                            f"{env.id} belongs to another key", env.id) for address in targets]
 
     def _schedule(self, actor: str, key: str, env: Envelope) -> list[Action]:
         if actor in self.remote_names:
@@ -291,11 +275,21 @@ class Router(QueryRouting, ExternalRouting):
         return [RunStep(actor, key, env)]
 
     # -- start-up, connections, shutdown ------------------------------------------------
-    def startup(self, remote: Iterable[str],
-                pending: Iterable[tuple[str, str, Envelope]]) -> list[Action]:
+    def startup(self, remote: Iterable[str], pending: Iterable[tuple[str, str, Envelope]],
+                answered: Iterable[tuple[str, Answer]] = ()) -> list[Action]:
         """Pending messages found in the image: their work is open again, owned by the
-        key that started it; schedule each."""
+        key that started it; schedule each. `answered`: sends the image's log says
+        were answered (oldest first), replayed to a resend like any finished ref."""
         self.remote_names.update(remote)
+        for ref, answer in answered:
+            self.recent[ref] = (wire.Result(ref=ref, value=answer.value) if answer.ok
+                                else wire.error_reply(answer.error(ref), ref=ref))
+            self.recent.move_to_end(ref)
+            self.owners[ref] = answer.owner
+        while len(self.recent) > RECENT_RESULTS:
+            self.recent.popitem(last=False)
+        while len(self.owners) > OWNERS_KEPT:
+            self.owners.popitem(last=False)
         out: list[Action] = []
         for actor, key, env in pending:
             ref = env.mission or env.id
@@ -326,6 +320,7 @@ class Router(QueryRouting, ExternalRouting):
                                        "the kernel is shutting down; the work resumes at "
                                        "its next start", ref))
         self.watchers.clear()
+        self.failures.clear()
         return out
 
     # -- bookkeeping ----------------------------------------------------------------------
@@ -361,6 +356,7 @@ class Router(QueryRouting, ExternalRouting):
                 self.cancelled.discard(old)
         targets = self.watchers.pop(ref, set())
         self.missions.discard(ref)
+        self.failures.pop(ref, None)
         if env is not None and env.reply_to:
             targets.add(Address.decode(env.reply_to))
         return [self._out(address, record) for address in targets]
@@ -373,5 +369,6 @@ class Router(QueryRouting, ExternalRouting):
         """The sizes of every table that grows with traffic (bounded; see the tests)."""
         return {"watchers": len(self.watchers), "recent": len(self.recent),
                 "owners": len(self.owners), "missions": len(self.missions),
-                "cancelled": len(self.cancelled), **self.peers.sizes(),
+                "cancelled": len(self.cancelled), "failures": len(self.failures),
+                **self.peers.sizes(),
                 "counters": len(self.counters.snapshot())}

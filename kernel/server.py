@@ -34,7 +34,7 @@ from typing import Any
 
 import zmq
 
-from kernel import auth, logs, stopping, wire
+from kernel import answers, auth, logs, stopping, wire
 from kernel import sockets as sk
 from kernel.actions import (
     Address,
@@ -173,9 +173,11 @@ class Kernel(Executor, Chores):
             sock.bind(endpoint)
 
     async def _startup(self) -> None:
-        """Learn the external actor names and reschedule every pending message."""
+        """Learn the external actor names, the sends answered before this start, and
+        reschedule every pending message."""
         names, pending = await self._loop_run(lambda: self._worker().pending())
-        self._execute(self.router.startup(names, pending))
+        answered = await self._loop_run(lambda: answers.recorded(self.image.db))
+        self._execute(self.router.startup(names, pending, answered))
         if pending:
             log.info("redelivering %d pending messages", len(pending))
 

@@ -38,7 +38,7 @@ from ZODB.POSException import ConflictError
 
 from kernel import answers
 from kernel import mailbox as mailboxes
-from kernel.answers import AlreadyAnswered, Answer
+from kernel.answers import Answer
 from kernel.config import Config
 from kernel.errors import (
     InterruptedTooOften,
@@ -112,7 +112,6 @@ class StepResult:
     error: KernelError | None = None
     attempts: int = 1
     duration_s: float = 0.0
-    replayed_for: str | None = None  # a resent `send`: nothing ran; its answer's owner
 
 
 # What a committed step made: its message, the handler's value, the messages it
@@ -134,7 +133,6 @@ class StepRunner:
         self._capacity: int = config["mailbox.capacity"]
         self._max_interruptions: int = config["steps.max_interruptions"]
         self._learner: str = config["learn.actor"]
-        self._answers_kept: int = config["kernel.answers_kept"]
         # With a step ledger the storage counts steps; without one (ZEO) each step
         # adds to its counter itself.
         self._count_in_step = ledger_of(conn) is None
@@ -148,8 +146,8 @@ class StepRunner:
 
         Until this step commits the message exists only in the caller's hands;
         if the step fails, the message is kept among the mailbox's dead letters.
-        With `remember`, the answer is kept in the image's `AnswerLedger` in the
-        step's own transaction, and an id found there replays its answer instead.
+        With `remember`, the answer is kept in the step's own transaction
+        (`kernel.answers`), so a resend after a restart is replayed, not run.
         """
         return self._execute(envelope.actor, f"direct.{envelope.id}", envelope, remember)
 
@@ -162,8 +160,6 @@ class StepRunner:
             while done is None:
                 attempts += 1
                 done = self._attempt(actor, key, direct, attempts, remember)
-        except AlreadyAnswered as known:
-            return self._replay(actor, key, direct, known)
         except MessageGone:
             return StepResult(actor, key, None, ok=False, error=MessageGone(actor, key),
                               attempts=attempts, duration_s=time.perf_counter() - started)
@@ -186,14 +182,6 @@ class StepRunner:
                           events=events, attempts=attempts,
                           duration_s=time.perf_counter() - started)
 
-    @staticmethod
-    def _replay(actor: str, key: str, direct: Envelope | None,
-                known: AlreadyAnswered) -> StepResult:
-        answer = known.answer
-        error = None if answer.ok else answer.error(known.message_id)
-        return StepResult(actor, key, direct, ok=answer.ok, value=answer.value, error=error,
-                          replayed_for=answer.owner)
-
     def _attempt(self, actor: str, key: str, direct: Envelope | None,
                  attempt: int, remember: bool) -> _Done | None:
         """One try at the step's transaction: what it made once committed, None to retry.
@@ -204,7 +192,9 @@ class StepRunner:
         """
         txn = self.tm.begin()
         try:
-            done = self._step(actor, key, direct, attempt, remember)
+            done = self._step(actor, key, direct, attempt)
+            if remember:
+                answers.note(txn, done[0].id, Answer(True, done[1], answers.owner_of(done[0])))
             txn.note(step_note(actor, done[0].selector, key))
             self.tm.commit()
         except BaseException as exc:
@@ -216,22 +206,16 @@ class StepRunner:
         return done
 
     def _step(self, actor_name: str, key: str, direct: Envelope | None,
-              attempt: int, remember: bool) -> _Done:
+              attempt: int) -> _Done:
         root = self.conn.root()
         if direct is None:
             envelope = mailboxes.mailbox_for(root, actor_name).take(key)
         else:
             envelope = direct
-            if remember:
-                answers.check_new(root, envelope.id)  # raises AlreadyAnswered
         actor = lookup_actor(root, actor_name)
         func = self._handler_for(root, actor, actor_name, envelope.selector)
         ctx = StepContext(message=envelope, root=root, actor=actor, live=self.live)
         value = func(ctx, *envelope.args, **envelope.kwargs)
-        if remember:
-            answers.ledger_of(root).record(
-                envelope.id, Answer(True, value, answers.owner_of(envelope)),
-                self._answers_kept)
         posted: _Posted = ()
         if ctx.outbox:
             posted = tuple((out, mailboxes.post(root, out, self._capacity))
@@ -281,8 +265,6 @@ class StepRunner:
                 actor = lookup_actor(root, envelope.actor)
                 if check is not None:
                     check(actor)
-                if is_client_send(envelope):
-                    answers.check_new(root, envelope.id)  # raises AlreadyAnswered
                 key = mailboxes.post(root, envelope, self.config["mailbox.capacity"])
         return key
 
@@ -299,7 +281,7 @@ class StepRunner:
             envelope = self._peek(actor, key)
             if envelope is None:
                 return StepResult(actor, key, None, ok=False, error=MessageGone(actor, key))
-            return self._fail(actor, key, None, _RemoteFailure(error or "failed"), 1, started,
+            return self._fail(actor, key, None, ExternalFailure(error or "failed"), 1, started,
                               remember=is_client_send(envelope))
         try:
             for attempt in self.tm.attempts(self.config["steps.max_attempts"]):
@@ -308,9 +290,8 @@ class StepRunner:
                     envelope = mailboxes.mailbox_for(root, actor).take(key)
                     txn.note(step_note(actor, envelope.selector, key, " (external)"))
                     if is_client_send(envelope):
-                        answers.ledger_of(root).record(
-                            envelope.id, Answer(True, value, answers.owner_of(envelope)),
-                            self._answers_kept)
+                        answers.note(txn, envelope.id,
+                                     Answer(True, value, answers.owner_of(envelope)))
                     if self._count_in_step:
                         root["metrics"].incr(PER_ACTOR + actor)
         except MessageGone:
@@ -357,9 +338,11 @@ class StepRunner:
         elif isinstance(exc, StepFailed):  # already says which step and why
             error = exc
         else:
-            error = StepFailed(actor, selector, msg_id, _describe(exc))
+            error = StepFailed(actor, selector, msg_id, _describe(exc),
+                               type(exc).__name__ if exc is not None else "")
         self._record_failure(actor, key, envelope if direct else None, error, exc, exhausted,
                              envelope if remember else None)
+        error.__cause__ = exc  # the handler's own typed error, for callers in this process
         log.warning("%s", error)
         return StepResult(actor, key, envelope, ok=False, error=error, attempts=attempts,
                           duration_s=time.perf_counter() - started)
@@ -383,9 +366,8 @@ class StepRunner:
                     box.bury(key, info)
                     root["metrics"].incr("mailbox.dead")
                 if kept is not None:
-                    answers.ledger_of(root).record(
-                        error.message_id, Answer.failed(error, answers.owner_of(kept)),
-                        self._answers_kept)
+                    answers.note(txn, error.message_id,
+                                 Answer.failed(error, answers.owner_of(kept)))
                 metrics = root["metrics"]
                 metrics.incr("steps.exhausted" if exhausted else "steps.doomed")
                 metrics.record_failure(info, self.config["steps.failure_log_size"])
@@ -401,7 +383,7 @@ class StepRunner:
             self.tm.abort()
 
 
-class _RemoteFailure(Exception):
+class ExternalFailure(Exception):
     """An external actor reported that its handler failed."""
 
 

@@ -181,6 +181,10 @@ def error_reply(
             ref = ref if ref is not None else problem.msg_id
             if problem.field is not None:
                 details.setdefault("field", problem.field)
+        if isinstance(problem, StepFailed):
+            details.setdefault("actor", problem.actor)
+            details.setdefault("selector", problem.selector)
+            details.setdefault("error", problem.error_type)
         if isinstance(problem, BadVersion):
             details.setdefault("supported", [VERSION.decode()])
         if message is None and isinstance(problem, KernelError):

@@ -20,6 +20,7 @@ from actors.adapters import (
     AdapterRefused,
     CorruptAdapter,
     IncompatibleAdapter,
+    UnknownAdapter,
     WrongBaseModel,
     ingest_folder,
     ingest_staging,
@@ -27,6 +28,7 @@ from actors.adapters import (
 from actors.engine import load_from_image
 from actors.llm import ChatMessage, GenerationRequest
 from actors.models import ingest_model_dir
+from actors.steward import AdapterPinned
 from kernel.blobs import committed_path, sha256_of
 from kernel.image import Image
 from kernel.mailbox import Envelope
@@ -250,8 +252,9 @@ def send(image: Image, selector: str, *args: Any) -> Any:
         result = StepRunner(conn, image.config).run_message(Envelope("steward", selector, args))
     finally:
         conn.close()
-    if not result.ok:
-        raise AssertionError(str(result.error))
+    if not result.ok:  # the handler's own typed error, else the step's
+        raise (result.error.__cause__ if result.error is not None else None) or \
+            AssertionError(result)
     return result.value
 
 
@@ -282,13 +285,15 @@ def test_the_steward_actor_pins_unpins_and_evicts(served: tuple[Image, Any]) -> 
     assert row["pinned"] and row["tier"] == "hot"
     with image.reading() as root:
         assert root["actors"]["steward"].pinned == ("critic",)
-    with pytest.raises(AssertionError, match="pinned"):
+    with pytest.raises(AdapterPinned) as pinned:
         send(image, "evict", "critic")
+    assert pinned.value.name == "critic"
     assert not send(image, "unpin", "critic")["pinned"]
     evicted = send(image, "evict", "critic")
     assert evicted["tier"] == "cold" and evicted["freed_bytes"] > 0
-    with pytest.raises(AssertionError, match="no adapter named"):
+    with pytest.raises(UnknownAdapter) as unknown:
         send(image, "pin", "nobody")
+    assert unknown.value.name == "nobody"
     columns = {"name", "version", "tier", "size_bytes", "hits", "misses", "last_used",
                "mean_swap_ms", "pinned"}
     assert all(set(row) == columns for row in send(image, "list"))

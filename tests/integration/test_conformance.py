@@ -130,7 +130,8 @@ def test_s3_a_send_resent_after_a_restart_replays_its_answer_and_runs_once(
         replays = kernel.counters["resends"]
     assert kinds(first) == kinds(again) == [("result", done.id), ("error", "step_failed")]
     assert again[0].value == "kept"  # type: ignore[union-attr]
-    assert again[1].details == first[1].details  # type: ignore[union-attr]
+    assert again[1].details == first[1].details == {  # type: ignore[union-attr]
+        "actor": "recorder", "selector": "explode", "error": "RuntimeError"}
     assert replays == 2
     with Image.open(image_dir) as image, image.reading() as root:
         assert root["actors"]["recorder"].calls == 1

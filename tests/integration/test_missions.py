@@ -263,7 +263,7 @@ def test_a_failing_pass_fails_the_mission(tiny_image: Path, tiny_engine: Engine,
     final = records[-1]
     assert isinstance(final, wire.Error) and final.ref == mission_id, final
     assert final.code == wire.ErrorCode.STEP_FAILED
-    assert "critique refused by the test generator" in final.message
+    assert final.details["failure"]["error"] == "CritiqueRefused"  # the step that doomed it
     assert not [r for r in records if isinstance(r, wire.Result)]
     assert states(records) == ["IDLE", "DECOMPOSING", "DELEGATING", "FAILED"]
     check_state_chain(records)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kernel import config
-from kernel.errors import ConfigError
+from kernel.errors import ConfigError, ConfigSyntaxError
 
 
 def test_written_file_lists_every_key_with_a_comment(tmp_path: Path) -> None:
@@ -73,13 +73,14 @@ def test_errors_name_the_key(tmp_path: Path, file_text: str, environ: dict[str, 
     with pytest.raises(ConfigError) as info:
         config.load(tmp_path, flags, environ)
     assert info.value.key == named
-    assert named in str(info.value)
 
 
 def test_broken_toml_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / config.CONFIG_FILE).write_text("[steps\n")
-    with pytest.raises(ConfigError, match="not valid TOML"):
+    with pytest.raises(ConfigSyntaxError) as caught:
         config.load(tmp_path)
+    assert caught.value.path == str(tmp_path / config.CONFIG_FILE)
+    assert isinstance(caught.value, ConfigError)
 
 
 @pytest.mark.parametrize("flag", ["steps.workers", "noequals", "bad.key=1"])

@@ -10,7 +10,7 @@ import pytest
 from persistent.mapping import PersistentMapping
 
 from kernel import blobs
-from kernel.errors import BlobError, ImageError, ImageLocked, UnknownObject
+from kernel.errors import BlobError, ImageError, ImageLocked, ImageMissing, UnknownObject
 from kernel.image import ROOT_CONTAINERS, Image, parse_oid, parse_time
 
 
@@ -34,8 +34,11 @@ def test_genesis_is_idempotent(image_dir: Path) -> None:
 
 
 def test_missing_image_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ImageError, match="batos init"):
+    with pytest.raises(ImageMissing) as caught:
         Image.open(tmp_path / "nothing", create=False)
+    assert caught.value.where == str(tmp_path / "nothing")
+    assert isinstance(caught.value, ImageError)
+    assert not (tmp_path / "nothing").exists()
 
 
 def test_second_writer_is_told_the_image_is_locked(image: Image) -> None:

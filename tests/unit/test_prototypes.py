@@ -87,7 +87,7 @@ def test_volatile_and_persistence_names_bypass_slots() -> None:
     assert obj._v_cache == 5
     assert obj.slot_names() == []
     assert obj._p_changed is False
-    assert "_v_cache" not in obj.__getstate__()
+    assert "_v_cache" not in obj.__getstate__()  # type: ignore[operator]
 
 
 @pytest.mark.parametrize(
@@ -214,7 +214,6 @@ def test_does_not_understand_carries_selector_and_receiver() -> None:
     err = info.value
     assert (err.selector, err.receiver, err.args) == ("frobnicate", obj, ())
     assert all(isinstance(err, kind) for kind in (AttributeError, PrototypeError, BatosError))
-    assert "frobnicate" in str(err)
     assert not hasattr(obj, "frobnicate")
     assert getattr(obj, "frobnicate", "default") == "default"
 

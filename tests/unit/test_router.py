@@ -22,8 +22,9 @@ from kernel.actions import (
     RunStep,
     Send,
 )
+from kernel.answers import Answer
 from kernel.counters import DOCUMENTED
-from kernel.errors import NameReserved, UnknownActor
+from kernel.errors import NameReserved, StepFailed, UnknownActor
 from kernel.mailbox import Envelope
 from kernel.router import RECENT_RESULTS, Router
 from kernel.routing_external import delivery_id
@@ -144,17 +145,21 @@ def test_a_resent_send_joins_the_running_step_and_is_answered_once_each() -> Non
     assert core.router.counters["resends"] == 2
 
 
-def test_a_send_the_image_answered_before_a_restart_is_replayed_to_its_owner_only() -> None:
-    core = Core()  # a fresh kernel: the step finds the id in the image's answer ledger
-    [run] = core.msg(ROOT, wire.Send(id="s1", actor="system", selector="echo", args=[1]))
-    assert isinstance(run, RunSend)
-    replay = core.router.step_done(run.env, ok(run.env, 1, replayed_for="ROOT"), None)
-    assert sent(replay) == [(ROOT.identity, "result", "s1")]
-    assert core.router.counters["resends"] == 1
-    theirs = Envelope(actor="system", selector="echo", id="s2", reply_to=BOB.encode())
-    refused = core.router.step_done(theirs, ok(theirs, 2, replayed_for="ALICE"), None)
-    assert sent(refused) == [(BOB.identity, "error", "forbidden")]
-    assert "s2" not in core.router.recent  # the owner's own resend still gets its answer
+def test_sends_answered_before_a_restart_are_replayed_never_run() -> None:
+    core = Core()  # a fresh kernel: the answers come from the image's log at start
+    failure = StepFailed("system", "echo", "s2", "RuntimeError: boom", "RuntimeError")
+    core.router.startup((), (), [("s1", Answer(True, 1, "ROOT")),
+                                 ("s2", Answer.failed(failure, "ROOT"))])
+    again = core.msg(ROOT, wire.Send(id="s1", actor="system", selector="echo", args=[1]))
+    failed = core.msg(ROOT, wire.Send(id="s2", actor="system", selector="echo"))
+    assert sent(again) == [(ROOT.identity, "result", "s1")]
+    assert sent(failed) == [(ROOT.identity, "error", "step_failed")]
+    record = failed[0].record  # type: ignore[union-attr]
+    assert isinstance(record, wire.Error)
+    assert record.details == {"actor": "system", "selector": "echo", "error": "RuntimeError"}
+    assert core.router.counters["resends"] == 2
+    assert sent(core.msg(BOB, wire.Status(id="q", ref="s1"))) == \
+        [(BOB.identity, "error", "forbidden")]  # another client key learns nothing of it
 
 
 def start_mission(core: Core, address: Address, mission: str = "m1") -> Admit:

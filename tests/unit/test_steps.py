@@ -12,7 +12,7 @@ from kernel import mailbox as mb
 from kernel.errors import RetriesExhausted, StepFailed, UnknownSelector
 from kernel.image import Image
 from kernel.mailbox import Envelope
-from kernel.steps import StepRunner
+from kernel.steps import StepResult, StepRunner
 from tests.helpers.actors import Recorder
 
 
@@ -27,7 +27,7 @@ def _post(image: Image, env: Envelope) -> str:
         return mb.post(root, env, capacity=100)
 
 
-def _run(image: Image, actor: str, key: str):  # type: ignore[no-untyped-def]
+def _run(image: Image, actor: str, key: str) -> StepResult:
     conn = image.connection()
     try:
         return StepRunner(conn, image.config).run(actor, key)
@@ -69,7 +69,9 @@ def test_doomed_step_leaves_committed_state_unchanged(image: Image) -> None:
     result = _run(image, "a", key)
 
     assert not result.ok and isinstance(result.error, StepFailed)
-    assert "boom x" in result.error.cause and result.outbox == () and result.events == ()
+    assert isinstance(result.error.__cause__, RuntimeError)  # the handler's own error
+    assert result.error.__cause__.args == ("boom x",) and result.error.error_type == "RuntimeError"
+    assert result.outbox == () and result.events == ()
     assert _record(image, actor_oid) == before  # the actor's committed bytes: untouched
     new_txns = [(t.description, {rec.oid for rec in t})
                 for t in image.db.storage.iterator(last_before) if t.tid != last_before]
@@ -95,7 +97,9 @@ def test_only_handlers_are_reachable(image: Image, selector: str, why: str) -> N
     key = _post(image, Envelope("a", selector))
     result = _run(image, "a", key)
     assert not result.ok, why
-    assert "UnknownSelector" in result.error.cause  # type: ignore[union-attr]
+    assert isinstance(result.error, StepFailed)
+    assert isinstance(result.error.__cause__, UnknownSelector)
+    assert result.error.__cause__.selector == selector
     with image.reading() as root:
         assert root["actors"]["a"].calls == 0
 

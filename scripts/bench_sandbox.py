@@ -129,6 +129,8 @@ def learn_one(runner: Any, events: list[dict[str, Any]], selector: str,
         outcome = "refused"
     else:
         outcome = "installed_but_raised"  # accepted by the guardian, the call failed
+    print(f"{selector}: {outcome} after {len(refused)} refusal(s), {seconds:.1f}s",
+          file=sys.stderr)
     return {"selector": selector, "outcome": outcome, "first_accepted": not first_refused,
             "attempts": max((e.get("attempt", 0) for e in learn), default=0),
             "refused_rules": [v["rule"] for e in refused for v in e.get("violations", [])],

@@ -15,7 +15,8 @@ When the router plans `needs_code` with code, the tool table
 4. hands the mission on (`tools.advance_after(step, mission, "run_code")`).
 
 A script that failed, was stopped, was refused or could not run is labelled
-so in the block's title and first line: it never reads as a result.
+so in the block's title and first line: it never reads as a result. An ok
+run's block starts with its exact output (small models copy what comes first).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class Coder(Persistent):
         run, refusal = self.run_checked(code, verdict)
         seconds = round(time.perf_counter() - started, 6)
         outcome = run.outcome if run is not None else "not run"
-        tools.add_context(mission, f"Python code run ({outcome})",
+        tools.add_context(mission, block_title(outcome),
                           context_text(code, verdict, run, refusal), outcome=outcome)
         mission.record_pass({"pass": PASS, "round": round_, "seconds": seconds,
                              "outcome": outcome, "limit": run.limit if run else None,
@@ -112,19 +113,27 @@ def claim_tool(step: StepContext, mission_id: str, turn: int) -> Mission | None:
     return mission
 
 
+def block_title(outcome: str) -> str:
+    """An ok run's block leads with its output: a small model copies what comes first."""
+    return "Python output (exact)" if outcome == "ok" else f"Python code run ({outcome})"
+
+
 def context_text(code: str, verdict: Verdict, run: RunResult | None,
                  refusal: str | None) -> str:
-    """The block the later passes read: status first, then the output, bounded."""
-    lines = [f"Code:\n{code.strip()}", f"Check: {verdict.text()}"]
+    """The block the later passes read, bounded: an ok run's output first, else the
+    status first; the code and the check's verdict after."""
+    where = f"Code:\n{code.strip()}\nCheck: {verdict.text()}"
     if run is None:
-        lines.append(f"Outcome: NOT RUN, no output: {refusal}")
-        return "\n".join(lines)
-    lines.append(f"Outcome: {describe_outcome(run)}")
-    if run.stdout.strip():
-        lines.append(f"Stdout:\n{_bounded(run.stdout)}")
-    if run.stderr.strip():
-        lines.append(f"Stderr:\n{_bounded(run.stderr)}")
-    return "\n".join(lines)
+        return f"Outcome: NOT RUN, no output: {refusal}\n{where}"
+    stdout = f"Stdout:\n{_bounded(run.stdout)}" if run.stdout.strip() else ""
+    stderr = f"Stderr:\n{_bounded(run.stderr)}" if run.stderr.strip() else ""
+    if run.ok:
+        return "\n".join(filter(None, [
+            _bounded(run.stdout) or "(no output)",
+            f"(the exact output of this code, run in the sandbox: {describe_outcome(run)})",
+            where, stderr]))
+    return "\n".join(filter(None, [f"Outcome: {describe_outcome(run)}", where, stdout,
+                                    stderr]))
 
 
 def describe_outcome(run: RunResult) -> str:

@@ -7,7 +7,7 @@ namespace changes (`mount`, `unshare`, `setns`, the new mount API), keyrings,
 `bpf`, `perf_event_open`, `userfaultfd`, module and kexec loading. Each of them
 fails with EPERM. A foreign architecture or the x32 ABI kills the process.
 
-The program is eleven lines of BPF written out here rather than a dependency:
+The program is a few lines of BPF built here rather than a dependency:
 libseccomp's Python binding ships only with Debian's system Python. The table
 covers x86_64; elsewhere `program()` returns None and the sandbox runs with its
 namespaces, its dropped capabilities and `--disable-userns` only.

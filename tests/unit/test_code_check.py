@@ -6,7 +6,7 @@ import pytest
 
 from actors import tools
 from actors.code.check import check_script
-from actors.code.coder import context_text, describe_outcome
+from actors.code.coder import block_title, context_text, describe_outcome
 from actors.code.sandbox import RunResult
 from actors.mission import Mission
 
@@ -78,18 +78,25 @@ def result(**changes: object) -> RunResult:
 
 
 @pytest.mark.parametrize(("run", "first_words"), [
-    (result(), "ok"),
-    (result(exit_status=1, exception="ValueError", stdout=""), "FAILED"),
-    (result(exit_status=None, signal=24, limit="cpu"), "STOPPED"),
+    (result(exit_status=1, exception="ValueError", stdout="partial"), "FAILED"),
+    (result(exit_status=None, signal=24, limit="cpu", stdout="partial"), "STOPPED"),
 ])
 def test_failed_and_stopped_runs_never_read_as_results(run: RunResult,
                                                        first_words: str) -> None:
     assert describe_outcome(run).startswith(first_words)
     text = context_text("print(42)", check_script("print(42)"), run, None)
-    assert f"Outcome: {first_words}" in text
+    assert text.startswith(f"Outcome: {first_words}")
+    assert block_title(run.outcome) == f"Python code run ({run.outcome})"
+
+
+def test_an_ok_run_leads_with_its_exact_output() -> None:
+    text = context_text("print(42)", check_script("print(42)"), result(), None)
+    assert text.splitlines()[0] == "42"
+    assert "ok (exit status 0)" in text.splitlines()[1]
+    assert block_title("ok") == "Python output (exact)"
 
 
 def test_a_refused_script_reads_as_not_run() -> None:
     verdict = check_script("import os")
     text = context_text("import os", verdict, None, verdict.text())
-    assert "Outcome: NOT RUN" in text and "rule import" in text
+    assert text.startswith("Outcome: NOT RUN") and "rule import" in text

@@ -186,13 +186,22 @@ class VramLease:
 
             fresh = Engine.load(engine.base_dir, device=engine.device)
             engine.model = fresh.model
-            if self._reattach is not None:
-                self._reattach(engine)
             engine.install()
             self._engine = None
             self.reloads += 1
             log.info("VRAM lease: LLM reloaded on %s", engine.device)
+            self._reattach_steward(engine)
             return engine
+
+    def _reattach_steward(self, engine: Any) -> None:
+        """Give the reloaded model its adapter tiers back; without them personas run bare."""
+        if self._reattach is None:
+            return
+        try:
+            self._reattach(engine)
+        except Exception:  # the engine works without its steward: keep serving
+            log.exception("VRAM lease: the adapter steward could not be re-attached; "
+                          "personas run bare until the next start")
 
 
 class LazyGenerator:

@@ -90,7 +90,7 @@ try:
     request = llm.GenerationRequest(messages=(llm.ChatMessage("user", "a fox"),),
                                     temperature=0.0, max_new_tokens=4)
     mark("start")
-    engine = Engine.load(build_small_llm_dir(work / "llm", hidden=1024, layers=8), device="cuda")
+    engine = Engine.load(build_small_llm_dir(work / "llm", hidden=768, layers=6), device="cuda")
     engine.install(); engine.generate(request); mark("llm loaded")
     lease = VramLease(); t = time.perf_counter()
     handover = lease.acquire("gpu-check", "cuda")

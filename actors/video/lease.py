@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 MIN_FREED_SHARE = 0.5  # CUDA: an eviction must free at least this share of the weights
 
-Reattach = Callable[[Any], None]
+Reattach = Callable[[Any], object]  # the result (a steward or None) is not used
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,6 @@ from typing import Any
 from actors import llm
 from actors import steward as steward_mod
 from actors.video.errors import LeaseHeld, MemoryNotReturned
-from actors.video.pipeline import release_memory
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +159,8 @@ class VramLease:
             engine.model = None
             self._engine = engine
             llm.install_engine(LazyGenerator(self), engine if engine.embedder else None)
+        from actors.video.pipeline import release_memory
+
         release_memory(device)
         _trim_heap()
         handover = Handover(before, read_memory(device), weights,

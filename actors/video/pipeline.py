@@ -43,8 +43,8 @@ import numpy as np
 import torch
 
 from actors.video.errors import UnsupportedPipeline
+from actors.video.weights import SUPPORTED
 
-SUPPORTED = ("HunyuanVideoFramepackPipeline",)
 MAX_GAP = 3  # sections of empty positions between a section and its context
 HISTORY = (1, 2, 16)  # right-context frames at 1x, 2x and 4x compression
 EXP_MAX = 7.0  # the released checkpoints' cap on the scheduler's shift

@@ -20,7 +20,8 @@ REPORT=${OUT:-$WORK}/video_gpu.json
 
 TESTS=(tests/unit/test_video_schedule.py tests/unit/test_video_precision.py
        tests/unit/test_video_job.py tests/integration/test_video_pipeline.py
-       tests/integration/test_video_lease.py)
+       tests/integration/test_video_lease.py tests/integration/test_video_actor.py
+       tests/unit/test_video_imports.py)
 # --noconftest: these need none of the kernel fixtures (pyzmq, a served kernel).
 $PY -m pytest -q -p no:cacheprovider --noconftest -o addopts="" \
     --junitxml="$WORK/junit.xml" "${TESTS[@]}" 2>&1 | tail -25

@@ -241,8 +241,9 @@ class VideoActor(Persistent):
         except Exception as exc:  # the job records why; the step itself commits
             log.exception("video job %s: %s failed", job.id, selector)
             job.error = f"{type(exc).__name__}: {exc}"
+            job.error_kind = type(exc).__name__
             self._finish(step, job, "FAILED")
-            step.emit("failed", error=job.error, job=job.id)
+            step.emit("failed", error=job.error, kind=job.error_kind, job=job.id)
         return job.state
 
     def _finish(self, step: StepContext, job: VideoJob, state: str) -> None:

@@ -63,7 +63,7 @@ _conditioning: dict[str, Conditioning] = {}  # job id -> its tensors (process st
 
 
 class VideoActor(Persistent):
-    """Video jobs (see the module note); `start`, `status`, `list`, `get`."""
+    """Video jobs (see the module note); `start`, `status`, `ls`, `get`, `install`."""
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         self.jobs = OOBTree()

@@ -218,8 +218,9 @@ class SectionPipeline:
         """Frames of the whole clip: uint8 (T, H, W, 3), T = sections x window x 4 + 1."""
         pipe = self.pipe
         vae = pipe.vae
-        latents = torch.cat([image_latents, *sections], dim=2)
         device = self.execution_device
+        # sections come back from blobs on the CPU, the start latents may sit on the device
+        latents = torch.cat([part.to(device) for part in (image_latents, *sections)], dim=2)
         video = vae.decode(latents.to(device, vae.dtype) / vae.config.scaling_factor,
                            return_dict=False)[0]
         frames = pipe.video_processor.postprocess_video(video.float(), output_type="np")[0]

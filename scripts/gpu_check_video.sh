@@ -20,7 +20,8 @@ REPORT=${OUT:-$WORK}/video_gpu.json
 
 TESTS=(tests/unit/test_video_schedule.py tests/unit/test_video_precision.py
        tests/unit/test_video_job.py tests/integration/test_video_pipeline.py
-       tests/integration/test_video_lease.py)
+       tests/integration/test_video_lease.py tests/integration/test_video_actor.py
+       tests/unit/test_video_imports.py)
 # --noconftest: these need none of the kernel fixtures (pyzmq, a served kernel).
 $PY -m pytest -q -p no:cacheprovider --noconftest -o addopts="" \
     --junitxml="$WORK/junit.xml" "${TESTS[@]}" 2>&1 | tail -25
@@ -90,7 +91,7 @@ try:
     request = llm.GenerationRequest(messages=(llm.ChatMessage("user", "a fox"),),
                                     temperature=0.0, max_new_tokens=4)
     mark("start")
-    engine = Engine.load(build_small_llm_dir(work / "llm", hidden=1024, layers=8), device="cuda")
+    engine = Engine.load(build_small_llm_dir(work / "llm", hidden=768, layers=6), device="cuda")
     engine.install(); engine.generate(request); mark("llm loaded")
     lease = VramLease(); t = time.perf_counter()
     handover = lease.acquire("gpu-check", "cuda")

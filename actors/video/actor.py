@@ -31,7 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from BTrees.OOBTree import OOBTree
 from persistent import Persistent
@@ -44,9 +44,11 @@ from actors.video import weights
 from actors.video.errors import BadVideoRequest, UnknownJob
 from actors.video.job import JobSettings, VideoJob
 from actors.video.lease import LEASE
-from actors.video.pipeline import Conditioning, SectionPipeline, resolve_device
 from kernel.blobs import committed_path, consume_into, scratch_dir
 from kernel.steps import StepContext, handler
+
+if TYPE_CHECKING:  # torch and diffusers load with the first job, not at genesis
+    from actors.video.pipeline import Conditioning, SectionPipeline
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ _conditioning: dict[str, Conditioning] = {}  # job id -> its tensors (process st
 
 
 class VideoActor(Persistent):
-    """Video jobs (see the module note); `start`, `status`, `list`, `get`."""
+    """Video jobs (see the module note); `start`, `status`, `ls`, `get`, `install`."""
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         self.jobs = OOBTree()
@@ -209,6 +211,8 @@ class VideoActor(Persistent):
     # -- helpers -------------------------------------------------------------------------
     def _resources(self, step: StepContext, job: VideoJob) -> SectionPipeline:
         """The lease (LLM evicted) and the loaded pipeline: taken again after a restart."""
+        from actors.video.pipeline import resolve_device
+
         device = resolve_device(job.config.device)
         handover = LEASE.acquire(job.id, device)
         if handover is not None:
@@ -216,6 +220,8 @@ class VideoActor(Persistent):
         return weights.pipeline_for(step.root, job.config.pipeline, device)
 
     def _cond(self, job: VideoJob) -> Conditioning:
+        from actors.video.pipeline import Conditioning
+
         cond = _conditioning.get(job.id)
         if cond is None:
             assert job.conditioning is not None  # SECTIONS and later have it
@@ -235,8 +241,9 @@ class VideoActor(Persistent):
         except Exception as exc:  # the job records why; the step itself commits
             log.exception("video job %s: %s failed", job.id, selector)
             job.error = f"{type(exc).__name__}: {exc}"
+            job.error_kind = type(exc).__name__
             self._finish(step, job, "FAILED")
-            step.emit("failed", error=job.error, job=job.id)
+            step.emit("failed", error=job.error, kind=job.error_kind, job=job.id)
         return job.state
 
     def _finish(self, step: StepContext, job: VideoJob, state: str) -> None:

@@ -129,6 +129,7 @@ class VideoJob(Persistent):
         self.timings: PersistentMapping = PersistentMapping()
         self.events: list[dict[str, Any]] = []
         self.error: str | None = None
+        self.error_kind: str | None = None  # the exception's class name
         self.created = time.time()
         self.finished: float | None = None
 
@@ -174,4 +175,5 @@ class VideoJob(Persistent):
                 "done": len(self.sections), "frames": self.frames,
                 "has_video": self.video is not None, "handover": self.handover,
                 "timings": dict(self.timings), "error": self.error,
+                "error_kind": self.error_kind,
                 "created": self.created, "finished": self.finished}

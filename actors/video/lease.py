@@ -42,13 +42,12 @@ from typing import Any
 from actors import llm
 from actors import steward as steward_mod
 from actors.video.errors import LeaseHeld, MemoryNotReturned
-from actors.video.pipeline import release_memory
 
 log = logging.getLogger(__name__)
 
 MIN_FREED_SHARE = 0.5  # CUDA: an eviction must free at least this share of the weights
 
-Reattach = Callable[[Any], object]
+Reattach = Callable[[Any], object]  # the result (a steward or None) is not used
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +163,8 @@ class VramLease:
             self._engine = engine
             self._installed = installed
             llm.install_engine(LazyGenerator(self), installed if engine.embedder else None)
+        from actors.video.pipeline import release_memory
+
         release_memory(device)
         _trim_heap()
         handover = Handover(before, read_memory(device), weights,
@@ -198,7 +199,18 @@ class VramLease:
             self._installed = None
             self.reloads += 1
             log.info("VRAM lease: LLM reloaded on %s", engine.device)
+            self._reattach_steward(engine)
             return engine
+
+    def _reattach_steward(self, engine: Any) -> None:
+        """Give the reloaded model its adapter tiers back; without them personas run bare."""
+        if self._reattach is None:
+            return
+        try:
+            self._reattach(engine)
+        except Exception:  # the engine works without its steward: keep serving
+            log.exception("VRAM lease: the adapter steward could not be re-attached; "
+                          "personas run bare until the next start")
 
 
 class LazyGenerator:

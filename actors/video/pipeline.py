@@ -43,8 +43,8 @@ import numpy as np
 import torch
 
 from actors.video.errors import UnsupportedPipeline
+from actors.video.weights import SUPPORTED
 
-SUPPORTED = ("HunyuanVideoFramepackPipeline",)
 MAX_GAP = 3  # sections of empty positions between a section and its context
 HISTORY = (1, 2, 16)  # right-context frames at 1x, 2x and 4x compression
 EXP_MAX = 7.0  # the released checkpoints' cap on the scheduler's shift
@@ -218,8 +218,9 @@ class SectionPipeline:
         """Frames of the whole clip: uint8 (T, H, W, 3), T = sections x window x 4 + 1."""
         pipe = self.pipe
         vae = pipe.vae
-        latents = torch.cat([image_latents, *sections], dim=2)
         device = self.execution_device
+        # sections come back from blobs on the CPU, the start latents may sit on the device
+        latents = torch.cat([part.to(device) for part in (image_latents, *sections)], dim=2)
         video = vae.decode(latents.to(device, vae.dtype) / vae.config.scaling_factor,
                            return_dict=False)[0]
         frames = pipe.video_processor.postprocess_video(video.float(), output_type="np")[0]

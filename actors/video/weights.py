@@ -7,7 +7,8 @@ becomes a `ModelRecord` of kind "video-pipeline" in `root["models"]` (one blob
 per file, hashed), like `batos init --model` does for the LLM. Loading goes
 through `actors.models.materialize` (a folder of links to the committed
 blobs) and `SectionPipeline.load`; the loaded pipeline is process state,
-cached per (record, device) until `unload`.
+cached per (record, device) until `unload`. This module imports no torch
+(genesis imports the actor, which imports it).
 """
 
 from __future__ import annotations
@@ -18,16 +19,19 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actors.models import ModelRecord, materialize
 from actors.video.errors import BadVideoFolder, NoVideoWeights, UnsupportedPipeline
-from actors.video.pipeline import SUPPORTED, SectionPipeline
 from kernel.blobs import consume_into, scratch_dir, sha256_of
+
+if TYPE_CHECKING:
+    from actors.video.pipeline import SectionPipeline
 
 log = logging.getLogger(__name__)
 
 KIND = "video-pipeline"
+SUPPORTED = ("HunyuanVideoFramepackPipeline",)  # the classes `SectionPipeline` drives
 
 _loaded: dict[tuple[bytes, str], SectionPipeline] = {}
 _loaded_lock = threading.Lock()
@@ -89,6 +93,8 @@ def record_of(root: Any, name: str) -> ModelRecord:
 
 def pipeline_for(root: Any, name: str, device: str) -> SectionPipeline:
     """The loaded pipeline for the installed `name` on `device` (loaded once per process)."""
+    from actors.video.pipeline import SectionPipeline
+
     record = record_of(root, name)
     key = (bytes(record._p_oid or b""), device)
     with _loaded_lock:

@@ -30,6 +30,12 @@ TINY_FLAGS = ["--fps", "8", "--width", str(SIZE), "--height", str(SIZE), "--step
               "--window", "2"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernels these tests start use one torch thread (the cores are shared)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
 @pytest.fixture(scope="module")
 def tiny_video_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_video_dir(tmp_path_factory.mktemp("tiny-video") / "framepack")

@@ -89,3 +89,19 @@ def test_without_an_engine_there_is_nothing_to_evict() -> None:
     lease = VramLease()
     assert lease.acquire("job-1", DEVICE) is None
     assert lease.release("job-1")
+
+
+def test_the_reloaded_engine_gets_its_steward_back_or_serves_without(engine: Engine) -> None:
+    attached: list[Engine] = []
+
+    def reattach(reloaded: Engine) -> None:
+        attached.append(reloaded)
+        raise RuntimeError("the image is gone")  # the steward cannot come back
+
+    lease = VramLease()
+    lease.set_reattach(reattach)
+    lease.acquire("job-1", DEVICE)
+    lease.release("job-1")
+    assert llm.generator().generate(REQUEST).tokens > 0
+    assert attached == [engine]
+    assert llm.generator() is engine  # serving, bare

@@ -75,7 +75,8 @@ class DamagedImage(ImageError):
             "`batos image recover --out NEWDIR` to write a repaired copy")
 
     def __init__(self, where: str, position: int, problem: str) -> None:
-        super().__init__(where, f"damaged at byte {position}: {problem}; {self.HINT}")
+        at = f" at byte {position}" if position >= 0 else ""  # -1: ZODB did not say where
+        super().__init__(where, f"damaged{at}: {problem}; {self.HINT}")
         self.position = position
         self.damage = problem
 

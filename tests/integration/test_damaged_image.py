@@ -26,7 +26,7 @@ from tests.helpers.kernel import BATOS, kernel_process
 ECHOES = 12
 
 
-def _batos(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def _batos(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*BATOS, *args], capture_output=True, text=True, timeout=timeout,
                           check=False)
 

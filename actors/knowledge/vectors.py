@@ -10,8 +10,8 @@ partial sort. From `ANN_THRESHOLD` chunks on, an HNSW graph from faiss
 (`IndexHNSWFlat`, inner product) answers instead; it is built on the first
 search after a change and lives only in memory, like the matrix. faiss is
 chosen over hnswlib (last released in 2023) and annoy (immutable indexes)
-for being actively maintained, by Meta, with CPU wheels for our platforms; `bench_knowledge.py` measures its
-recall against exact search.
+for being actively maintained, by Meta, with CPU wheels for our platforms;
+`bench_knowledge.py` measures its recall against exact search.
 """
 
 from __future__ import annotations

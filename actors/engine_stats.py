@@ -29,6 +29,9 @@ from actors.threads import ThreadBudget
 
 BACKEND_PREFIX = "engine.backend."
 COUNTERS = frozenset({"engine.passes", "engine.tokens", "engine.decode_ms"})
+BACKEND_NAMES = ("llama", "torch")
+ALL_KEYS = (*sorted(COUNTERS), "engine.running", "engine.threads", "engine.tokens_per_s",
+            *(BACKEND_PREFIX + name for name in BACKEND_NAMES))
 
 
 class _Figures:
@@ -98,11 +101,19 @@ def flush_into(root: Any) -> dict[str, int]:
 
 
 def reset_gauges(root: Any) -> None:
-    """Zero the engine's gauges in the image (a new process starts them afresh)."""
+    """Zero the engine's gauges in the image (a new process starts them afresh).
+
+    Also creates every engine counter and gauge at zero, so that the flushes
+    of later steps only move existing counters: a new key in the counters'
+    BTree, inserted while a kernel chore adds step counts, can split a bucket
+    and make the pass's step retry.
+    """
     metrics = root["metrics"]
     for key, value in metrics.snapshot("engine.").items():
         if value and key not in COUNTERS:
             metrics.incr(key, -value)
+    for key in ALL_KEYS:
+        metrics.incr(key, 0)
     with _figures.lock:
         _figures.sent.clear()
 

@@ -158,7 +158,7 @@ def attach(image: Any, engine: Any) -> steward.VramSteward:
         refs = adapters.all_refs(root)
         actor = root["actors"].get("steward")
         pinned = {*config["adapters.pinned"], *getattr(actor, "pinned", ())}
-        steward.reset_gauges(root)
+        steward.reset_gauges(root, [r.name for r in refs])
     budgets = steward.budgets_for(config, "cpu")
     largest = max((_size(r) for r in refs), default=1)
     n_slots = min(max(1, len(refs)), max(1, budgets.hot_bytes // max(1, largest)))

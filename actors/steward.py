@@ -510,7 +510,7 @@ def attach(image: Any, engine: Any) -> VramSteward | None:
         refs = adapters.all_refs(root)
         actor = root["actors"].get("steward")
         pinned = {*config["adapters.pinned"], *getattr(actor, "pinned", ())}
-        reset_gauges(root)
+        reset_gauges(root, [r.name for r in refs])
     rank = max([r.r for r in refs], default=DEFAULT_RANK)
     present = {name.rsplit(".", 1)[-1] for name, _ in engine.model.named_modules()}
     leaves = {leaf for r in refs for leaf in r.module_leaves} or set(DEFAULT_TARGETS)
@@ -535,12 +535,32 @@ def attach(image: Any, engine: Any) -> VramSteward | None:
     return steward
 
 
-def reset_gauges(root: Any) -> None:
+def reset_gauges(root: Any, personas: Iterable[str] = ()) -> None:
+    """Zero the gauges; create every counter the steward moves (for `personas` too) at zero.
+
+    Created here, at start-up, a pass's flush only moves existing counters: a
+    new key inserted into the counters' BTree while a kernel chore inserts
+    another can split a bucket and make the pass's step retry.
+    """
     metrics = root["metrics"]
     for key in GAUGES:
         value = metrics.value(key)
         if value:
             metrics.incr(key, -value)
+    for key in _counter_keys(personas):
+        metrics.incr(key, 0)
+
+
+def _counter_keys(personas: Iterable[str]) -> list[str]:
+    keys = ["adapters.misses", "adapters.prefetches", "adapters.evictions",
+            "adapters.evictions.hot", "adapters.evictions.warm"]
+    for tier in ("hot", "warm", "cold"):
+        keys += [f"adapters.hits.{tier}", f"adapters.swap_us.{tier}",
+                 f"adapters.swap_count.{tier}"]
+    for name in personas:
+        keys += [f"adapters.persona.{name}.{part}" for part in ("hits", "misses", "swap_us",
+                                                                 "swaps")]
+    return keys
 
 
 # -- helpers for the pipeline's steps -----------------------------------------------------

@@ -46,8 +46,10 @@ import torch
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from actors import llm
+from actors.context_fit import Fit, fit_request
 from actors.engine import TOP_P, _cut_at_stop, _load_embedder, _TextPieces
 from actors.models import ModelError, UnknownModel, materialize
+from kernel import stopping
 
 log = logging.getLogger(__name__)
 
@@ -165,21 +167,45 @@ class LlamaEngine:
 
     def generate(self, request: llm.GenerationRequest, *, on_text: llm.OnText | None = None,
                  cancel: threading.Event | None = None) -> llm.Generation:
-        """Generate a reply to `request`, streaming pieces to `on_text` as they come."""
+        """Generate a reply to `request`, streaming pieces to `on_text` as they come.
+
+        Like the torch engine, it stops at `cancel` or the process's stop
+        (`kernel.stopping`), and fits the request to the context window first."""
+        cancels = (stopping.STOPPING,) if cancel is None else (cancel, stopping.STOPPING)
         with self._generate_lock:
             started = time.perf_counter()
             persona = self.activate(request.persona)
-            if request.max_new_tokens <= 0 or (cancel is not None and cancel.is_set()):
-                reason = "cancel" if cancel is not None and cancel.is_set() else "length"
+            cancelled = any(event.is_set() for event in cancels)
+            if request.max_new_tokens <= 0 or cancelled:
+                reason = "cancel" if cancelled else "length"
                 return llm.Generation("", 0, 0.0, 0.0, persona=persona, stopped_by=reason)
-            return self._generate(request, on_text, cancel, started, persona)
+            return self._generate(request, on_text, cancels, started, persona)
+
+    @property
+    def context_window(self) -> int:
+        """Tokens the context holds (prompt + answer)."""
+        return int(llama_cpp.llama_n_ctx(self._ctx))
+
+    def _count(self, request: llm.GenerationRequest) -> int:
+        return len(self.llama.tokenize(self.prompt(request).encode("utf-8"), add_bos=False,
+                                       special=True))
+
+    def fit(self, request: llm.GenerationRequest) -> Fit:
+        """`request` cut to the context window (see `actors.context_fit`)."""
+        return fit_request(
+            request, self.context_window, count=self._count,
+            tokens=lambda text: self.llama.tokenize(text.encode("utf-8"), add_bos=False,
+                                                    special=False),
+            text=lambda ids: self.vocab.decode(list(ids)))
 
     def _generate(self, request: llm.GenerationRequest, on_text: llm.OnText | None,
-                  cancel: threading.Event | None, started: float,
+                  cancels: tuple[threading.Event, ...], started: float,
                   persona: str | None) -> llm.Generation:
+        fit = self.fit(request)
+        request = fit.request
         ids = self.llama.tokenize(self.prompt(request).encode("utf-8"), add_bos=False,
                                   special=True)
-        limit = int(llama_cpp.llama_n_ctx(self._ctx))
+        limit = self.context_window
         if len(ids) >= limit:
             raise PromptTooLong(len(ids), limit)
         self._prefill(ids)
@@ -187,7 +213,7 @@ class LlamaEngine:
         pieces = _TextPieces(self.vocab, request.stop, on_text) if on_text else None
         if pieces is not None:
             pieces.put(torch.tensor(ids))  # as generate() does: the prompt first
-        loop = _DecodeLoop(self, request, cancel, pieces, len(ids))
+        loop = _DecodeLoop(self, request, cancels, pieces, len(ids))
         loop.run(min(request.max_new_tokens, limit - len(ids)))
         text = _cut_at_stop(self.vocab.decode(loop.new), request.stop)
         if pieces is not None:
@@ -197,7 +223,8 @@ class LlamaEngine:
         return llm.Generation(
             text=text, tokens=len(loop.new), mean_logprob=loop.mean_logprob(),
             seconds=done - started, persona=persona, stopped_by=loop.reason or "length",
-            extra={"prompt_tokens": float(len(ids)), "prefill_seconds": prefilled - started,
+            extra={**{k: float(v) for k, v in fit.report().items()},
+                   "prompt_tokens": float(len(ids)), "prefill_seconds": prefilled - started,
                    "tokens_per_second": len(loop.new) / decode_s if decode_s > 0 else 0.0})
 
     def _prefill(self, ids: Sequence[int]) -> None:
@@ -240,9 +267,9 @@ class _DecodeLoop:
     """One generation's token loop: pick, record, stream, stop or cancel, evaluate."""
 
     def __init__(self, engine: LlamaEngine, request: llm.GenerationRequest,
-                 cancel: threading.Event | None, pieces: _TextPieces | None,
+                 cancels: tuple[threading.Event, ...], pieces: _TextPieces | None,
                  prompt_tokens: int) -> None:
-        self.engine, self.request, self.cancel, self.pieces = engine, request, cancel, pieces
+        self.engine, self.request, self.cancels, self.pieces = engine, request, cancels, pieces
         self.new: list[int] = []
         self.logprobs: list[float] = []
         self.reason: str | None = None
@@ -251,7 +278,7 @@ class _DecodeLoop:
 
     def run(self, budget: int) -> None:
         while len(self.new) < budget:
-            if self.cancel is not None and self.cancel.is_set():
+            if any(event.is_set() for event in self.cancels):
                 self.reason = "cancel"
                 return
             logits = self.engine.logits()

@@ -259,13 +259,17 @@ class VramSteward:
 
         The future's result is the tier reached ("none" if it has no adapter).
         """
-        if self._executor is None or not persona:
+        executor = self._executor
+        if executor is None or not persona:
             return None
         with self._lock:
             pending = self._pending.get(persona)
             if pending is not None:
                 return pending
-            future = self._executor.submit(self._prefetch, persona)
+            try:
+                future = executor.submit(self._prefetch, persona)
+            except RuntimeError:  # closed meanwhile: nothing to prefetch into
+                return None
             self._pending[persona] = future
         future.add_done_callback(lambda done: self._settle(persona, done))
         return future
@@ -471,8 +475,10 @@ class VramSteward:
         return counts
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+        """Stop prefetching; a closed steward's `prefetch` does nothing (it never raises)."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
 
 
 # -- the process's steward ----------------------------------------------------------------

@@ -17,6 +17,20 @@ for _var in [v for v in os.environ if v.startswith("BATOS_")]:
     del os.environ[_var]
 
 
+@pytest.fixture(autouse=True)
+def _process_state_reset() -> Iterator[None]:
+    """A test leaves no process-level state behind: no stop flag raised, no adapter
+    steward installed (a closed one would serve the next test's passes)."""
+    yield
+    from actors import steward
+    from kernel import stopping
+
+    stopping.end_stop()
+    left = steward.install(None)
+    if left is not None:
+        left.close()
+
+
 @pytest.fixture
 def image_dir(tmp_path: Path) -> Path:
     return tmp_path / "image"

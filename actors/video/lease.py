@@ -191,8 +191,6 @@ class VramLease:
 
             fresh = Engine.load(engine.base_dir, device=engine.device)
             engine.model = fresh.model
-            if self._reattach is not None:
-                self._reattach(engine)
             installed = self._installed if self._installed is not None else engine
             llm.install_engine(installed, installed if engine.embedder is not None else None)
             self._engine = None

@@ -23,13 +23,15 @@ from actors.adapters import WEIGHTS_FILE, AdapterRef, scaling_of
 from actors.gguf_lora import BaseLayout, convert
 from actors.llm import ChatMessage, GenerationRequest
 from actors.steward import Budgets, VramSteward
+from kernel import stopping
 from kernel.image import Image
 from tests.helpers.smollm2_adapters import make_smollm2_adapter
 from tests.helpers.tiny_adapters import ref_for
 
 pytest.importorskip("llama_cpp", reason="the llama.cpp backend is not installed")
 
-from actors.engine_llama import LlamaEngine, LlamaLoadError, PromptTooLong
+from actors.context_fit import PromptTooLong as FitPromptTooLong
+from actors.engine_llama import LlamaEngine, LlamaLoadError
 from actors.llama_personas import LlamaBank
 
 LAYOUT = BaseLayout("llama", n_head=9, n_head_kv=3, n_layers=30)
@@ -143,12 +145,32 @@ def test_the_lora_changes_logits_as_peft_does_on_the_same_weights(
     assert correlation > 0.95
 
 
-def test_a_prompt_longer_than_the_context_is_a_typed_error(engine: LlamaEngine) -> None:
+def test_a_prompt_longer_than_the_context_is_cut_and_the_cut_reported(
+        engine: LlamaEngine) -> None:
+    """As on the torch engine (`actors.context_fit`): the middle of the user content goes."""
     long = GenerationRequest((ChatMessage("user", "word " * 9000),), 0.0, 4)
-    with pytest.raises(PromptTooLong) as caught:
-        engine.generate(long)
-    assert caught.value.tokens > caught.value.limit
+    result = engine.generate(long)
+    assert result.tokens > 0
+    assert result.extra["prompt_cut_tokens"] > 9000 - engine.context_window
+    assert result.extra["prompt_tokens"] + 4 <= engine.context_window
     assert engine.generate(ask(max_new_tokens=2)).tokens == 2  # still serving
+
+
+def test_a_system_prompt_that_fills_the_context_is_a_typed_error(engine: LlamaEngine) -> None:
+    huge = GenerationRequest((ChatMessage("system", "word " * 9000),
+                              ChatMessage("user", "hi")), 0.0, 4)
+    with pytest.raises(FitPromptTooLong) as caught:
+        engine.generate(huge)
+    assert caught.value.window == engine.context_window
+
+
+def test_the_kernel_stopping_ends_a_generation_at_once(engine: LlamaEngine) -> None:
+    stopping.begin_stop()
+    try:
+        result = engine.generate(ask(max_new_tokens=8))
+    finally:
+        stopping.end_stop()
+    assert (result.stopped_by, result.tokens) == ("cancel", 0)
 
 
 def test_a_missing_gguf_is_a_typed_error(tmp_path: Path) -> None:

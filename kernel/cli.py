@@ -126,13 +126,14 @@ def send(
 
 @app.command()
 def status(
-    ref: Annotated[str | None, typer.Argument(help="A mission or message id.")] = None,
+    ref: Annotated[str | None, typer.Argument(
+        help="A mission or message id (any unique start).")] = None,
     image: ImageOpt = DEFAULT_IMAGE, endpoint: EndpointOpt = None, key: KeyOpt = None,
     server_key: ServerKeyOpt = None, timeout: TimeoutOpt = 10.0, as_json: JsonOpt = False,
 ) -> None:
     """The kernel's counters and queues, or the state of one mission/message."""
     with _client(image, endpoint, key, server_key, timeout) as client:
-        value = client.status(ref)
+        value = client.status(None if ref is None else _full_ref(client, image, ref))
     _out(value, as_json, json.dumps(value, indent=2, sort_keys=True))
 
 
@@ -155,7 +156,7 @@ def mission(
 
 @app.command()
 def watch(
-    ref: Annotated[str, typer.Argument(help="A mission or message id.")],
+    ref: Annotated[str, typer.Argument(help="A mission or message id (any unique start).")],
     image: ImageOpt = DEFAULT_IMAGE, endpoint: EndpointOpt = None, key: KeyOpt = None,
     server_key: ServerKeyOpt = None, timeout: TimeoutOpt = 900.0, as_json: JsonOpt = False,
 ) -> None:
@@ -163,7 +164,21 @@ def watch(
     from kernel import wire
 
     with _client(image, endpoint, key, server_key, timeout) as client:
+        ref = _full_ref(client, image, ref)
         _follow_mission(client.stream(wire.Watch(ref=ref), ref=ref), ref, as_json)
+
+
+@app.command()
+def cancel(
+    ref: Annotated[str, typer.Argument(help="A mission or message id (any unique start).")],
+    image: ImageOpt = DEFAULT_IMAGE, endpoint: EndpointOpt = None, key: KeyOpt = None,
+    server_key: ServerKeyOpt = None, timeout: TimeoutOpt = 10.0, as_json: JsonOpt = False,
+) -> None:
+    """Cancel a running mission (it ends FAILED, "cancelled") or a pending message."""
+    with _client(image, endpoint, key, server_key, timeout) as client:
+        ref = _full_ref(client, image, ref)
+        client.cancel(ref)
+    _out({"ok": True, "cancelled": ref}, as_json, f"cancelled {ref}")
 
 
 @app.command()
@@ -266,6 +281,12 @@ def _client(image: Path, endpoint: str | None, key: Path | None, server_key: Pat
     if key is not None:
         keys = PeerKeys.load(key, server_key or image / "keys" / "server.key")
     return Client(endpoint or endpoint_for(image), keys=keys, timeout=timeout)
+
+
+def _full_ref(client: Any, image: Path, ref: str) -> str:
+    from kernel.cli_refs import mission_entry, resolve_ref
+
+    return resolve_ref(client, mission_entry(image), ref)
 
 
 def _image_endpoint(endpoint: str, image: Path) -> str:

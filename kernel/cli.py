@@ -11,11 +11,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from kernel import cli_errors, perms
 from kernel import config as config_mod
-from kernel import perms
-from kernel.errors import KernelError
 from kernel.image import DEFAULT_IMAGE, Image
 from kernel.image_cli import image_app, print_info
 from prototypes.errors import BatosError
@@ -220,7 +220,12 @@ def _follow_mission(records: Any, ref: str, as_json: bool) -> None:
 
     view = MissionView(ref)
     live = console.is_terminal and not as_json
-    follow(records, view, live=live, console=err_console if as_json else console)
+    try:
+        follow(records, view, live=live, console=err_console if as_json else console)
+    except KeyboardInterrupt:  # detach only: the mission runs on in the kernel
+        err_console.print(f"detached from mission {ref}; it runs on. Re-attach with:\n"
+                          f"  batos watch {ref[:12]}", soft_wrap=True, highlight=False)
+        raise typer.Exit(cli_errors.INTERRUPTED) from None
     if as_json:
         print(json.dumps(view.summary(), default=repr))
     if view.error is not None:
@@ -274,13 +279,21 @@ def keys_add(
 
 def _client(image: Path, endpoint: str | None, key: Path | None, server_key: Path | None,
             timeout: float) -> Any:
+    import zmq
+
     from kernel.auth import PeerKeys
     from kernel.client import Client, endpoint_for
+    from kernel.endpoints import BadEndpoint, probe
 
+    address = endpoint or endpoint_for(image)
+    probe(address)  # a typed error for a missing, stale or forbidden socket, at once
     keys = None
     if key is not None:
         keys = PeerKeys.load(key, server_key or image / "keys" / "server.key")
-    return Client(endpoint or endpoint_for(image), keys=keys, timeout=timeout)
+    try:
+        return Client(address, keys=keys, timeout=timeout)
+    except zmq.ZMQError as exc:
+        raise BadEndpoint(address, exc.strerror) from exc
 
 
 def _full_ref(client: Any, image: Path, ref: str) -> str:
@@ -323,14 +336,16 @@ def _setup_logging() -> None:
 
 
 def main() -> None:
-    """Console-script entry point: typed errors become one line and exit code 2."""
+    """Console-script entry point: a typed error becomes one line and its own exit
+    code (`kernel.cli_errors`)."""
     from kernel.plugins import run_hooks
 
     _setup_logging()
     perms.owner_only_umask()  # every file the CLI creates (keys, images, copies) owner-only
     run_hooks("batos.cli", app)  # actor packages add their own commands
+    cli_errors.flags_without_types()
     try:
         app()
     except BatosError as exc:
-        err_console.print(f"[red]error:[/] {exc}")
-        sys.exit(2 if isinstance(exc, KernelError) else 1)
+        err_console.print(f"[red]error:[/] {escape(cli_errors.one_line(exc))}", soft_wrap=True)
+        sys.exit(cli_errors.exit_code(exc))

@@ -59,7 +59,7 @@ def stale_socket(tmp: Path) -> str:
 
 
 def silent_socket(tmp: Path) -> str:
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[Any] = zmq.Context.instance()
     router = ctx.socket(zmq.ROUTER)  # accepts, reads, never answers
     router.setsockopt(zmq.LINGER, 0)
     endpoint = f"ipc://{tmp}/silent.sock"
@@ -126,7 +126,8 @@ def test_forbidden_for_a_client_key(image_dir: Path) -> None:
 
 def test_unavailable_when_an_external_actor_left(image_dir: Path) -> None:
     with running_kernel(image_dir):
-        actor = zmq.Context.instance().socket(zmq.DEALER)
+        ctx: zmq.Context[Any] = zmq.Context.instance()
+        actor = ctx.socket(zmq.DEALER)
         actor.setsockopt(zmq.LINGER, 0)
         actor.connect(endpoint_for(image_dir))
         try:

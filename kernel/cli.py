@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kernel import cli_errors, perms
+from kernel import cli_console, cli_errors, perms
 from kernel import config as config_mod
 from kernel.image import DEFAULT_IMAGE, Image
 from kernel.image_cli import image_app, print_info
@@ -27,6 +27,7 @@ keys_app = typer.Typer(help="CURVE keys for tcp endpoints.", no_args_is_help=Tru
 app.add_typer(image_app, name="image")
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
+app.command("logs")(cli_console.logs)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -84,17 +85,51 @@ def serve(
         "--bind", help="Endpoint to bind (repeatable); default kernel.endpoints.")] = None,
     set_: SetOpt = None,
     log_json: Annotated[bool, typer.Option("--log-json", help="JSON log lines.")] = False,
+    detach: Annotated[bool, typer.Option(
+        "--detach", help="Run in the background; return once it answers a ping.")] = False,
+    ready_timeout: Annotated[float, typer.Option(
+        "--ready-timeout", help="With --detach: seconds to wait for the first pong.")
+    ] = 300.0,
 ) -> None:
-    """Run the kernel on the image until SIGINT/SIGTERM."""
+    """Run the kernel on the image until SIGINT/SIGTERM (its log also goes to
+    IMAGE/kernel.log: `batos logs -f`)."""
     from kernel import logs
     from kernel.plugins import run_hooks
     from kernel.server import Kernel
 
+    if detach:
+        _serve_detached(image, bind, ready_timeout)
+        return
     with Image.open(image, create=True, overrides=overrides_from(set_)) as img:
-        logs.configure(img.config["log.level"], log_json or img.config["log.json"])
+        logs.configure(img.config["log.level"], log_json or img.config["log.json"],
+                       file=image / logs.LOG_FILE)
         run_hooks("batos.serve", img)
         endpoints = bind or [_image_endpoint(e, image) for e in img.config["kernel.endpoints"]]
         Kernel(img, endpoints).serve_forever()
+
+
+def _serve_detached(image: Path, bind: list[str] | None, ready_timeout: float) -> None:
+    from kernel.cli_console import detach
+    from kernel.client import endpoint_for
+
+    argv = [a for a in sys.argv[1:] if a != "--detach"]
+    ipc = [e for e in bind or [] if e.startswith("ipc://")]
+    endpoint = ipc[0] if ipc else endpoint_for(image)
+    pid = detach(argv, image, endpoint, ready_timeout)
+    print(f"kernel started (pid {pid}) on {endpoint}; its log: batos logs -f --image {image}")
+
+
+@app.callback()
+def _options(
+    wait: Annotated[float, typer.Option(
+        "--wait", envvar="BATOS_WAIT", min=0,
+        help="Clients: wait up to SECONDS for a kernel that is starting.")] = 0.0,
+) -> None:
+    """batos: a runtime for local, autonomous LLM agents."""
+    _settings["wait"] = wait
+
+
+_settings: dict[str, float] = {"wait": 0.0}
 
 
 @app.command()
@@ -286,6 +321,10 @@ def _client(image: Path, endpoint: str | None, key: Path | None, server_key: Pat
     from kernel.endpoints import BadEndpoint, probe
 
     address = endpoint or endpoint_for(image)
+    if _settings["wait"] > 0:
+        from kernel.cli_console import wait_for
+
+        wait_for(address, _settings["wait"])
     probe(address)  # a typed error for a missing, stale or forbidden socket, at once
     keys = None
     if key is not None:

@@ -75,18 +75,22 @@ def answers(endpoint: str, timeout: float) -> bool:
 
 
 def wait_for(endpoint: str, seconds: float) -> None:
-    """Until something listens at `endpoint` (a typed error after `seconds`)."""
+    """Until the kernel at `endpoint` answers a ping (over tcp, with keys: until
+    the address is valid); after `seconds`, the typed error of the last try."""
     from kernel.endpoints import NoKernel, NoSocket, probe
 
     deadline = time.monotonic() + seconds
     while True:
         try:
             probe(endpoint)
-            return
+            if not endpoint.startswith("ipc://") or answers(endpoint, POLL_S * 5):
+                return
         except (NoSocket, NoKernel):
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(POLL_S)
+            pass
+        if time.monotonic() >= deadline:
+            probe(endpoint)  # raises what stands there now, or lets the client time out
+            return
+        time.sleep(POLL_S)
 
 
 # -- logs ----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """This package's `batos` commands (the `batos.cli` entry point).
 
+    batos missions [--state S] [--limit N] [--json]   the newest missions
     batos export-training [--image DIR] [--min-confidence X] [--out FILE|-] [--persona NAME]
     batos adapters [--json]                       the steward's adapter table
     batos adapters ingest [--image DIR] [--folder lora_staging]
@@ -20,6 +21,7 @@ import typer
 from rich import box
 from rich.table import Table
 
+from actors import cli_missions
 from actors.code.cli import methods_app
 from actors.knowledge.cli import app as knowledge_app
 from actors.video import cli as video_cli
@@ -46,6 +48,7 @@ FolderOpt = Annotated[Path, typer.Option(
 def register(app: Any) -> None:
     """Add the actor package's commands to the `batos` typer app."""
     app.command("export-training")(export_training)
+    app.command("missions")(cli_missions.missions)
     app.add_typer(adapters_app, name="adapters")
     app.add_typer(knowledge_app, name="knowledge")
     app.add_typer(methods_app, name="methods")

@@ -27,19 +27,20 @@ its selector accepted. A duplicated or late message therefore changes nothing.
 
 The `missions` actor is the entry point: `start` (from the kernel's `mission`),
 `complete`, `fail` (posted by the kernel when any step of a mission is doomed;
-that step's writes were rolled back) and `status`.
+that step's writes were rolled back), `status`, and the read-only `list` and
+`resolve` (`actors.mission_list`) that let an operator name missions.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 from persistent import Persistent
 
-from actors import thermal
+from actors import mission_list, thermal
 from kernel.steps import StepContext, handler
 from prototypes import Method, UvmObject
 from prototypes.errors import BatosError
@@ -326,6 +327,17 @@ class Missions(Persistent):
         """The mission's summary, or None when no mission has this id."""
         mission: Mission | None = step.root["missions"].get(mission_id)
         return None if mission is None else mission.summary()
+
+    @handler
+    def list(self, step: StepContext, state: str | None = None,
+             limit: int = 20) -> Sequence[dict[str, Any]]:
+        """The newest missions as rows (`batos missions`); reads, changes nothing."""
+        return mission_list.recent(step.root["missions"], state, limit)
+
+    @handler
+    def resolve(self, step: StepContext, prefix: str, limit: int = 10) -> Sequence[str]:
+        """The mission ids starting with `prefix` (at most `limit` + 1)."""
+        return mission_list.matching(step.root["missions"], str(prefix), limit)
 
 
 def _plain(value: Any) -> Any:

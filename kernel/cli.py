@@ -11,11 +11,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from kernel import cli_console, cli_errors, perms
 from kernel import config as config_mod
-from kernel import perms
-from kernel.errors import KernelError
 from kernel.image import DEFAULT_IMAGE, Image
 from kernel.image_cli import image_app, print_info
 from prototypes.errors import BatosError
@@ -27,6 +27,7 @@ keys_app = typer.Typer(help="CURVE keys for tcp endpoints.", no_args_is_help=Tru
 app.add_typer(image_app, name="image")
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
+app.command("logs")(cli_console.logs)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -84,17 +85,51 @@ def serve(
         "--bind", help="Endpoint to bind (repeatable); default kernel.endpoints.")] = None,
     set_: SetOpt = None,
     log_json: Annotated[bool, typer.Option("--log-json", help="JSON log lines.")] = False,
+    detach: Annotated[bool, typer.Option(
+        "--detach", help="Run in the background; return once it answers a ping.")] = False,
+    ready_timeout: Annotated[float, typer.Option(
+        "--ready-timeout", help="With --detach: seconds to wait for the first pong.")
+    ] = 300.0,
 ) -> None:
-    """Run the kernel on the image until SIGINT/SIGTERM."""
+    """Run the kernel on the image until SIGINT/SIGTERM (its log also goes to
+    IMAGE/kernel.log: `batos logs -f`)."""
     from kernel import logs
     from kernel.plugins import run_hooks
     from kernel.server import Kernel
 
+    if detach:
+        _serve_detached(image, bind, ready_timeout)
+        return
     with Image.open(image, create=True, overrides=overrides_from(set_)) as img:
-        logs.configure(img.config["log.level"], log_json or img.config["log.json"])
+        logs.configure(img.config["log.level"], log_json or img.config["log.json"],
+                       file=image / logs.LOG_FILE)
         run_hooks("batos.serve", img)
         endpoints = bind or [_image_endpoint(e, image) for e in img.config["kernel.endpoints"]]
         Kernel(img, endpoints).serve_forever()
+
+
+def _serve_detached(image: Path, bind: list[str] | None, ready_timeout: float) -> None:
+    from kernel.cli_console import detach
+    from kernel.client import endpoint_for
+
+    argv = [a for a in sys.argv[1:] if a != "--detach"]
+    ipc = [e for e in bind or [] if e.startswith("ipc://")]
+    endpoint = ipc[0] if ipc else endpoint_for(image)
+    pid = detach(argv, image, endpoint, ready_timeout)
+    print(f"kernel started (pid {pid}) on {endpoint}; its log: batos logs -f --image {image}")
+
+
+@app.callback()
+def _options(
+    wait: Annotated[float, typer.Option(
+        "--wait", envvar="BATOS_WAIT", min=0,
+        help="Clients: wait up to SECONDS for a kernel that is starting.")] = 0.0,
+) -> None:
+    """batos: a runtime for local, autonomous LLM agents."""
+    _settings["wait"] = wait
+
+
+_settings: dict[str, float] = {"wait": 0.0}
 
 
 @app.command()
@@ -126,13 +161,14 @@ def send(
 
 @app.command()
 def status(
-    ref: Annotated[str | None, typer.Argument(help="A mission or message id.")] = None,
+    ref: Annotated[str | None, typer.Argument(
+        help="A mission or message id (any unique start).")] = None,
     image: ImageOpt = DEFAULT_IMAGE, endpoint: EndpointOpt = None, key: KeyOpt = None,
     server_key: ServerKeyOpt = None, timeout: TimeoutOpt = 10.0, as_json: JsonOpt = False,
 ) -> None:
     """The kernel's counters and queues, or the state of one mission/message."""
     with _client(image, endpoint, key, server_key, timeout) as client:
-        value = client.status(ref)
+        value = client.status(None if ref is None else _full_ref(client, image, ref))
     _out(value, as_json, json.dumps(value, indent=2, sort_keys=True))
 
 
@@ -155,7 +191,7 @@ def mission(
 
 @app.command()
 def watch(
-    ref: Annotated[str, typer.Argument(help="A mission or message id.")],
+    ref: Annotated[str, typer.Argument(help="A mission or message id (any unique start).")],
     image: ImageOpt = DEFAULT_IMAGE, endpoint: EndpointOpt = None, key: KeyOpt = None,
     server_key: ServerKeyOpt = None, timeout: TimeoutOpt = 900.0, as_json: JsonOpt = False,
 ) -> None:
@@ -163,7 +199,21 @@ def watch(
     from kernel import wire
 
     with _client(image, endpoint, key, server_key, timeout) as client:
+        ref = _full_ref(client, image, ref)
         _follow_mission(client.stream(wire.Watch(ref=ref), ref=ref), ref, as_json)
+
+
+@app.command()
+def cancel(
+    ref: Annotated[str, typer.Argument(help="A mission or message id (any unique start).")],
+    image: ImageOpt = DEFAULT_IMAGE, endpoint: EndpointOpt = None, key: KeyOpt = None,
+    server_key: ServerKeyOpt = None, timeout: TimeoutOpt = 10.0, as_json: JsonOpt = False,
+) -> None:
+    """Cancel a running mission (it ends FAILED, "cancelled") or a pending message."""
+    with _client(image, endpoint, key, server_key, timeout) as client:
+        ref = _full_ref(client, image, ref)
+        client.cancel(ref)
+    _out({"ok": True, "cancelled": ref}, as_json, f"cancelled {ref}")
 
 
 @app.command()
@@ -205,7 +255,12 @@ def _follow_mission(records: Any, ref: str, as_json: bool) -> None:
 
     view = MissionView(ref)
     live = console.is_terminal and not as_json
-    follow(records, view, live=live, console=err_console if as_json else console)
+    try:
+        follow(records, view, live=live, console=err_console if as_json else console)
+    except KeyboardInterrupt:  # detach only: the mission runs on in the kernel
+        err_console.print(f"detached from mission {ref}; it runs on. Re-attach with:\n"
+                          f"  batos watch {ref[:12]}", soft_wrap=True, highlight=False)
+        raise typer.Exit(cli_errors.INTERRUPTED) from None
     if as_json:
         print(json.dumps(view.summary(), default=repr))
     if view.error is not None:
@@ -259,13 +314,31 @@ def keys_add(
 
 def _client(image: Path, endpoint: str | None, key: Path | None, server_key: Path | None,
             timeout: float) -> Any:
+    import zmq
+
     from kernel.auth import PeerKeys
     from kernel.client import Client, endpoint_for
+    from kernel.endpoints import BadEndpoint, probe
 
+    address = endpoint or endpoint_for(image)
+    if _settings["wait"] > 0:
+        from kernel.cli_console import wait_for
+
+        wait_for(address, _settings["wait"])
+    probe(address)  # a typed error for a missing, stale or forbidden socket, at once
     keys = None
     if key is not None:
         keys = PeerKeys.load(key, server_key or image / "keys" / "server.key")
-    return Client(endpoint or endpoint_for(image), keys=keys, timeout=timeout)
+    try:
+        return Client(address, keys=keys, timeout=timeout)
+    except zmq.ZMQError as exc:
+        raise BadEndpoint(address, exc.strerror) from exc
+
+
+def _full_ref(client: Any, image: Path, ref: str) -> str:
+    from kernel.cli_refs import mission_entry, resolve_ref
+
+    return resolve_ref(client, mission_entry(image), ref)
 
 
 def _image_endpoint(endpoint: str, image: Path) -> str:
@@ -302,14 +375,16 @@ def _setup_logging() -> None:
 
 
 def main() -> None:
-    """Console-script entry point: typed errors become one line and exit code 2."""
+    """Console-script entry point: a typed error becomes one line and its own exit
+    code (`kernel.cli_errors`)."""
     from kernel.plugins import run_hooks
 
     _setup_logging()
     perms.owner_only_umask()  # every file the CLI creates (keys, images, copies) owner-only
     run_hooks("batos.cli", app)  # actor packages add their own commands
+    cli_errors.flags_without_types()
     try:
         app()
     except BatosError as exc:
-        err_console.print(f"[red]error:[/] {exc}")
-        sys.exit(2 if isinstance(exc, KernelError) else 1)
+        err_console.print(f"[red]error:[/] {escape(cli_errors.one_line(exc))}", soft_wrap=True)
+        sys.exit(cli_errors.exit_code(exc))

@@ -103,6 +103,17 @@ class Client:
         self.send_record(record)
         return self._final(record.id)
 
+    def cancel(self, ref: str) -> None:
+        """Cancel a mission or a pending message; returns once the kernel took it."""
+        record = wire.Cancel(ref=ref)
+        self.send_record(record)
+        while True:
+            msg = self.receive()
+            if isinstance(msg, wire.Error) and msg.ref == record.id:
+                raise RemoteError(msg)
+            if isinstance(msg, wire.Accepted) and msg.ref == record.id:
+                return
+
     def stream(self, record: wire.Record, ref: str | None = None,
                timeout: float | None = None) -> Iterator[wire.Message]:
         """Send `record`, then yield every reply about `ref` up to its final one."""

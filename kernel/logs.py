@@ -23,6 +23,7 @@ handler, an extra handler) it makes the standard record.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import logging.handlers
@@ -31,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import IO, Any
 
 BATCH_WINDOW_S = 0.02
@@ -215,12 +217,61 @@ class _Writer:
 _writer: _Writer | None = None
 
 
-def configure(level: str = "INFO", as_json: bool = False) -> None:
-    """Log to stderr from a writer thread; the caller's thread only enqueues."""
+LOG_FILE = "kernel.log"  # in the image directory; `batos logs` reads it
+LOG_FILE_BYTES = 10 * 2**20  # rotated at this size...
+LOG_FILE_BACKUPS = 5  # ...keeping kernel.log.1 .. kernel.log.5
+
+
+class _RotatingFile:
+    """A text stream onto a file that the standard library's rotating handler
+    rolls over (kernel.log -> kernel.log.1 ...) before a write would pass its size."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        self._files = logging.handlers.RotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True)
+        self.max_bytes = max_bytes
+
+    def write(self, text: str) -> None:
+        files = self._files
+        for line in text.splitlines(keepends=True):  # a batch may span a rollover
+            if files.stream is None:
+                files.stream = files._open()
+            size = len(line.encode("utf-8", "replace"))
+            if files.stream.tell() and files.stream.tell() + size > self.max_bytes:
+                files.doRollover()
+                files.stream = files.stream or files._open()
+            files.stream.write(line)
+
+    def flush(self) -> None:
+        self._files.flush()
+
+
+class _Tee:
+    """Write to every stream; one that fails does not stop the others."""
+
+    def __init__(self, *streams: Any) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> None:
+        for stream in self.streams:
+            with contextlib.suppress(OSError, ValueError):
+                stream.write(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+
+
+def configure(level: str = "INFO", as_json: bool = False, file: Path | None = None) -> None:
+    """Log to stderr (and to `file`, rotated) from a writer thread; the caller's
+    thread only enqueues."""
     global _writer
     if _writer is not None:
         _writer.stop()
-    handler = _Lines(sys.stderr)
+    stream: Any = sys.stderr if file is None else _Tee(
+        sys.stderr, _RotatingFile(file, LOG_FILE_BYTES, LOG_FILE_BACKUPS))
+    handler = _Lines(stream)
     handler.setFormatter(JsonFormatter() if as_json else ReadableFormatter())
     records: queue.SimpleQueue[Any] = queue.SimpleQueue()
     _writer = _Writer(records, handler)

@@ -1,0 +1,68 @@
+"""`batos mission` in a real terminal (a pseudo-terminal): Ctrl-C detaches,
+names the command that re-attaches, and leaves the mission running.
+
+A real kernel on a thread (real ZeroMQ over ipc, real ZODB) runs the scripted
+model; the router's pass waits on an event, so the mission is in flight when
+Ctrl-C comes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from actors import llm
+from actors.llm import GenerationRequest
+from kernel import cli_errors
+from kernel.client import Client, endpoint_for
+from tests.helpers.kernel import BATOS, running_kernel
+from tests.helpers.scripted import ROUTE_JSON, ScriptedModel
+
+WAIT_S = 60
+
+
+@pytest.fixture
+def held() -> Iterator[tuple[threading.Event, threading.Event]]:
+    """(release, reached): the router's pass sets `reached`, then waits for `release`."""
+    release = threading.Event()
+    reached = threading.Event()
+
+    def route(request: GenerationRequest) -> str:
+        reached.set()
+        release.wait(WAIT_S)
+        return ROUTE_JSON
+
+    model = ScriptedModel()
+    model.scripts["router"] = route
+    llm.install_engine(model, model)
+    yield release, reached
+    release.set()
+    llm.install_engine(None, None)
+
+
+def test_ctrl_c_in_mission_detaches_and_names_batos_watch(
+        image_dir: Path, held: tuple[threading.Event, threading.Event]) -> None:
+    release, reached = held
+    with running_kernel(image_dir):
+        child = pexpect.spawn(BATOS[0], [*BATOS[1:], "mission", "HOLD me",
+                                         "--image", str(image_dir)],
+                              env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              encoding="utf-8", timeout=WAIT_S, dimensions=(40, 120))
+        assert reached.wait(WAIT_S)
+        child.sendintr()
+        child.expect(r"batos watch ([0-9a-f]{12})")
+        short = child.match.group(1)
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == cli_errors.INTERRUPTED
+        with Client(endpoint_for(image_dir), timeout=WAIT_S) as client:
+            rows = client.send("missions", "list", "running", 5)
+            assert [r["id"][:12] for r in rows] == [short]  # it runs on
+        release.set()
+        assert re.fullmatch(r"[0-9a-f]{12}", short)

@@ -21,7 +21,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from actors import cli_missions
+from actors import cli_missions, cli_ps
 from actors.code.cli import methods_app
 from actors.knowledge.cli import app as knowledge_app
 from actors.video import cli as video_cli
@@ -49,6 +49,7 @@ def register(app: Any) -> None:
     """Add the actor package's commands to the `batos` typer app."""
     app.command("export-training")(export_training)
     app.command("missions")(cli_missions.missions)
+    app.command("ps")(cli_ps.ps)
     app.add_typer(adapters_app, name="adapters")
     app.add_typer(knowledge_app, name="knowledge")
     app.add_typer(methods_app, name="methods")

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from kernel import cli_console, cli_errors, perms
 from kernel import config as config_mod
+from kernel.client import KernelUnreachable
 from kernel.image import DEFAULT_IMAGE, Image
 from kernel.image_cli import image_app, print_info
 from prototypes.errors import BatosError
@@ -384,7 +385,13 @@ def main() -> None:
     run_hooks("batos.cli", app)  # actor packages add their own commands
     cli_errors.flags_without_types()
     try:
-        app()
+        try:
+            app()
+        except KernelUnreachable as exc:  # silent: tell a stale socket from a busy kernel
+            from kernel.endpoints import diagnose
+
+            diagnose(exc.endpoint)
+            raise
     except BatosError as exc:
         err_console.print(f"[red]error:[/] {escape(cli_errors.one_line(exc))}", soft_wrap=True)
         sys.exit(cli_errors.exit_code(exc))

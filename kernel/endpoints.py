@@ -2,13 +2,14 @@
 
 ZeroMQ connects lazily and never says why nothing answers: a missing socket
 file, a stale one, a socket the user may not open and a kernel that is busy
-all look like silence until a timeout. `probe` asks the operating system
-first (one plain connect, closed at once; ZeroMQ ignores a peer that leaves
-before its greeting) and raises the typed error that names the cause:
+all look like silence until a timeout. `probe` looks at the endpoint first
+(the socket file's presence, type and access; no connect) and raises the
+typed error that names the cause; `diagnose`, after a timeout, tells a stale
+socket (nobody listens) from a silent kernel:
 
     BadEndpoint       not ipc://PATH, tcp://HOST:PORT or inproc://NAME
     NoSocket          ipc: no socket file at PATH (no kernel was started there)
-    NoKernel          ipc: a stale socket file (nobody listens)
+    NoKernel          ipc: a stale socket file (nobody listens; `diagnose`)
     SocketPermission  ipc: the socket exists but this user may not connect
 
 A tcp endpoint is only parsed and its host looked up (see `_probe_tcp`): a
@@ -19,7 +20,9 @@ that something listens; whether it answers is the client's timeout
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 from pathlib import Path
 
 from kernel.client import KernelUnreachable
@@ -79,17 +82,37 @@ def probe(endpoint: str) -> None:
 
 
 def _probe_unix(endpoint: str, path: Path) -> None:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    """Look at the socket file, without connecting (see `diagnose`)."""
     try:
-        sock.connect(str(path))
+        mode = path.stat().st_mode
     except FileNotFoundError as exc:
         raise NoSocket(endpoint, path) from exc
     except PermissionError as exc:
         raise SocketPermission(endpoint, path) from exc
+    except OSError as exc:  # a path too long, a file where a directory should be...
+        raise BadEndpoint(endpoint, exc.strerror or str(exc)) from exc
+    if not stat.S_ISSOCK(mode):
+        raise BadEndpoint(endpoint, f"{path} is not a socket")
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise SocketPermission(endpoint, path)
+
+
+def diagnose(endpoint: str) -> None:
+    """After a timeout on an ipc endpoint: `NoKernel` if nobody listens (a stale
+    socket file). Only then, because a plain connect that closes at once can
+    cost the next client of a live kernel its first reply: the kernel tracks
+    connections by file descriptor, and the reused descriptor's late
+    `disconnected` event retires the new client (seen with a fresh kernel)."""
+    scheme, _, address = endpoint.partition("://")
+    if scheme != "ipc":
+        return
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(address)
     except ConnectionRefusedError as exc:
         raise NoKernel(endpoint) from exc
-    except OSError as exc:  # a path too long, a directory in the way...
-        raise BadEndpoint(endpoint, exc.strerror or str(exc)) from exc
+    except OSError:
+        return
     finally:
         sock.close()
 

@@ -130,3 +130,21 @@ def test_missions_reads_the_image_when_no_kernel_runs(
     assert [(r["id"], r["state"]) for r in rows] == [(done_id, "COMPLETE")]
     refused = batos(image_dir, "missions", "--state", "bogus")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
+
+
+def test_ps_shows_the_mission_in_flight_and_the_kernel(
+        image_dir: Path, held: threading.Event) -> None:
+    with running_kernel(image_dir):
+        endpoint = endpoint_for(image_dir)
+        finish(endpoint, "What is the capital of France?")
+        running_id = start(endpoint, "HOLD this one, please")
+        done = batos(image_dir, "ps", "--json")
+        assert done.returncode == 0, done.stderr
+        snapshot = json.loads(done.stdout)
+        assert [(m["id"], m["state"], m["pass"]) for m in snapshot["missions"]] == \
+            [(running_id, "DECOMPOSING", "cache")]
+        assert snapshot["running_steps"] >= 1 and snapshot["uptime_s"] > 0
+        table = batos(image_dir, "ps")
+        assert table.returncode == 0, table.stderr
+        assert short_ids([running_id])[running_id] in table.stdout
+        held.set()

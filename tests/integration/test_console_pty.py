@@ -19,7 +19,7 @@ import pytest
 
 from actors import llm
 from actors.llm import GenerationRequest
-from kernel import cli_errors
+from kernel import cli_errors, wire
 from kernel.client import Client, endpoint_for
 from tests.helpers.kernel import BATOS, running_kernel
 from tests.helpers.scripted import ROUTE_JSON, ScriptedModel
@@ -66,3 +66,23 @@ def test_ctrl_c_in_mission_detaches_and_names_batos_watch(
             assert [r["id"][:12] for r in rows] == [short]  # it runs on
         release.set()
         assert re.fullmatch(r"[0-9a-f]{12}", short)
+
+
+def test_ps_watch_refreshes_until_ctrl_c(
+        image_dir: Path, held: tuple[threading.Event, threading.Event]) -> None:
+    release, reached = held
+    with running_kernel(image_dir):
+        child = pexpect.spawn(BATOS[0], [*BATOS[1:], "ps", "--watch", "--every", "0.2",
+                                         "--image", str(image_dir)],
+                              env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              encoding="utf-8", timeout=WAIT_S, dimensions=(40, 120))
+        child.expect("in flight")
+        with Client(endpoint_for(image_dir), timeout=WAIT_S) as client:
+            client.send_record(wire.Mission(text="HOLD me"))
+            assert reached.wait(WAIT_S)
+        child.expect("DECOMPOSING")  # a refresh shows the mission that came meanwhile
+        child.sendintr()
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+        release.set()

@@ -131,7 +131,12 @@ class Connections:
 
     def address(self, index: int, identity: bytes, user: str, fd: int,
                 gone: list[Address]) -> Address:
-        """The connection a message came from; a retired one is added to `gone`."""
+        """The connection a message came from; a retired one is added to `gone`.
+
+        Closes the monitor has already seen are learned first: a file descriptor
+        freed by a peer that closed (even one that never sent) can be the next
+        peer's, and that old close must not retire the new connection later."""
+        gone.extend(self.closed(index))
         known = self._current.get((index, identity))
         if known is not None:
             address, seen_fd = known

@@ -263,3 +263,29 @@ def drain(peer: Peer, n: int) -> list[wire.Message]:
         assert one, f"{len(got)} of {n} answers came"
         got += one
     return got
+
+
+def test_a_peer_that_connects_and_closes_at_once_costs_the_next_peer_nothing(
+        tmp_path: Path) -> None:
+    """A port scan or a crashed client frees a file descriptor the next peer gets; the
+    late close of the first must not retire the second (its first answer was lost)."""
+    import socket
+
+    image_dir = tmp_path / "image"
+    setup(image_dir)
+    path = image_dir / "kernel.sock"
+    with running_kernel(image_dir, [f"ipc://{path}"], ENTRY):
+        for round_ in range(6):
+            if round_ % 2:  # a ZeroMQ peer: handshakes, sends nothing, closes
+                probe = Peer(f"ipc://{path}", None)
+                time.sleep(0.2)
+                probe.close()
+            else:  # a plain socket: connects, sends nothing, closes
+                with socket.socket(socket.AF_UNIX) as scan:
+                    scan.connect(str(path))
+            peer = Peer(f"ipc://{path}", None)
+            try:
+                answers = peer.ask(wire.Ping(), 5.0)
+            finally:
+                peer.close()
+            assert codes(answers) == ["pong"], (round_, answers)

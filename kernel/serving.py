@@ -15,7 +15,8 @@ from kernel.errors import NameReserved, UnknownSelector
 from kernel.image import Image
 from kernel.mailbox import Envelope
 from kernel.peers import ExternalActorRecord
-from kernel.steps import StepRunner, resolve_handler
+from kernel.dispatch import resolve_handler
+from kernel.steps import StepRunner
 
 
 class Worker:

@@ -40,6 +40,7 @@ from kernel import answers
 from kernel import mailbox as mailboxes
 from kernel.answers import Answer
 from kernel.config import Config
+from kernel.dispatch import lookup_actor, resolve_handler, selectors_of  # noqa: F401 (re-exported)
 from kernel.errors import (
     InterruptedTooOften,
     KernelError,
@@ -52,10 +53,8 @@ from kernel.errors import (
     UnknownSelector,
 )
 from kernel.handler import handler as handler  # re-exported: actors import it from here
-from kernel.handler import is_handler
 from kernel.mailbox import Envelope
 from kernel.metrics import PER_ACTOR, ledger_of, step_note
-from prototypes import Method, UvmObject
 from prototypes.generative import learnable
 
 log = logging.getLogger(__name__)
@@ -390,45 +389,6 @@ class ExternalFailure(Exception):
 def is_client_send(envelope: Envelope) -> bool:
     """A client's `send` (its answer is kept in the ledger), not a mission's message."""
     return envelope.reply_to is not None and envelope.mission is None
-
-
-def lookup_actor(root: Any, name: str) -> Any:
-    """The actor object called `name` in the image."""
-    actor = root["actors"].get(name)
-    if actor is None:
-        raise UnknownActor(name)
-    return actor
-
-
-def resolve_handler(actor: Any, actor_name: str, selector: str) -> Callable[..., Any]:
-    """The callable for `selector`: a Method slot or an `@handler` Python method."""
-    if not selector or selector.startswith("_"):
-        raise UnknownSelector(actor_name, selector)
-    attr = getattr(type(actor), selector, None)
-    if attr is not None:
-        if is_handler(attr):
-            bound: Callable[..., Any] = getattr(actor, selector)
-            return bound
-        raise UnknownSelector(actor_name, selector)
-    if isinstance(actor, UvmObject) and actor.has_slot(selector, inherited=True):
-        _holder, value = actor.lookup_slot(selector)
-        if isinstance(value, Method) and value.generated:
-            # model-written code gets the message's arguments, never the step (the image)
-            method = value.bind(actor)
-            return lambda step, *args, **kwargs: method(*args, **kwargs)
-        if isinstance(value, Method):
-            return value.bind(actor)
-    raise UnknownSelector(actor_name, selector)
-
-
-def selectors_of(actor: Any) -> list[str]:
-    """The selectors an actor answers (for `status` and error messages)."""
-    names = {n for n in dir(type(actor))
-             if is_handler(getattr(type(actor), n, None))}
-    if isinstance(actor, UvmObject):
-        names.update(n for n in actor.slot_names()
-                     if isinstance(actor.get_slot(n), Method) and not n.startswith("_"))
-    return sorted(names)
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -160,7 +160,7 @@ def test_concurrent_steps_on_different_actors_all_commit(image: Image) -> None:
 
 
 def test_unknown_selector_error_is_typed(image: Image) -> None:
-    from kernel.steps import resolve_handler
+    from kernel.dispatch import resolve_handler
 
     with pytest.raises(UnknownSelector) as info:
         resolve_handler(Recorder(), "a", "nope")

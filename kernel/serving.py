@@ -11,11 +11,11 @@ import time
 from typing import Any
 
 from kernel import mailbox as mailboxes
+from kernel.dispatch import resolve_handler
 from kernel.errors import NameReserved, UnknownSelector
 from kernel.image import Image
 from kernel.mailbox import Envelope
 from kernel.peers import ExternalActorRecord
-from kernel.dispatch import resolve_handler
 from kernel.steps import StepRunner
 
 

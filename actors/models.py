@@ -77,12 +77,18 @@ class ModelError(EngineError):
 
 
 class BadModelDirectory(ModelError):
-    """A directory is not a loadable model of the asked kind; nothing was stored."""
+    """A directory is not a loadable model of the asked kind; nothing was stored.
 
-    def __init__(self, path: str, problem: str) -> None:
+    `reason` is a stable code (`unknown_kind`, `not_a_directory`, `no_config`,
+    `no_weights`, `no_tokenizer`, `no_chat_template`, `config_not_json`,
+    `config_not_loadable`, `not_causal`, `not_transformers`, `bad_weights`); `problem`
+    is for people."""
+
+    def __init__(self, path: str, problem: str, reason: str = "bad_directory") -> None:
         super().__init__(f"model directory {path}: {problem}")
         self.path = path
         self.problem = problem
+        self.reason = reason
 
 
 class UnknownModel(ModelError):
@@ -164,22 +170,26 @@ def validate_directory(directory: Path, kind: str) -> dict[str, Any]:
     """
     where = str(directory)
     if kind not in KINDS:
-        raise BadModelDirectory(where, f"unknown kind {kind!r} (expected one of {KINDS})")
+        raise BadModelDirectory(where, f"unknown kind {kind!r} (expected one of {KINDS})",
+                                "unknown_kind")
     if not directory.is_dir():
-        raise BadModelDirectory(where, "not a directory")
+        raise BadModelDirectory(where, "not a directory", "not_a_directory")
     if not (directory / "config.json").is_file():
-        raise BadModelDirectory(where, "no config.json (not a Hugging Face model directory)")
+        raise BadModelDirectory(where, "no config.json (not a Hugging Face model directory)",
+                                "no_config")
     config = _read_config(directory)
     architecture = _architecture(directory, config, kind)
     inventory = _inventory(directory)
     names = {rel.rsplit("/", 1)[-1] for rel, _ in inventory}
     weights = [path for rel, path in inventory if rel.endswith(WEIGHT_SUFFIXES)]
     if not weights:
-        raise BadModelDirectory(where, "no weight files (*.safetensors or *.bin)")
+        raise BadModelDirectory(where, "no weight files (*.safetensors or *.bin)", "no_weights")
     if not names.intersection(TOKENIZER_FILES):
-        raise BadModelDirectory(where, f"no tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
+        raise BadModelDirectory(where, f"no tokenizer files (one of {', '.join(TOKENIZER_FILES)})",
+                                "no_tokenizer")
     if kind == "causal-lm" and not _has_chat_template(directory):
-        raise BadModelDirectory(where, "no chat template (the engine prompts with one)")
+        raise BadModelDirectory(where, "no chat template (the engine prompts with one)",
+                                "no_chat_template")
     return {"architecture": architecture, "model_type": getattr(config, "model_type", ""),
             **_weights_summary(weights),
             "bytes": sum(path.stat().st_size for _, path in inventory)}
@@ -189,13 +199,15 @@ def _read_config(directory: Path) -> Any:
     try:
         json.loads((directory / "config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BadModelDirectory(str(directory), f"config.json is not valid JSON: {exc}") from exc
+        raise BadModelDirectory(str(directory), f"config.json is not valid JSON: {exc}",
+                                "config_not_json") from exc
     from transformers import AutoConfig
 
     try:
         return AutoConfig.from_pretrained(str(directory), local_files_only=True)
     except Exception as exc:  # transformers raises many kinds here; all mean "not loadable"
-        raise BadModelDirectory(str(directory), f"config.json is not loadable: {exc}") from exc
+        raise BadModelDirectory(str(directory), f"config.json is not loadable: {exc}",
+                                "config_not_loadable") from exc
 
 
 def _architecture(directory: Path, config: Any, kind: str) -> str:
@@ -210,10 +222,12 @@ def _architecture(directory: Path, config: Any, kind: str) -> str:
         causal = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config.model_type]]
     if not causal:
         shown = ", ".join(architectures) or f"model type {config.model_type!r}"
-        raise BadModelDirectory(str(directory), f"{shown} is not a causal language model")
+        raise BadModelDirectory(str(directory), f"{shown} is not a causal language model",
+                                "not_causal")
     if not hasattr(transformers, causal[0]):
         raise BadModelDirectory(
-            str(directory), f"{causal[0]} is not a transformers class (remote code is never run)")
+            str(directory), f"{causal[0]} is not a transformers class (remote code is never run)",
+            "not_transformers")
     return causal[0]
 
 
@@ -250,7 +264,8 @@ def _safetensors_header(path: Path) -> Iterator[tuple[list[int], str]]:
             (length,) = struct.unpack("<Q", handle.read(8))
             header = json.loads(handle.read(length))
     except (OSError, struct.error, ValueError) as exc:
-        raise BadModelDirectory(str(path.parent), f"{path.name} is not safetensors: {exc}") from exc
+        raise BadModelDirectory(str(path.parent), f"{path.name} is not safetensors: {exc}",
+                                "bad_weights") from exc
     for name, entry in header.items():
         if name != "__metadata__":
             yield list(entry["shape"]), str(entry["dtype"])

@@ -112,29 +112,29 @@ def remove(*names: str) -> Callable[[Path], None]:
 
 
 BAD_DIRECTORIES = {
-    "missing config.json": (remove("config.json"), "no config.json"),
-    "config.json not JSON": (break_config("{not json"), "not valid JSON"),
+    "missing config.json": (remove("config.json"), "no_config"),
+    "config.json not JSON": (break_config("{not json"), "config_not_json"),
     "unknown model type": (break_config(json.dumps({"model_type": "no-such-model"})),
-                           "not loadable"),
+                           "config_not_loadable"),
     "encoder, not causal": (break_config(json.dumps(
-        {"model_type": "bert", "architectures": ["BertModel"]})), "not a causal language model"),
-    "no weights": (remove("model.safetensors"), "no weight files"),
-    "no tokenizer": (remove("tokenizer.json", "tokenizer_config.json"), "no tokenizer files"),
-    "no chat template": (remove("chat_template.jinja"), "no chat template"),
+        {"model_type": "bert", "architectures": ["BertModel"]})), "not_causal"),
+    "no weights": (remove("model.safetensors"), "no_weights"),
+    "no tokenizer": (remove("tokenizer.json", "tokenizer_config.json"), "no_tokenizer"),
+    "no chat template": (remove("chat_template.jinja"), "no_chat_template"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_DIRECTORIES))
 def test_bad_directory_is_refused_and_the_image_is_unchanged(
         image: Image, tiny_dirs: tuple[Path, Path], tmp_path: Path, case: str) -> None:
-    damage, problem = BAD_DIRECTORIES[case]
+    damage, reason = BAD_DIRECTORIES[case]
     directory = tmp_path / "model"
     shutil.copytree(tiny_dirs[0], directory)
     damage(directory)
     before = last_tid(image)
     with pytest.raises(BadModelDirectory) as caught:
         ingest_model_dir(image, directory, "base", progress=lambda line: None)
-    assert caught.value.path == str(directory) and problem in caught.value.problem
+    assert (caught.value.path, caught.value.reason) == (str(directory), reason)
     assert last_tid(image) == before
     with image.reading() as root:
         assert "base" not in root["models"]
@@ -143,7 +143,8 @@ def test_bad_directory_is_refused_and_the_image_is_unchanged(
 def test_a_missing_directory_is_refused(image: Image, tmp_path: Path) -> None:
     with pytest.raises(BadModelDirectory) as caught:
         ingest_model_dir(image, tmp_path / "absent", progress=lambda line: None)
-    assert caught.value.path == str(tmp_path / "absent")
+    assert (caught.value.path, caught.value.reason) == (str(tmp_path / "absent"),
+                                                        "not_a_directory")
 
 
 @pytest.mark.model

@@ -172,14 +172,13 @@ class Engine:
     def generate(self, request: llm.GenerationRequest, *, on_text: llm.OnText | None = None,
                  cancel: threading.Event | None = None) -> llm.Generation:
         """Generate a reply to `request`, streaming pieces to `on_text` as they come."""
-        cancels = (stopping.STOPPING,) if cancel is None else (cancel, stopping.STOPPING)
+        cancels = stop_events(cancel)
         with self._generate_lock:
             started = time.perf_counter()
             persona = self.activate(request.persona)
-            cancelled = any(event.is_set() for event in cancels)
-            if request.max_new_tokens <= 0 or cancelled:
-                reason = "cancel" if cancelled else "length"
-                return llm.Generation("", 0, 0.0, 0.0, persona=persona, stopped_by=reason)
+            empty = nothing_to_generate(request, cancels, persona)
+            if empty is not None:
+                return empty
             return self._generate(request, on_text, cancels, started, persona)
 
     @property
@@ -300,6 +299,21 @@ def _load_embedder(directory: Path, device: str) -> Any:
 def _usable_ram() -> int:
     """Physical memory minus a quarter kept for everything else: the CPU offload budget."""
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 3 // 4)
+
+
+def stop_events(cancel: threading.Event | None) -> tuple[threading.Event, ...]:
+    """What ends a generation early: the caller's `cancel` and the process's stop."""
+    return (stopping.STOPPING,) if cancel is None else (cancel, stopping.STOPPING)
+
+
+def nothing_to_generate(request: llm.GenerationRequest, cancels: Sequence[threading.Event],
+                        persona: str | None) -> llm.Generation | None:
+    """The empty generation when there is no budget or it is cancelled already, else None."""
+    cancelled = any(event.is_set() for event in cancels)
+    if request.max_new_tokens > 0 and not cancelled:
+        return None
+    return llm.Generation("", 0, 0.0, 0.0, persona=persona,
+                          stopped_by="cancel" if cancelled else "length")
 
 
 def _chat(request: llm.GenerationRequest) -> list[dict[str, str]]:

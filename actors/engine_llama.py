@@ -47,9 +47,15 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from actors import llm
 from actors.context_fit import Fit, fit_request
-from actors.engine import TOP_P, _cut_at_stop, _load_embedder, _TextPieces
+from actors.engine import (
+    TOP_P,
+    _cut_at_stop,
+    _load_embedder,
+    _TextPieces,
+    nothing_to_generate,
+    stop_events,
+)
 from actors.models import ModelError, UnknownModel, materialize
-from kernel import stopping
 
 log = logging.getLogger(__name__)
 
@@ -171,14 +177,13 @@ class LlamaEngine:
 
         Like the torch engine, it stops at `cancel` or the process's stop
         (`kernel.stopping`), and fits the request to the context window first."""
-        cancels = (stopping.STOPPING,) if cancel is None else (cancel, stopping.STOPPING)
+        cancels = stop_events(cancel)
         with self._generate_lock:
             started = time.perf_counter()
             persona = self.activate(request.persona)
-            cancelled = any(event.is_set() for event in cancels)
-            if request.max_new_tokens <= 0 or cancelled:
-                reason = "cancel" if cancelled else "length"
-                return llm.Generation("", 0, 0.0, 0.0, persona=persona, stopped_by=reason)
+            empty = nothing_to_generate(request, cancels, persona)
+            if empty is not None:
+                return empty
             return self._generate(request, on_text, cancels, started, persona)
 
     @property

@@ -25,7 +25,7 @@ temperature or top-p), so a confidence read from it means the same at every
 temperature.
 
 Personas (LoRA adapters): `activate` hands the request's persona to the
-attached `actors.steward.VramSteward`, inside the generate lock; without one
+attached `actors.vram_steward.VramSteward`, inside the generate lock; without one
 every request runs on the bare model.
 """
 
@@ -148,7 +148,7 @@ class Engine:
         llm.install_engine(self, self if self.embedder is not None else None)
 
     # -- personas ------------------------------------------------------------
-    # The adapter tiers (`actors.steward.VramSteward`), attached by `steward.attach`.
+    # The adapter tiers (`actors.vram_steward.VramSteward`), attached by `steward.attach`.
     steward: Any = None
 
     def activate(self, persona: str | None) -> str | None:

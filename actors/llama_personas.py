@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The same `actors.steward.VramSteward` keeps the tiers, counts, pins and
+The same `actors.vram_steward.VramSteward` keeps the tiers, counts, pins and
 prefetches; only its bank differs. `LlamaBank` stands where
 `actors.adapter_slots.SlotBank` stands for the torch engine:
 
@@ -38,7 +38,7 @@ from typing import Any, cast
 
 import llama_cpp
 
-from actors import adapters, gguf_lora, steward
+from actors import adapters, gguf_lora, steward, steward_counts, vram_steward
 from actors.adapter_slots import AdapterLoadError, Slot
 from kernel.blobs import consume_into, scratch_dir
 
@@ -148,7 +148,7 @@ class LlamaBank:
             llama_cpp.llama_adapter_lora_free(self._doomed.pop())
 
 
-def attach(image: Any, engine: Any) -> steward.VramSteward:
+def attach(image: Any, engine: Any) -> vram_steward.VramSteward:
     """Build `engine`'s `LlamaBank`, its steward (installed as the process's), return it."""
     config = image.config
     layout = _base_layout(image)
@@ -158,12 +158,12 @@ def attach(image: Any, engine: Any) -> steward.VramSteward:
         refs = adapters.all_refs(root)
         actor = root["actors"].get("steward")
         pinned = {*config["adapters.pinned"], *getattr(actor, "pinned", ())}
-        steward.reset_gauges(root, [r.name for r in refs])
-    budgets = steward.budgets_for(config, "cpu")
+        steward_counts.reset_gauges(root, [r.name for r in refs])
+    budgets = vram_steward.budgets_for(config, "cpu")
     largest = max((_size(r) for r in refs), default=1)
     n_slots = min(max(1, len(refs)), max(1, budgets.hot_bytes // max(1, largest)))
     bank = LlamaBank(engine, layout, n_slots)
-    live = steward.VramSteward(cast(Any, bank), adapters.ImageCatalog(image), budgets,
+    live = vram_steward.VramSteward(cast(Any, bank), adapters.ImageCatalog(image), budgets,
                                pinned=sorted(pinned), prefetching=config["adapters.prefetch"],
                                max_slots=n_slots)
     old = steward.install(live)

@@ -59,6 +59,7 @@ import torch
 
 from actors import adapters, models, steward
 from actors.engine import CPU_DTYPE, load_from_image
+from actors.vram_steward import VramSteward
 from kernel.image import Image
 
 PERSONAS = ("router", "drafter", "critic", "synthesizer", "auditor")
@@ -193,7 +194,7 @@ def _timed(action: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
     return time.perf_counter() - started
 
 
-def _cold(live: steward.VramSteward, names: list[str], repeats: int) -> float:
+def _cold(live: VramSteward, names: list[str], repeats: int) -> float:
     samples = []
     for k in range(repeats + 1):
         name = names[k % len(names)]
@@ -202,7 +203,7 @@ def _cold(live: steward.VramSteward, names: list[str], repeats: int) -> float:
     return _median_ms(samples[1:])  # the first read also warms the page cache
 
 
-def _warm(live: steward.VramSteward, names: list[str], repeats: int) -> float:
+def _warm(live: VramSteward, names: list[str], repeats: int) -> float:
     samples = []
     for k in range(repeats):
         name = names[k % len(names)]
@@ -213,7 +214,7 @@ def _warm(live: steward.VramSteward, names: list[str], repeats: int) -> float:
     return _median_ms(samples)
 
 
-def _hot(live: steward.VramSteward, names: list[str], repeats: int) -> float:
+def _hot(live: VramSteward, names: list[str], repeats: int) -> float:
     first, second = names[0], names[1]
     live.activate(first)
     live.activate(second)
@@ -225,7 +226,7 @@ def _hot(live: steward.VramSteward, names: list[str], repeats: int) -> float:
     return _median_ms(samples)
 
 
-def _fuse(live: steward.VramSteward, names: list[str], repeats: int) -> float | None:
+def _fuse(live: VramSteward, names: list[str], repeats: int) -> float | None:
     if not live.bank.fuse:
         return None
     samples = []

@@ -28,7 +28,7 @@ from actors.adapters import (
 from actors.engine import load_from_image
 from actors.llm import ChatMessage, GenerationRequest
 from actors.models import ingest_model_dir
-from actors.steward import AdapterPinned
+from actors.vram_steward import AdapterPinned
 from kernel.blobs import committed_path, sha256_of
 from kernel.image import Image
 from kernel.mailbox import Envelope

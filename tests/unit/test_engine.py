@@ -35,8 +35,8 @@ def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     if request.param == "torch":
         return Engine.load(build_tiny_model_dir(root / "lm"), embedding, device="cpu")
     pytest.importorskip("llama_cpp", reason="the llama.cpp backend is not installed")
+    from actors.embedded_models import smollm2_gguf_path
     from actors.engine_llama import LlamaEngine
-    from actors.models import smollm2_gguf_path
 
     return LlamaEngine.load(smollm2_gguf_path(), embedding, threads=1)
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from actors.code import SandboxLimits, SandboxSettings
-from actors.code.sandbox import _errno, _json_lines, _limit_of, _split_status, _status_lines
+from actors.code.process import json_lines as _json_lines
+from actors.code.sandbox import _errno, _limit_of, _split_status, _status_lines
 from kernel import config
 from kernel.errors import ConfigError
 

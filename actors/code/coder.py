@@ -31,7 +31,8 @@ from persistent import Persistent
 from actors import tools
 from actors.code.check import Verdict, check_script
 from actors.code.errors import CodeError
-from actors.code.sandbox import RunResult, Sandbox
+from actors.code.pool import SandboxPool, pool_for
+from actors.code.sandbox import RunResult
 from actors.code.settings import SandboxSettings
 from actors.mission import Mission, UnknownMission
 from kernel.steps import StepContext, handler
@@ -58,8 +59,9 @@ class Coder(Persistent):
         self.settings = settings
         return True
 
-    def sandbox(self) -> Sandbox:
-        return Sandbox(SandboxSettings.from_mapping(self.settings))
+    def sandbox(self) -> SandboxPool:
+        """This process's pool for the stored settings (warm sandboxes, one per run)."""
+        return pool_for(SandboxSettings.from_mapping(self.settings))
 
     @handler
     def run_code(self, step: StepContext, mission_id: str, turn: int) -> str | None:

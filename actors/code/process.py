@@ -35,6 +35,7 @@ from actors.code import seccomp
 RUNNER = Path(__file__).with_name("runner.py")
 _CHUNK = 65536
 _SETTLE_S = 1.0  # after the run: how long the status pipes may take to close
+_DISCARD_S = 5.0  # an unused sandbox's empty program: time to start and end, then killed
 
 
 @functools.cache
@@ -119,10 +120,18 @@ class Spawned:
         return self.streams.runner_status.startswith(b"started")
 
     def discard(self) -> None:
-        """Kill an unused sandbox and release everything it holds."""
+        """End an unused sandbox the ordinary way: an empty program, waited for.
+
+        Killing bwrap alone would leave the sandbox's own processes to die of
+        `--die-with-parent` a moment later; an empty program ends them all
+        before this returns (and a limit kills them as in any run).
+        """
         if self.proc.returncode is None:
-            _read_ready({self.pipes.parent["bwrap_status"]: self.streams.bwrap_status})
-        kill_all(self.proc, child_pid(self.streams.bwrap_status))
+            _gather(self, b"", 0, time.monotonic() + _DISCARD_S)
+        self.release()
+
+    def release(self) -> None:
+        """Close the host's ends of a sandbox whose processes are gone."""
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
@@ -138,7 +147,8 @@ def complete(spawned: Spawned, source: bytes, output_bytes: int,
         stopped = _gather(spawned, source, output_bytes, started + wall_s)
         seconds = time.monotonic() - started
     finally:
-        spawned.discard()
+        kill_all(spawned.proc, child_pid(spawned.streams.bwrap_status))
+        spawned.release()
     return spawned.streams, stopped, seconds
 
 

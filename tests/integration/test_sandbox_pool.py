@@ -7,6 +7,11 @@ left behind at close, and a platform where no sandbox can be made.
 
 from __future__ import annotations
 
+import os
+import secrets
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +26,8 @@ from actors.code import (
     pool_for,
 )
 from actors.code.sandbox import RUNNER_INSIDE
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def runners() -> list[int]:
@@ -90,3 +97,48 @@ def test_without_bubblewrap_a_warm_run_refuses_like_a_cold_one(tmp_path: Path) -
         assert pool.ready == 0
     finally:
         pool.close()
+
+
+HOST = """
+import sys
+from actors.code import SandboxPool
+pool = SandboxPool(warm=1)
+pool.wait_ready(30)
+print("ready", flush=True)
+pool.run("import os\\nos.execv('/usr/bin/sleep', ['sleep', '60.{token}'])")
+"""
+
+
+def with_token(token: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if f"60.{token}".encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_killed_host_leaves_no_sandbox_behind() -> None:
+    """SIGKILL the process that runs a program (and holds a waiting sandbox): both end."""
+    token = str(secrets.randbelow(10**9))
+    host = subprocess.Popen([sys.executable, "-c", HOST.replace("{token}", token)],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert host.stdout is not None and host.stdout.readline() == "ready\n"
+        for _ in range(300):  # until the program runs (bounded: 30 s)
+            if with_token(token):
+                break
+            time.sleep(0.1)
+        assert with_token(token), "the program never started"
+    finally:
+        host.kill()
+        host.wait()
+    for _ in range(100):  # bwrap's --die-with-parent is asynchronous (bounded: 10 s)
+        if not with_token(token) and not runners():
+            break
+        time.sleep(0.1)
+    assert with_token(token) == [] and runners() == []

@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 from persistent import Persistent
 
 from actors import llm, prompts, steward, thermal, tools
+from actors.code.grounding import ground
 from actors.memory import cosine, embed_one
 from actors.mission import Mission, claim
 from kernel.errors import StepInterrupted
@@ -60,7 +61,7 @@ WEIGHTS = {"relevance": 0.6, "fluency": 0.4}
 
 CUT_KEYS = ("prompt_cut_tokens", "budget_cut_tokens")  # reported by the engine's fit
 RAG_NOTE = "document search is not available yet: answered without documents"
-NO_CODE_NOTE = "the router asked for code but wrote none: nothing was run"
+NO_CODE_NOTE = "the router asked for code but wrote none: the coder asks the model for it"
 
 
 # -- the generating roles -------------------------------------------------------------
@@ -352,11 +353,21 @@ class Scorer(Persistent):
         return score_answer(mission.text, answer, candidate.get("mean_logprob"), similarity)
 
     def accept(self, step: StepContext, mission: Mission, accepted: bool) -> None:
-        """The last candidate if accepted, else the best one so far; then memorize."""
+        """The last candidate if accepted, else the best one so far, stating what the
+        mission's code computed when it does not (`actors.code.grounding`); then memorize."""
         best = mission.candidates[-1] if accepted else \
             max(mission.candidates, key=lambda c: c["confidence"])
-        mission.answer = best["answer"]
+        mission.answer = grounded_answer(step, mission, str(best["answer"]))
         mission.confidence = best["confidence"]
         if not accepted:
             step.root["metrics"].incr("missions.low_confidence")
         mission.advance(step, "hippocampus", "memorize")
+
+
+def grounded_answer(step: StepContext, mission: Mission, answer: str) -> str:
+    """The answer, stating what the mission's code computed when it does not already."""
+    grounding = ground(answer, tools.context_of(mission))
+    if grounding.added:
+        step.root["metrics"].incr("code.answers_grounded")
+        step.emit("code", phase="ground", mission=mission.id, added=list(grounding.added))
+    return grounding.answer

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from actors.code.writer import asks_for_code
 from actors.knowledge.wanted import wants_retrieval
 from actors.mission import Mission
 from kernel.steps import StepContext
@@ -26,9 +27,10 @@ DRAFT = ("drafter", "draft")
 
 
 def wants_code(mission: Mission) -> bool:
-    """The router planned code and wrote some (the `run_code` pass, actors.code.coder)."""
+    """The router planned code, or the question asks for Python in so many words
+    (the `run_code` pass, actors.code.coder, writes the code the plan lacks)."""
     plan = mission.plan or {}
-    return bool(plan.get("needs_code") and str(plan.get("code") or "").strip())
+    return bool(plan.get("needs_code")) or asks_for_code(str(mission.text))
 
 
 @dataclass(frozen=True)

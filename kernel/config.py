@@ -114,6 +114,9 @@ SETTINGS: tuple[Setting, ...] = (
             "host user and group a sandbox runs as when batos runs as root (nobody)"),
     Setting("sandbox.seccomp", bool, True,
             "a seccomp filter denies ptrace, mount, unshare, setns, keyrings, bpf (x86_64)"),
+    Setting("sandbox.warm", int, 1,
+            "sandboxes started ahead of time, each for exactly one program (0: start "
+            "every run's sandbox when the code comes)"),
     Setting("sandbox.wall_s", float, 10.0, "wall-clock seconds before a run is killed"),
     Setting("sandbox.cpu_s", int, 5, "CPU seconds of a run"),
     Setting("sandbox.memory_bytes", int, 536_870_912, "address space of a run"),

@@ -135,6 +135,7 @@ RULES: dict[str, Rule] = {
     "sandbox.python": non_empty,
     "sandbox.uid": between(0, 2**32 - 2),
     "sandbox.seccomp": any_value,
+    "sandbox.warm": between(0, 16),
     "sandbox.wall_s": between(0.1, 86_400),
     "sandbox.cpu_s": between(1, 86_400),
     "sandbox.memory_bytes": between(16 * 1024 * 1024, 2**48),

@@ -31,6 +31,7 @@ class MissionView:
     round: int = 0
     text: str = ""
     passes: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # tool events, one line each
     result: dict[str, Any] | None = None
     error: wire.Error | None = None
     started: float = field(default_factory=time.monotonic)
@@ -44,6 +45,8 @@ class MissionView:
                 self._on_pass(record.data)
             case wire.Event(event="chunk"):
                 self.text += str(record.data.get("text", ""))
+            case wire.Event(event="code"):
+                self.notes.append(code_line(record.data))
             case wire.Result():
                 value = record.value
                 self.result = value if isinstance(value, dict) else {"answer": value}
@@ -86,6 +89,7 @@ def render(view: MissionView) -> Group:
     lines: list[Any] = [head]
     for p in view.passes:
         lines.append(Text(f"  done {p.get('pass')}" + _pass_detail(p), style="green"))
+    lines.extend(Text(f"  {note}", style="dim") for note in view.notes)
     if view.current_pass:
         label = f"{view.current_pass}" + (f" (round {view.round})" if view.round else "")
         lines.append(Panel(Text(view.text[-1500:] or "…"), title=label, border_style="cyan"))
@@ -127,6 +131,8 @@ def _print_line(record: wire.Message, console: Console) -> None:
             console.print(f"\n[cyan]-- {record.data.get('pass')}[/]")
         case wire.Event(event="state"):
             console.print(f"\n[bold]state {record.data.get('state')}[/]")
+        case wire.Event(event="code"):
+            console.print(code_line(record.data), markup=False, highlight=False)
         case wire.Result():
             value = record.value if isinstance(record.value, dict) else {"answer": record.value}
             console.print(f"\n[green]answer[/] (confidence "
@@ -137,6 +143,30 @@ def _print_line(record: wire.Message, console: Console) -> None:
             console.print(f"\n[red]FAILED {record.code}: {record.message}[/]")
         case _:
             pass
+
+
+def code_line(data: dict[str, Any]) -> str:
+    """One line for a `code` event (PROTOCOL.md): written, checked, run, stated."""
+    phase = data.get("phase")
+    if phase == "write":
+        return f"code written by the model: {_one_line(data.get('code')) or '(none)'}"
+    if phase == "check":
+        return f"code check: {data.get('text') or ('ok' if data.get('ok') else 'refused')}"
+    if phase == "run":
+        outcome = str(data.get("outcome", "?")).upper()
+        if outcome == "NOT RUN":
+            return f"code NOT RUN: {_one_line(data.get('reason'))}"
+        limit = f" at the {data['limit']} limit" if data.get("limit") else ""
+        return f"code run {outcome}{limit}: {_one_line(data.get('stdout')) or '(no output)'}"
+    if phase == "ground":
+        return "the answer states the computed output: " + \
+            "; ".join(_one_line(out) for out in data.get("added", []))
+    return f"code {phase}"
+
+
+def _one_line(text: Any, limit: int = 120) -> str:
+    flat = " | ".join(line.strip() for line in str(text or "").splitlines() if line.strip())
+    return flat if len(flat) <= limit else flat[:limit] + "..."
 
 
 def source_lines(result: dict[str, Any]) -> list[str]:

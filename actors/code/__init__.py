@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from actors.code.errors import CodeError, CodeTooLarge, SandboxUnavailable
+from actors.code.pool import SandboxPool, close_pools, pool_for
 from actors.code.sandbox import RunResult, Sandbox
 from actors.code.settings import SandboxLimits, SandboxSettings
 
@@ -16,6 +17,9 @@ __all__ = [
     "RunResult",
     "Sandbox",
     "SandboxLimits",
+    "SandboxPool",
     "SandboxSettings",
     "SandboxUnavailable",
+    "close_pools",
+    "pool_for",
 ]

@@ -28,10 +28,12 @@ from typing import Any
 
 from persistent import Persistent
 
-from actors import tools
+from actors import llm, tools
+from actors.code import writer
 from actors.code.check import Verdict, check_script
 from actors.code.errors import CodeError
-from actors.code.sandbox import RunResult, Sandbox
+from actors.code.pool import SandboxPool, pool_for
+from actors.code.sandbox import RunResult
 from actors.code.settings import SandboxSettings
 from actors.mission import Mission, UnknownMission
 from kernel.steps import StepContext, handler
@@ -39,6 +41,8 @@ from kernel.steps import StepContext, handler
 log = logging.getLogger(__name__)
 
 PASS = "run_code"
+WRITE_PASS = "write_code"  # recorded when the coder had to ask the model for the code
+NO_CODE = "the model wrote no code"
 TOOL_STATE = "DELEGATING"  # the state tool passes run in, between route and draft
 CONTEXT_CHARS = 1500  # of stdout, and of stderr, in the prompts (the event has it all)
 
@@ -58,25 +62,27 @@ class Coder(Persistent):
         self.settings = settings
         return True
 
-    def sandbox(self) -> Sandbox:
-        return Sandbox(SandboxSettings.from_mapping(self.settings))
+    def sandbox(self) -> SandboxPool:
+        """This process's pool for the stored settings (warm sandboxes, one per run)."""
+        return pool_for(SandboxSettings.from_mapping(self.settings))
 
     @handler
     def run_code(self, step: StepContext, mission_id: str, turn: int) -> str | None:
         mission = claim_tool(step, mission_id, turn)
         if mission is None:
             return None
-        code = str(mission.plan["code"])
         round_ = int(mission.round)
         step.stream("pass", **{"pass": PASS, "phase": "start", "round": round_})
         started = time.perf_counter()
+        code = str(mission.plan.get("code") or "").strip() or write_code(step, mission)
         verdict = check_script(code)
         step.emit("code", phase="check", mission=mission.id, **verdict.to_dict())
         run, refusal = self.run_checked(code, verdict)
         seconds = round(time.perf_counter() - started, 6)
         outcome = run.outcome if run is not None else "not run"
         tools.add_context(mission, block_title(outcome),
-                          context_text(code, verdict, run, refusal), outcome=outcome)
+                          context_text(code, verdict, run, refusal), outcome=outcome,
+                          tool=PASS, output=_bounded(run.stdout) if run and run.ok else "")
         mission.record_pass({"pass": PASS, "round": round_, "seconds": seconds,
                              "outcome": outcome, "limit": run.limit if run else None,
                              "exit_status": run.exit_status if run else None,
@@ -91,6 +97,8 @@ class Coder(Persistent):
 
     def run_checked(self, code: str, verdict: Verdict) -> tuple[RunResult | None, str | None]:
         """(the run, None), or (None, why nothing ran)."""
+        if not code:
+            return None, NO_CODE
         if not verdict.ok:
             return None, verdict.text()
         try:
@@ -98,6 +106,22 @@ class Coder(Persistent):
         except CodeError as exc:  # no sandbox here, or code too long: nothing ran
             log.warning("run_code: %s", exc)
             return None, str(exc)
+
+
+def write_code(step: StepContext, mission: Mission) -> str:
+    """Ask the model for the program the plan lacks (`actors.code.writer`); "" if none."""
+    started = time.perf_counter()
+    generation = llm.generator().generate(writer.code_request(mission.text))
+    code = writer.extract_code(generation.text)
+    seconds = round(time.perf_counter() - started, 6)
+    mission.record_pass({"pass": WRITE_PASS, "round": int(mission.round),
+                         "tokens": generation.tokens, "seconds": seconds,
+                         "persona": generation.persona, "stopped_by": generation.stopped_by,
+                         "wrote_code": bool(code)})
+    step.emit("code", phase="write", mission=mission.id, reply=generation.text, code=code,
+              tokens=generation.tokens, seconds=seconds)
+    step.root["metrics"].incr("code.written" if code else "code.not_written")
+    return code
 
 
 def claim_tool(step: StepContext, mission_id: str, turn: int) -> Mission | None:

@@ -11,8 +11,11 @@ step, `learn(step, actor, selector, args, kwargs)` of the `learner` actor
 1. shows the model the receiver's `describe()`, the message (selector and
    arguments) and up to three existing methods of the receiver and its
    prototypes, and asks for one `def selector(self, ...)`;
-2. has the guardian check it as generated code (shape, the safety allowlist,
-   the persistence covenant), plus the name: it must define `selector`;
+2. puts `self` first when the def forgot it and otherwise takes exactly the
+   message's arguments (`with_self`: the small model's most common slip),
+   then has the guardian check it as generated code (shape, the safety
+   allowlist, the persistence covenant), plus the name: it must define
+   `selector`;
 3. on acceptance installs it as a generated `Method` slot, with provenance,
    on the holder of the `generative` flag, and calls it with the message's
    arguments: its value is the step's answer, so the install and the answer
@@ -30,6 +33,7 @@ answers, so one method is installed.
 
 from __future__ import annotations
 
+import ast
 import logging
 import re
 import time
@@ -131,7 +135,8 @@ class Learner(Persistent):
                                                           refused))),
             temperature=TEMPERATURE, max_new_tokens=MAX_NEW_TOKENS, persona=self.persona)
         generation = generator.generate(request)
-        return extract_source(generation.text, selector), model_name(generator)
+        source = with_self(extract_source(generation.text, selector), len(args) + len(kwargs))
+        return source, model_name(generator)
 
     # -- listing, showing, removing: `batos methods` through a running kernel ----------
 
@@ -239,6 +244,28 @@ def extract_source(text: str, selector: str) -> str:
         in_body = in_body or line.lstrip().startswith("def ")
         kept.append(line[indent:] if line[:indent].isspace() else line)
     return "\n".join(kept).rstrip() + "\n"
+
+
+_DEF_OPEN = re.compile(r"^(\s*def\s+\w+\s*\()(\s*\))?")
+
+
+def with_self(source: str, arity: int) -> str:
+    """`source` with `self` put first when the def forgot it and takes exactly the
+    message's `arity` arguments (the small model's most common slip); else unchanged.
+    The guardian still reviews the result like any other source."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    func = tree.body[0] if len(tree.body) == 1 else None
+    if not isinstance(func, ast.FunctionDef) or func.decorator_list:
+        return source
+    params = [*func.args.posonlyargs, *func.args.args]
+    if (params and params[0].arg == "self") or len(params) != arity \
+            or func.args.vararg or func.args.kwarg or func.args.kwonlyargs:
+        return source
+    return _DEF_OPEN.sub(lambda m: m.group(1) + ("self)" if m.group(2) else "self, "),
+                         source, count=1)
 
 
 def model_name(generator: Any) -> str:

@@ -30,28 +30,21 @@ namespaces, an interpreter that cannot be reached from inside):
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import selectors
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from actors.code import seccomp
 from actors.code.errors import CodeTooLarge, SandboxUnavailable
+from actors.code.process import Pipes, Spawned, Streams, complete, json_lines
 from actors.code.settings import SandboxSettings
 
-RUNNER = Path(__file__).with_name("runner.py")
 RUNNER_INSIDE = "/run/batos/runner.py"
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ENVIRONMENT = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
-_CHUNK = 65536
-_SETTLE_S = 1.0  # after the run: how long the status pipes may take to close
 
 # exception type (from the runner) -> limit; OSError subclasses by errno below
 _EXCEPTION_LIMITS = {"MemoryError": "memory"}
@@ -88,17 +81,6 @@ class RunResult:
         return {**asdict(self), "ok": self.ok, "outcome": self.outcome}
 
 
-@dataclass
-class _Streams:
-    """Output gathered while the run goes on."""
-
-    stdout: bytearray
-    stderr: bytearray
-    bwrap_status: bytearray
-    runner_status: bytearray
-    truncated: bool = False
-
-
 class Sandbox:
     """Runs Python source in the sandbox described by `SandboxSettings`."""
 
@@ -107,38 +89,46 @@ class Sandbox:
 
     def run(self, code: str) -> RunResult:
         """Run `code` to its end or to a limit. Raises `SandboxUnavailable`, `CodeTooLarge`."""
+        source = self.admit(code)
+        return self.complete(self.spawn(), source)
+
+    def admit(self, code: str) -> bytes:
+        """The program as the sandbox takes it; raises `CodeTooLarge`."""
         source = code.encode("utf-8")
+        limit = self.settings.limits.code_bytes
+        if len(source) > limit:
+            raise CodeTooLarge(len(source), limit)
+        return source
+
+    def complete(self, spawned: Spawned, source: bytes) -> RunResult:
+        """Run an admitted program in a sandbox from `spawn`, which is used up."""
         limits = self.settings.limits
-        if len(source) > limits.code_bytes:
-            raise CodeTooLarge(len(source), limits.code_bytes)
-        bwrap = shutil.which(self.settings.bwrap)
-        if bwrap is None:
-            raise SandboxUnavailable(f"bubblewrap ({self.settings.bwrap}) is not installed")
-        with _Pipes(self.settings.seccomp) as pipes:
-            started = time.monotonic()
-            proc = self._spawn(bwrap, pipes)
-            streams, stopped = _gather(proc, pipes, source, limits.output_bytes,
-                                       started + limits.wall_s)
-            seconds = time.monotonic() - started
-        return self._result(proc.returncode, streams, stopped, seconds)
+        streams, stopped, seconds = complete(spawned, source, limits.output_bytes,
+                                             limits.wall_s)
+        return self._result(spawned.proc.returncode, streams, stopped, seconds)
 
     # -- starting ---------------------------------------------------------------------
 
-    def _spawn(self, bwrap: str, pipes: _Pipes) -> subprocess.Popen[bytes]:
+    def spawn(self) -> Spawned:
+        """Start a sandbox that waits for its one program. Raises `SandboxUnavailable`."""
+        bwrap = shutil.which(self.settings.bwrap)
+        if bwrap is None:
+            raise SandboxUnavailable(f"bubblewrap ({self.settings.bwrap}) is not installed")
+        pipes = Pipes(self.settings.seccomp)
         argv = [bwrap, *self.bwrap_arguments(pipes.fds_for_child())]
-        as_root = os.geteuid() == 0
-        uid = self.settings.uid
+        switch: dict[str, Any] = {}
+        if os.geteuid() == 0:
+            argv, switch = _as_user(argv, self.settings.uid)
         try:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 pass_fds=pipes.fds_for_child().values(), start_new_session=True,
-                env=dict(ENVIRONMENT), cwd="/", close_fds=True,
-                user=uid if as_root else None, group=uid if as_root else None,
-                extra_groups=[] if as_root else None)
+                env=dict(ENVIRONMENT), cwd="/", close_fds=True, **switch)
         except OSError as exc:
+            pipes.__exit__(None, None, None)
             raise SandboxUnavailable(f"cannot start {bwrap}: {exc}") from exc
         pipes.after_spawn()
-        return proc
+        return Spawned(proc, pipes)
 
     def bwrap_arguments(self, fds: dict[str, int]) -> list[str]:
         """bwrap's command line for one run (`fds`: the descriptors the child gets)."""
@@ -159,14 +149,14 @@ class Sandbox:
 
     # -- reading the outcome ------------------------------------------------------------
 
-    def _result(self, returncode: int | None, streams: _Streams, stopped: str | None,
+    def _result(self, returncode: int | None, streams: Streams, stopped: str | None,
                 seconds: float) -> RunResult:
         runner = _status_lines(streams.runner_status)
         if not any(line[0] == "started" for line in runner):
             reason = bytes(streams.stderr).decode("utf-8", "replace").strip()
             raise SandboxUnavailable(reason or f"{self.settings.bwrap} exited with status "
                                      f"{returncode} before the sandbox ran anything")
-        bwrap_report = _json_lines(streams.bwrap_status)
+        bwrap_report = json_lines(streams.bwrap_status)
         exit_code = next((line["exit-code"] for line in bwrap_report if "exit-code" in line),
                          returncode)
         status, sig = _split_status(exit_code)
@@ -184,159 +174,6 @@ class Sandbox:
             seconds=round(seconds, 6))
 
 
-class _Pipes(contextlib.AbstractContextManager["_Pipes"]):
-    """The descriptors a run passes to bwrap: runner source, seccomp, two status pipes."""
-
-    def __init__(self, settings_seccomp: bool = True) -> None:
-        self._child: dict[str, int] = {}
-        self.parent: dict[str, int] = {}
-        self._make_data("runner", RUNNER.read_bytes())
-        program = seccomp.program() if settings_seccomp else None
-        if program is not None:
-            self._make_data("seccomp", program)
-        for name in ("bwrap_status", "runner_status"):
-            read, write = os.pipe()
-            self.parent[name], self._child[name] = read, write
-
-    def _make_data(self, name: str, data: bytes) -> None:
-        read, write = os.pipe()
-        os.write(write, data)  # small: well under a pipe's buffer
-        os.close(write)
-        self._child[name] = read
-
-    def fds_for_child(self) -> dict[str, int]:
-        return dict(self._child)
-
-    def after_spawn(self) -> None:
-        """The child has its copies; the parent keeps only the read ends of the status."""
-        for fd in self._child.values():
-            os.close(fd)
-        self._child = {}
-
-    def __exit__(self, *exc: object) -> None:
-        for fd in [*self._child.values(), *self.parent.values()]:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._child, self.parent = {}, {}
-
-
-def _gather(proc: subprocess.Popen[bytes], pipes: _Pipes, source: bytes, output_bytes: int,
-            deadline: float) -> tuple[_Streams, str | None]:
-    """Feed the program, read everything until it ends or a limit; returns (streams, limit)."""
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    streams = _Streams(bytearray(), bytearray(), bytearray(), bytearray())
-    sinks = {proc.stdout.fileno(): streams.stdout, proc.stderr.fileno(): streams.stderr,
-             pipes.parent["bwrap_status"]: streams.bwrap_status,
-             pipes.parent["runner_status"]: streams.runner_status}
-    output = {proc.stdout.fileno(), proc.stderr.fileno()}
-    pending = memoryview(source)
-    stdin_fd = proc.stdin.fileno()
-    stopped: str | None = None
-    with selectors.DefaultSelector() as sel:
-        for fd in sinks:
-            sel.register(fd, selectors.EVENT_READ)
-        sel.register(stdin_fd, selectors.EVENT_WRITE)
-        while stopped is None and any(fd in output for fd in _registered(sel)):
-            timeout = deadline - time.monotonic()
-            if timeout <= 0:
-                stopped = "wall"
-                break
-            for key, _mask in sel.select(timeout):
-                fd = int(key.fd)
-                if fd == stdin_fd:
-                    pending = _feed(sel, proc, pending)
-                    continue
-                data = os.read(fd, _CHUNK)
-                if not data:
-                    sel.unregister(fd)
-                    continue
-                sinks[fd].extend(data)
-                if len(streams.stdout) + len(streams.stderr) > output_bytes:
-                    streams.truncated, stopped = True, "output"
-        stopped = _finish(proc, deadline, stopped, _child_pid(streams.bwrap_status))
-        _drain(sel, sinks, output)
-    return streams, stopped
-
-
-def _registered(sel: selectors.BaseSelector) -> set[int]:
-    return {int(key.fd) for key in sel.get_map().values()}
-
-
-def _feed(sel: selectors.BaseSelector, proc: subprocess.Popen[bytes],
-          pending: memoryview) -> memoryview:
-    """Write what the pipe takes; close stdin once the whole program is in."""
-    assert proc.stdin is not None
-    try:
-        written = os.write(proc.stdin.fileno(), pending[:_CHUNK])
-    except BrokenPipeError:
-        written = len(pending)
-    pending = pending[written:]
-    if not pending:
-        sel.unregister(proc.stdin.fileno())
-        proc.stdin.close()
-    return pending
-
-
-def _finish(proc: subprocess.Popen[bytes], deadline: float, stopped: str | None,
-            sandbox_init: int | None) -> str | None:
-    """Wait for bwrap within the wall limit; kill the whole group when a limit was hit.
-
-    The sandbox's first process (`sandbox_init`, PID 1 of its namespace) runs in a
-    session of its own; killing it ends every process of the namespace at once.
-    """
-    if stopped is None:
-        try:
-            proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            stopped = "wall"
-    if stopped is not None:
-        for kill, pid in ((os.kill, sandbox_init), (os.killpg, proc.pid)):
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    kill(pid, signal.SIGKILL)
-        proc.wait()
-    if proc.stdin is not None and not proc.stdin.closed:
-        with contextlib.suppress(BrokenPipeError):
-            proc.stdin.close()
-    return stopped
-
-
-def _drain(sel: selectors.BaseSelector, sinks: dict[int, bytearray], output: set[int]) -> None:
-    """Read the status pipes (and what output is left) until they close or settle."""
-    with contextlib.suppress(KeyError, ValueError):
-        for fd in output:
-            if fd in _registered(sel):
-                sel.unregister(fd)
-    settle = time.monotonic() + _SETTLE_S
-    while _registered(sel) and time.monotonic() < settle:
-        for key, _mask in sel.select(settle - time.monotonic()):
-            data = os.read(int(key.fd), _CHUNK)
-            if data:
-                sinks[int(key.fd)].extend(data)
-            else:
-                sel.unregister(key.fd)
-
-
-def _json_lines(raw: bytearray) -> list[dict[str, Any]]:
-    """bwrap's and the runner's status reports: JSON objects, one per line or glued."""
-    decoder = json.JSONDecoder()
-    text = bytes(raw).decode("utf-8", "replace")
-    found: list[dict[str, Any]] = []
-    index = 0
-    while index < len(text):
-        while index < len(text) and text[index].isspace():
-            index += 1
-        if index >= len(text):
-            break
-        try:
-            value, index = decoder.raw_decode(text, index)
-        except json.JSONDecodeError:
-            break
-        if isinstance(value, dict):
-            found.append(value)
-    return found
-
-
 def _status_lines(raw: bytearray) -> list[list[str]]:
     """The runner's status report: one line each, split into words (empty lines dropped)."""
     text = bytes(raw).decode("utf-8", "replace")
@@ -345,12 +182,6 @@ def _status_lines(raw: bytearray) -> list[list[str]]:
 
 def _errno(word: str) -> int | None:
     return int(word) if word.lstrip("-").isdigit() and word != "-" else None
-
-
-def _child_pid(raw: bytearray) -> int | None:
-    """The host PID of the sandbox's first process, from bwrap's status report."""
-    pid = next((line["child-pid"] for line in _json_lines(raw) if "child-pid" in line), None)
-    return pid if isinstance(pid, int) and pid > 1 else None
 
 
 def _split_status(code: int | None) -> tuple[int | None, int | None]:
@@ -370,6 +201,21 @@ def _limit_of(sig: int | None, exception: str | None, err: int | None) -> str | 
     if exception in _EXCEPTION_LIMITS:
         return _EXCEPTION_LIMITS[exception]
     return _ERRNO_LIMITS.get(err) if err is not None else None
+
+
+def _as_user(argv: list[str], uid: int) -> tuple[list[str], dict[str, Any]]:
+    """Run bwrap as `uid` (and its group, no other groups) rather than as root.
+
+    util-linux's `setpriv` makes the switch after exec, so the host can start
+    it with vfork; asking `subprocess` to switch (its `user=`) forces a full
+    fork, which copies the page tables of a kernel that holds a model.
+    Without `setpriv` the switch falls back to `subprocess`: the same user,
+    only slower to start.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return argv, {"user": uid, "group": uid, "extra_groups": []}
+    return [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *argv], {}
 
 
 def _env_args() -> list[str]:

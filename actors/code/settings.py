@@ -38,12 +38,14 @@ class SandboxLimits:
 
 @dataclass(frozen=True)
 class SandboxSettings:
-    """How the sandbox is made: bubblewrap, the interpreter, the host user, seccomp."""
+    """How the sandbox is made: bubblewrap, the interpreter, the host user, seccomp,
+    and how many are made ahead of time."""
 
     bwrap: str = "bwrap"
     python: str = "/usr/bin/python3"
     uid: int = 65534  # the host user (and group) of a sandbox started by root
     seccomp: bool = True
+    warm: int = 1  # sandboxes started ahead of time by a `SandboxPool` (0: none)
     limits: SandboxLimits = field(default_factory=SandboxLimits)
 
     @classmethod

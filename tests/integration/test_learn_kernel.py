@@ -21,6 +21,7 @@ from kernel.client import Client, RemoteError, endpoint_for
 from kernel.image import Image
 from prototypes import UvmObject
 from tests.helpers.kernel import running_kernel
+from tests.integration.test_repl import Repl
 
 SOURCES = {
     "double": "def double(self, n):\n    return n * 2 + self.bias\n",
@@ -98,10 +99,23 @@ def test_an_admin_enabled_actor_learns_from_a_send(image_dir: Path, writer: Code
         with kernel.image.reading() as root:
             calc = root["actors"]["calc"]
             assert not calc.has_slot("double") and not calc.has_slot("halve")
+        relearned = send_records(endpoint, "calc", "double", 5)  # a second version
+        assert isinstance(relearned[-1], wire.Result) and relearned[-1].value == 11
+        with kernel.image.reading() as root:
             counters = root["metrics"].snapshot()
             refusals = list(root["actors"]["learner"].refusals)
-    assert counters["methods.generated.accepted"] == 1
+    assert counters["methods.generated.accepted"] == 2
     assert counters["methods.generated.removed"] == 1
     assert counters["methods.generated.rejected"] == 3
     assert counters["guardian.rejected.import"] == 3
     assert [r["selector"] for r in refusals] == ["halve"]
+
+    # the REPL's `history` shows the method's versions: learned, removed, learned again
+    repl = Repl(image_dir)
+    try:
+        lines = repl.run('history(actors["calc"])').splitlines()
+    finally:
+        repl.quit()
+    changes = [line for line in lines if "actor=calc selector=double" in line
+               or "actor=learner selector=forget" in line]
+    assert ["selector=double" in line for line in changes] == [True, False, True], lines

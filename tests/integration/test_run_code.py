@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from actors import llm
+from actors.code import grounding, writer
 from actors.engine import Engine
 from kernel import wire
 from kernel.client import endpoint_for
@@ -31,8 +32,10 @@ __all__ = ["tiny_engine"]  # the fixture, shared with the mission tests
 POWER = "What is 2**100? Use Python."
 LOOP = "Count to infinity. Use Python."
 REFUSED = "List the root directory. Use Python."
+WRITTEN = "What is 3**40? Use Python."  # the router plans no code; the coder asks for it
 PLANS = {POWER: "print(2**100)", LOOP: "while True:\n    pass",
-         REFUSED: "import os\nprint(os.listdir('/'))"}
+         REFUSED: "import os\nprint(os.listdir('/'))", WRITTEN: ""}
+WRITER_REPLY = "Use the power operator:\n```python\nprint(3**40)\n```\nIt prints 81."
 
 
 class BagOfWords:
@@ -54,9 +57,15 @@ class ScriptedRouter:
                  on_text: llm.OnText | None = None,
                  cancel: threading.Event | None = None) -> llm.Generation:
         user = request.messages[-1].content
+        if request.messages[0].content == writer.SYSTEM:
+            text = WRITER_REPLY
+            if on_text is not None:
+                on_text(text)
+            return llm.Generation(text=text, tokens=len(text.split()), mean_logprob=-0.5,
+                                  seconds=0.0, persona=None, stopped_by="eos")
         if request.persona == "router":
             code = next(code for question, code in PLANS.items() if question in user)
-            text = json.dumps({"needs_rag": False, "rag_query": "", "needs_code": True,
+            text = json.dumps({"needs_rag": False, "rag_query": "", "needs_code": bool(code),
                                "code": code})
             if on_text is not None:
                 on_text(text)
@@ -106,6 +115,20 @@ def test_router_code_runs_in_the_sandbox_and_reaches_the_draft(
     assert block["text"].startswith(str(2**100))
     assert any(str(2**100) in draft and POWER in draft for draft in scripted.drafts)
     assert not missions[POWER]["plan"]["notes"]
+    # the tiny model's answer ignores the output: the answer states it, with provenance
+    answer = power[-1].value["answer"]
+    assert answer.startswith(f"{grounding.PROVENANCE}: {2**100}\n")
+    assert missions[POWER]["answer"] == answer
+    assert code_events(power, "ground")[0]["added"] == [str(2**100)]
+
+    written_id, written = runs[WRITTEN]
+    assert isinstance(written[-1], wire.Result) and written[-1].ref == written_id
+    check_pass_order(written)
+    wrote = code_events(written, "write")[0]
+    assert (wrote["reply"], wrote["code"]) == (WRITER_REPLY, "print(3**40)")
+    run = code_events(written, "run")[0]
+    assert (run["outcome"], run["stdout"]) == ("ok", f"{3**40}\n")
+    assert str(3**40) in written[-1].value["answer"]
 
     loop_id, loop = runs[LOOP]
     assert isinstance(loop[-1], wire.Result) and loop[-1].ref == loop_id
@@ -126,8 +149,11 @@ def test_router_code_runs_in_the_sandbox_and_reaches_the_draft(
     assert [v["rule"] for v in check["violations"]] == ["import", "unknown-name"]
     assert code_events(refused, "run")[0]["outcome"] == "not run"
     assert "NOT RUN" in missions[REFUSED]["context"][0]["text"]
+    for failed in (loop, refused):  # nothing computed: nothing stated
+        assert code_events(failed, "ground") == []
 
-    assert counters["code.runs"] == 2
-    assert (counters["code.ok"], counters["code.stopped"]) == (1, 1)
+    assert counters["code.runs"] == 3
+    assert (counters["code.ok"], counters["code.stopped"]) == (2, 1)
+    assert (counters["code.written"], counters["code.answers_grounded"]) == (1, 2)
     assert (counters["code.limit_hits"], counters[f"code.limit.{run['limit']}"]) == (1, 1)
     assert (counters["code.refused"], counters["guardian.rejected.import"]) == (1, 1)

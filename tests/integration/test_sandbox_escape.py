@@ -3,7 +3,9 @@
 Each row is a program that tries one escape and prints ESCAPED if the attempt
 got through. A row expects either a denial (the program fails with a named
 exception: the reason) or a limit (the run is stopped and the limit named).
-After every row the host must be unchanged: the watched host directory is
+Every row runs twice: in a sandbox made when the code comes (cold) and in one
+a `SandboxPool` started ahead of time (warm). After every row the host must be
+unchanged: the watched host directory is
 empty, the image directory holds what it held, the test's own listeners
 accepted nothing, and no process of the run is left (no sandbox runner, no
 `sleep` carrying the row's token).
@@ -14,13 +16,13 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from actors.code import RunResult, Sandbox, SandboxLimits, SandboxSettings
+from actors.code import RunResult, Sandbox, SandboxLimits, SandboxPool, SandboxSettings, close_pools
 from actors.code.sandbox import RUNNER_INSIDE
 
 LIMITS = SandboxLimits(wall_s=5.0, cpu_s=2, memory_bytes=256 << 20, processes=16,
@@ -177,11 +179,32 @@ def check_expected(row: Row, result: RunResult) -> None:
         assert result.limit is None, result
 
 
+@pytest.fixture(params=["cold", "warm"])
+def runs(request: pytest.FixtureRequest) -> Iterator[Callable[[str], RunResult]]:
+    """A run as `run_code` makes it: cold (`Sandbox.run`) or warm (a started sandbox)."""
+    close_pools()  # no other test's waiting sandbox may pass for a leftover
+    sandbox = Sandbox(SandboxSettings(limits=LIMITS))
+    if request.param == "cold":
+        yield sandbox.run
+        return
+    pool = SandboxPool(sandbox, warm=1)
+
+    def warm(code: str) -> RunResult:
+        assert pool.wait_ready(30)
+        try:
+            return pool.run(code)
+        finally:
+            pool.close()  # its next sandbox is no leftover of this run
+
+    yield warm
+
+
 @pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
-def test_escape_is_stopped_or_denied(row: Row, host: Host) -> None:
+def test_escape_is_stopped_or_denied(row: Row, host: Host,
+                                     runs: Callable[[str], RunResult]) -> None:
     token = secrets.token_hex(6).translate(str.maketrans("abcdef", "123456"))
     before = host.image_listing()
-    result = Sandbox(SandboxSettings(limits=LIMITS)).run(row.code.format(**host.values(token)))
+    result = runs(row.code.format(**host.values(token)))
     print(row.name, result.to_dict() | {"stdout": result.stdout[:200]})
     check_expected(row, result)
     assert list(host.host_dir.iterdir()) == []

@@ -53,15 +53,18 @@ def test_unsafe_scripts_are_refused_by_rule_and_line(
     assert verdict.text().startswith("refused: ")
 
 
-@pytest.mark.parametrize(("plan", "wanted"), [
-    (None, False),
-    ({"needs_code": False, "code": "print(1)"}, False),
-    ({"needs_code": True, "code": "  "}, False),
-    ({"needs_code": True, "code": "print(1)"}, True),
+@pytest.mark.parametrize(("question", "plan", "wanted"), [
+    ("question?", None, False),
+    ("question?", {"needs_code": False, "code": "print(1)"}, False),
+    ("question?", {"needs_code": True, "code": "  "}, True),  # the coder writes it
+    ("question?", {"needs_code": True, "code": "print(1)"}, True),
+    ("What is 2**100? Use Python.", {"needs_code": False, "code": ""}, True),
+    ("Run the code for 2+2", None, True),
+    ("Is a pythonic style better?", None, False),
 ])
-def test_the_code_pass_is_wanted_only_for_planned_code(plan: dict[str, object] | None,
-                                                       wanted: bool) -> None:
-    mission = Mission("m1", "question?", {})
+def test_the_code_pass_is_wanted_for_planned_or_asked_for_code(
+        question: str, plan: dict[str, object] | None, wanted: bool) -> None:
+    mission = Mission("m1", question, {})
     mission.plan = plan
     assert tools.wants_code(mission) is wanted
     expected = ("coder", "run_code") if wanted else tools.DRAFT

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from actors import llm
+from actors.code import learn
 from actors.code.learn import Learner, extract_source
 from kernel import wire
 from kernel.errors import NotLearned, StepFailed, UnknownSelector
@@ -111,6 +112,33 @@ def test_an_accepted_method_is_installed_and_answers(image: Image,
     assert counters(image).get("methods.generated.accepted") == 1
 
 
+def test_a_def_that_forgot_self_gets_it_when_it_fits_the_message(
+        image: Image, coder: list[ScriptedCoder]) -> None:
+    setup(image)
+    use(coder, ScriptedCoder("def double(n):\n    return n * 2\n"))
+    result, _ = send(image, "calc", "double", 20)
+    assert result.ok and result.value == 40
+    with image.reading() as root:
+        assert root["actors"]["calc"].get_slot("double").source == (
+            "def double(self, n):\n    return n * 2\n")
+
+
+@pytest.mark.parametrize(("source", "arity", "expected"), [
+    ("def f():\n    return 1\n", 0, "def f(self):\n    return 1\n"),
+    ("def f( ):\n    return 1\n", 0, "def f(self):\n    return 1\n"),
+    ("def f(x, y=2):\n    return x\n", 2, "def f(self, x, y=2):\n    return x\n"),
+    ("def f(self):\n    return 1\n", 0, None),  # has it
+    ("def f(a, b):\n    return a\n", 1, None),  # another arity: the guardian decides
+    ("def f(*args):\n    return 1\n", 0, None),
+    ("@staticmethod\ndef f():\n    return 1\n", 0, None),
+    ("def f(:\n", 0, None),  # not Python
+    ("x = 1\n", 0, None),
+])
+def test_self_is_added_only_where_it_is_plainly_missing(source: str, arity: int,
+                                                        expected: str | None) -> None:
+    assert learn.with_self(source, arity) == (source if expected is None else expected)
+
+
 def test_a_refused_attempt_is_shown_to_the_next(image: Image,
                                                 coder: list[ScriptedCoder]) -> None:
     setup(image)
@@ -127,7 +155,7 @@ def test_a_refused_attempt_is_shown_to_the_next(image: Image,
 REFUSED = [
     ("def double(self, n):\n    return n *\n", "syntax"),
     ("x = 1\n", "single-def"),
-    ("def double(n):\n    return n\n", "self-param"),
+    ("def double(n, m):\n    return n\n", "self-param"),  # not the message's arity
     ("def halve(self, n):\n    return n / 2\n", "selector-name"),
     ("def double(self, n):\n    import os\n    return n\n", "import"),
     ("def double(self, n):\n    return n.__class__\n", "dunder"),

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from actors.code import SandboxLimits, SandboxSettings
-from actors.code.sandbox import _errno, _json_lines, _limit_of, _split_status, _status_lines
+from actors.code.process import json_lines as _json_lines
+from actors.code.sandbox import _errno, _limit_of, _split_status, _status_lines
 from kernel import config
 from kernel.errors import ConfigError
 
@@ -24,16 +25,19 @@ def test_every_limit_is_configurable() -> None:
                                 "sandbox.memory_bytes": "67108864", "sandbox.processes": "3",
                                 "sandbox.open_files": "17", "sandbox.file_bytes": "10",
                                 "sandbox.tmp_bytes": "65537", "sandbox.output_bytes": "1025",
-                                "sandbox.code_bytes": "13", "sandbox.uid": "4242"}, environ={})
+                                "sandbox.code_bytes": "13", "sandbox.uid": "4242",
+                                "sandbox.warm": "3"}, environ={})
     settings = SandboxSettings.from_mapping(values)
     assert settings.limits == SandboxLimits(2.5, 1, 67108864, 3, 17, 10, 65537, 1025, 13)
     assert settings.uid == 4242
+    assert settings.warm == 3
     assert SandboxSettings.from_mapping(settings.to_mapping()) == settings
 
 
 @pytest.mark.parametrize(("key", "value"), [
     ("sandbox.memory_bytes", "1000"), ("sandbox.wall_s", "0"), ("sandbox.processes", "0"),
-    ("sandbox.output_bytes", "-1"), ("learn.attempts", "0"), ("learn.actor", "no spaces"),
+    ("sandbox.output_bytes", "-1"), ("sandbox.warm", "-1"), ("learn.attempts", "0"),
+    ("learn.actor", "no spaces"),
 ])
 def test_a_limit_out_of_range_is_refused_naming_its_key(key: str, value: str) -> None:
     with pytest.raises(ConfigError) as caught:

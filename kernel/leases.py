@@ -217,13 +217,13 @@ class LeaseGuard:
             if writes:
                 raise NotLeaseHolder(actor, self.kernel, self.holders.get(actor))
             return False
+        conn.transaction_manager.get().setExtendedInfo(EXTENSION_KEY, self.kernel)
         if not writes:
             return True
         lease = root.get(LEASES, {}).get(actor)
         if lease is None or lease.kernel != self.kernel or time.time() > self.valid_until:
             raise NotLeaseHolder(actor, self.kernel, lease.kernel if lease else None)
         conn.readCurrent(lease)  # a takeover before our commit makes the commit conflict
-        conn.transaction_manager.get().setExtendedInfo(EXTENSION_KEY, self.kernel)
         return True
 
 

@@ -101,7 +101,8 @@ def test_a_step_for_another_kernels_client_answers_nobody_here() -> None:
     mine = env("drafter", mission=None, origin="a")
     router.redeliver([("drafter", "k8", mine)])
     done = StepResult("drafter", "k8", mine, ok=True, value=1)
-    assert [r.value for _, r in records(router.step_done(mine, done, None))] == [1]
+    assert [r for _, r in records(router.step_done(mine, done, None))] == [
+        wire.Result(ref=mine.id, value=1)]
 
 
 def test_a_step_refused_for_want_of_a_lease_leaves_its_message_pending() -> None:

@@ -101,8 +101,9 @@ def test_a_step_for_another_kernels_client_answers_nobody_here() -> None:
     mine = env("drafter", mission=None, origin="a")
     router.redeliver([("drafter", "k8", mine)])
     done = StepResult("drafter", "k8", mine, ok=True, value=1)
-    assert [r for _, r in records(router.step_done(mine, done, None))] == [
-        wire.Result(ref=mine.id, value=1)]
+    [(who, answer)] = records(router.step_done(mine, done, None))
+    assert who == CLIENT.identity and isinstance(answer, wire.Result)
+    assert (answer.ref, answer.value) == (mine.id, 1)
 
 
 def test_a_step_refused_for_want_of_a_lease_leaves_its_message_pending() -> None:

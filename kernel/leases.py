@@ -227,6 +227,24 @@ class LeaseGuard:
         return True
 
 
+def lease_lines(root: Any, now: float | None = None) -> list[str]:
+    """The lease table as the REPL prints it: one line per kernel, one per actor."""
+    now = time.time() if now is None else now
+    kernels, table = root.get(KERNELS), root.get(LEASES)
+    if table is None or kernels is None:
+        return ["no leases: one kernel on a local image runs every actor"]
+    lines = [f"kernel {name}: pid {r.pid} on {r.host}, "
+             + (f"live for {r.expires - now:.1f} s" if r.expires > now
+                else f"expired {now - r.expires:.1f} s ago")
+             for name, r in kernels.items()]
+    for name, lease in table.items():
+        since = time.strftime("%H:%M:%S", time.localtime(lease.since))
+        lines.append(f"  {name:<16} {lease.kernel:<12} since {since}  takeovers "
+                     f"{lease.takeovers}"
+                     + ("" if _alive(kernels, lease.kernel, now) else "  (holder expired)"))
+    return lines
+
+
 def changed_anything(conn: Connection) -> bool:
     """Whether the connection's transaction has modified or added objects."""
     # ZODB keeps no public accessor; `_registered_objects` is what `commit` walks.

@@ -149,3 +149,26 @@ def test_a_takeover_before_commit_dooms_the_old_holders_step(db: ZODB.DB) -> Non
     with pytest.raises(ConflictError):
         step.transaction_manager.commit()
     step.transaction_manager.abort()
+
+
+def test_the_repl_and_ps_show_who_holds_what(db: ZODB.DB) -> None:
+    from actors.cli_ps import lease_line
+
+    conn = connect(db)
+    conn.transaction_manager.begin()
+    assert leases.lease_lines(conn.root()) == [
+        "no leases: one kernel on a local image runs every actor"]
+    conn.transaction_manager.abort()
+    claim_at(db, spec("a", "missions"), 100.0)
+    found = claim_at(db, spec("b"), 100.0)
+    conn.transaction_manager.begin()
+    lines = leases.lease_lines(conn.root(), now=105.0)
+    conn.transaction_manager.abort()
+    assert [line.split(":")[0] for line in lines[:2]] == ["kernel a", "kernel b"]
+    assert [line.split()[:2] for line in lines[2:]] == [
+        ["critic", "b"], ["drafter", "b"], ["missions", "a"], ["router", "b"]]
+    view = {"mode": "shared", "kernel": "b", "held": sorted(found.held), "image": "up",
+            "table": found.table}
+    assert lease_line(view) == ("leases  kernel b holds critic, drafter, router; image up; "
+                                "other kernels: a")
+    assert "every actor" in lease_line({"mode": "sole"})

@@ -47,15 +47,7 @@ from kernel.actions import Send as SendAction
 from kernel.answers import Answer
 from kernel.auth import ROLE_KINDS
 from kernel.counters import KernelCounters
-from kernel.errors import (
-    ImageUnavailable,
-    KernelError,
-    MessageGone,
-    NotLeaseHolder,
-    Overloaded,
-    StepFailed,
-    StepInterrupted,
-)
+from kernel.errors import KernelError, MessageGone, Overloaded, StepFailed, StepInterrupted
 from kernel.mailbox import Envelope
 from kernel.peers import PeerTable
 from kernel.routing_external import ExternalRouting, delivery_id
@@ -133,8 +125,7 @@ class Router(QueryRouting, ExternalRouting, LeaseRouting):
                 return [self._error(address, wire.ErrorCode.SHUTTING_DOWN,
                                     "the kernel is shutting down", msg.id)]
             case wire.Send() | wire.Mission() if not self.available:
-                return [SendAction(address, wire.error_reply(
-                    ImageUnavailable("the shared image"), ref=msg.id))]
+                return [self.refused(address, msg.id)]
             case wire.Send():
                 return self._on_send(address, msg, role)
             case wire.Mission():
@@ -273,10 +264,9 @@ class Router(QueryRouting, ExternalRouting, LeaseRouting):
             return []
         if isinstance(error, StepInterrupted):  # still pending: it runs at the next start,
             return []  # and `shutdown` answers its watchers `shutting_down`
-        if isinstance(error, NotLeaseHolder | ImageUnavailable):  # nothing was written
-            if result.key.startswith("direct."):  # a client's send: it may send again
-                return self._finish(env.id, wire.error_reply(error, ref=env.id), env)
-            return []  # a pending message: its holder runs it (here once the image is back)
+        deferred = self.deferred(result, env)  # no lease here, or no image: nothing written
+        if deferred is not None:
+            return deferred
         if env.mission is None:
             return self._finish(env.id, wire.error_reply(error, ref=env.id), env)
         if env.actor == self.entry and env.selector == "fail":

@@ -34,7 +34,9 @@ from typing import TYPE_CHECKING, Any
 from kernel import wire
 from kernel.actions import Action, Address
 from kernel.actions import Send as SendAction
+from kernel.errors import ImageUnavailable, NotLeaseHolder
 from kernel.mailbox import Envelope
+from kernel.steps import StepResult
 
 Pending = list[tuple[str, str, Envelope]]
 
@@ -83,6 +85,21 @@ class LeaseRouting:
         """The shared image's server is reachable (or not): new work is refused
         while it is not."""
         self.available = up
+        return []
+
+    def refused(self, address: Address, ref: str) -> SendAction:
+        """The answer to new work while the image is unreachable (retryable)."""
+        return SendAction(address, wire.error_reply(ImageUnavailable("the shared image"),
+                                                    ref=ref))
+
+    def deferred(self, result: StepResult, env: Envelope) -> list[Action] | None:
+        """A step that wrote nothing because this kernel lacks the lease or the image:
+        a client's send hears it (typed, retryable); a pending message waits for its
+        holder (here, once the image is back). None for any other failure."""
+        if not isinstance(result.error, NotLeaseHolder | ImageUnavailable):
+            return None
+        if result.key.startswith("direct."):
+            return self._finish(env.id, wire.error_reply(result.error, ref=env.id), env)
         return []
 
     def reply_address(self, env: Envelope) -> Address | None:

@@ -10,6 +10,8 @@ In one run, with real `batos serve` processes and a real `runzeo`:
     two_kernel_ratio  = zeo_two / zeo_one
     failover_s        kill -9 of the kernel holding every actor -> the first step
                       committed by the other kernel (bounded below by leases.ttl_s)
+    raw_zeo_ratio     raw ZEO commits/s / raw FileStorage commits/s (one connection
+                      incrementing a counter, no kernel): what the storage alone costs
 
 The steps are relay steps: each of `--chains` actors consumes message n of its
 chain and posts n + 1 in the same transaction, so every actor always has
@@ -221,6 +223,47 @@ def measure_failover(tmp: Path, chains: list[str], args: Any) -> float:
                 return time.monotonic() - killed
 
 
+def raw_commits(storage: Any, seconds: float) -> float:
+    """Commits/s of one connection writing one counter: what a storage itself does."""
+    import transaction
+    import ZODB
+    from persistent.mapping import PersistentMapping
+
+    db = ZODB.DB(storage)
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    conn.root()["n"] = PersistentMapping(count=0)
+    tm.commit()
+    done, started = 0, time.monotonic()
+    while time.monotonic() - started < seconds:
+        conn.root()["n"]["count"] += 1
+        tm.commit()
+        done += 1
+    rate_s = done / (time.monotonic() - started)
+    conn.close()
+    db.close()
+    return rate_s
+
+
+def measure_raw(tmp: Path, seconds: float) -> tuple[float, float]:
+    """The physical anchors: raw FileStorage commits/s, raw ZEO commits/s (same disk)."""
+    import ZEO
+    from ZODB.FileStorage import FileStorage
+
+    from kernel import zeo
+
+    local = raw_commits(FileStorage(str(tmp / "raw.fs")), seconds)
+    image = tmp / "raw-zeo"
+    image.mkdir()
+    FileStorage(str(image / "Data.fs"), blob_dir=str(image / "blobs")).close()
+    address = f"127.0.0.1:{free_port()}"
+    with process(zeo.runzeo_command(zeo.write_conf(image, address)), tmp / "raw-zeo.log"):
+        port = int(address.rsplit(":", 1)[1])
+        wait_port(port)
+        shared = raw_commits(ZEO.client(("127.0.0.1", port), wait_timeout=30), seconds)
+    return local, shared
+
+
 def load() -> float:
     return round(os.getloadavg()[0], 2)
 
@@ -238,6 +281,7 @@ def main() -> int:
     load_before = load()
     tmp = Path(tempfile.mkdtemp(prefix="batos-bench-scale-"))
     try:
+        raw_local, raw_zeo = measure_raw(tmp, args.seconds / 2)
         anchor = measure_anchor(tmp, chains, args)
         zeo_one, zeo_two = measure_zeo(tmp, chains, args)
         failover = measure_failover(tmp, chains, args)
@@ -247,7 +291,11 @@ def main() -> int:
               "zeo_two_steps_s": round(zeo_two, 1),
               "zeo_step_ratio": round(zeo_one / anchor, 3) if anchor else None,
               "two_kernel_ratio": round(zeo_two / zeo_one, 3) if zeo_one else None,
-              "failover_s": round(failover, 2), "ttl_s": args.ttl, "chains": len(chains),
+              "failover_s": round(failover, 2),
+              "raw_filestorage_commits_s": round(raw_local, 1),
+              "raw_zeo_commits_s": round(raw_zeo, 1),
+              "raw_zeo_ratio": round(raw_zeo / raw_local, 3) if raw_local else None,
+              "ttl_s": args.ttl, "chains": len(chains),
               "seconds": args.seconds, "cpus": os.cpu_count(),
               "load_before": load_before, "load_after": load()}
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))

@@ -77,6 +77,7 @@ def take(client: Any, entry: str) -> dict[str, Any]:
                    "threads": counters.get("engine.threads"),
                    "tokens_per_s": counters.get("engine.tokens_per_s")},
         "missions": list(client.send(entry, "list", "running", 50) or ()),
+        "leases": status.get("leases") or {},
     }
 
 
@@ -95,4 +96,16 @@ def render(snapshot: dict[str, Any], now: float) -> Group:
         table.add_row(shorts[str(row["id"])], str(row.get("state")),
                       age(now - float(row.get("created") or now)),
                       str(row.get("pass") or "-"), str(row.get("question") or "")[:50])
-    return Group(head, Text(f"queues  {queues or 'empty'}"), table)
+    return Group(head, Text(f"queues  {queues or 'empty'}"),
+                 Text(lease_line(snapshot.get("leases") or {})), table)
+
+
+def lease_line(leases: dict[str, Any]) -> str:
+    """Which actors this kernel runs: all (one kernel, local image) or its leases."""
+    if leases.get("mode") != "shared":
+        return "leases  every actor (the only kernel on a local image)"
+    held = ", ".join(leases.get("held") or ()) or "none"
+    others = sorted({row["kernel"] for row in (leases.get("table") or {}).values()}
+                    - {leases.get("kernel")})
+    return (f"leases  kernel {leases.get('kernel')} holds {held}; image {leases.get('image')}"
+            + (f"; other kernels: {', '.join(others)}" if others else ""))

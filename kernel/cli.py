@@ -16,6 +16,7 @@ from rich.table import Table
 
 from kernel import cli_console, cli_errors, perms
 from kernel import config as config_mod
+from kernel import zeo as zeo_cli
 from kernel.client import KernelUnreachable
 from kernel.image import DEFAULT_IMAGE, Image
 from kernel.image_cli import image_app, print_info
@@ -29,6 +30,7 @@ app.add_typer(image_app, name="image")
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.command("logs")(cli_console.logs)
+app.command("zeo")(zeo_cli.zeo)
 
 console = Console()
 err_console = Console(stderr=True)

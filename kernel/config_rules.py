@@ -74,6 +74,17 @@ def endpoints(value: Any) -> str | None:
     return None
 
 
+def kernel_id(value: Any) -> str | None:
+    if value == "" or ACTOR_NAME.fullmatch(value):
+        return None
+    return "must be empty (the host name) or a name: a letter or _, then letters, digits, _ . -"
+
+
+def patterns(value: Any) -> str | None:
+    bad = [p for p in value if not isinstance(p, str) or not p.strip()]
+    return f"{bad[0]!r} is not an actor name pattern" if bad else None
+
+
 def zeo_address(value: Any) -> str | None:
     if value == "":
         return None
@@ -107,6 +118,10 @@ RULES: dict[str, Rule] = {
     "kernel.endpoints": endpoints,
     "kernel.max_message_bytes": between(1024, 2**31 - 1),
     "kernel.heartbeat_ms": between(10, 3_600_000),
+    "kernel.id": kernel_id,
+    "leases.actors": patterns,
+    "leases.ttl_s": between(1, 3600),
+    "leases.renew_s": between(0.05, 600),
     "kernel.heartbeat_liveness": between(1, 100),
     "kernel.mission_entry": actor_name,
     "kernel.group_commit": any_value,
@@ -187,8 +202,15 @@ def _heartbeat_window(values: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def _lease_renewal(values: Mapping[str, Any]) -> tuple[str, str] | None:
+    if values["leases.renew_s"] * 2 > values["leases.ttl_s"]:
+        return ("leases.renew_s", "must be at most half of leases.ttl_s: one missed renewal "
+                "must not let the leases expire")
+    return None
+
+
 CROSS_CHECKS: tuple[Callable[[Mapping[str, Any]], tuple[str, str] | None], ...] = (
-    _audit_interval, _heartbeat_window,
+    _audit_interval, _heartbeat_window, _lease_renewal,
 )
 
 

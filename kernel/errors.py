@@ -240,6 +240,51 @@ class InterruptedTooOften(StepFailed):
         self.times = times
 
 
+# -- several kernels on one image (kernel.leases) ----------------------------
+
+
+class LeaseError(KernelError):
+    """Root of the errors about actor leases (several kernels sharing one image)."""
+
+
+class NotLeaseHolder(LeaseError):
+    """A step that would change `actor` ran on a kernel that does not hold its lease:
+    it was doomed and nothing was written; its message (if any) stays pending for
+    the holder. A client may send again, to the holder or once this kernel holds it."""
+
+    code = "unavailable"
+
+    def __init__(self, actor: str, kernel: str, holder: str | None) -> None:
+        super().__init__(f"kernel {kernel!r} does not hold the lease of {actor!r} "
+                         f"(held by {holder or 'nobody'})")
+        self.actor = actor
+        self.kernel = kernel
+        self.holder = holder
+
+
+class KernelIdInUse(LeaseError):
+    """Another live process renews the record of this kernel id: two kernels were
+    given the same `kernel.id`."""
+
+    def __init__(self, kernel: str, host: str, pid: int) -> None:
+        super().__init__(f"kernel id {kernel!r} is in use by pid {pid} on {host} "
+                         "(give each kernel its own kernel.id)")
+        self.kernel = kernel
+        self.host = host
+        self.pid = pid
+
+
+class ImageUnavailable(KernelError):
+    """The shared image (its ZEO server) cannot be reached; no work is taken in
+    until it is back. Retry with the same id."""
+
+    code = "unavailable"
+
+    def __init__(self, where: str) -> None:
+        super().__init__(f"the image at {where} is unreachable; retry when it is back")
+        self.where = where
+
+
 # -- the REPL -----------------------------------------------------------------
 
 

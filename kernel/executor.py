@@ -59,6 +59,8 @@ class Executor:
 
         def _send(self, address: Address, record: Any) -> None: ...
 
+        def _lease_status(self) -> dict[str, Any]: ...
+
     # -- executing the core's actions --------------------------------------------------
     def _execute(self, actions: list[Action]) -> None:
         for action in actions:
@@ -81,6 +83,8 @@ class Executor:
                                                                                  err))
                 case Probe():
                     self._submit_probe(action)
+                case Report() if not self.router.available:  # the image is unreachable
+                    self._execute(self.router.reported(action, {}, self._status_extras()))
                 case Report():
                     self._submit("status", lambda: self._worker().stats(),
                                  lambda stats, err, a=action: self.router.reported(
@@ -160,7 +164,8 @@ class Executor:
                 "endpoints": self.endpoints,
                 "durability": self._durable.stats() if self._durable else None,
                 "queues": self.scheduler.depths(), "running": self.scheduler.running,
-                "connections": self.connections.size() if self.connections else 0}
+                "connections": self.connections.size() if self.connections else 0,
+                "leases": self._lease_status()}
 
     def _live_event(self, env: Envelope, event: str, data: dict[str, Any]) -> None:
         """From a worker, during a step: a preview event, sent at once."""

@@ -32,7 +32,9 @@ class Envelope:
     """One message to an actor, as stored in its mailbox.
 
     `reply_to` names where the result goes after commit (a client's routing
-    identity, hex, or None); `mission` groups the steps of one mission.
+    identity, hex, or None); `mission` groups the steps of one mission;
+    `origin` names the kernel that client is attached to when several kernels
+    share the image (only that kernel answers it).
     """
 
     actor: str
@@ -44,12 +46,15 @@ class Envelope:
     mission: str | None = None
     attempt: int = 0
     created: float = field(default_factory=time.time)
+    origin: str | None = None  # the kernel whose client `reply_to` names (None: any/sole)
 
     def to_state(self) -> dict[str, Any]:
         """Plain data for the pickle: no class reference, so old images stay readable."""
         state = asdict(self)
         state["args"] = list(self.args)
         state["kwargs"] = dict(self.kwargs)
+        if self.origin is None:  # the single-kernel format stays as it was
+            del state["origin"]
         return state
 
     @classmethod

@@ -34,6 +34,7 @@ from ZODB.Connection import Connection
 
 from kernel.errors import CommitFailed, ImageLocked, ReadOnlyImage
 from kernel.image import DEFAULT_IMAGE, Image, parse_time
+from kernel.leases import lease_lines
 from kernel.repl_show import counted, inspect, label_of, ls, oid_of
 from prototypes.errors import BatosError
 
@@ -46,6 +47,7 @@ HELPERS = (
     ("history(obj)", "committed revisions of a stored object: tid, time, description"),
     ('commit(note="")', "commit this session's changes, then begin a new transaction"),
     ("abort()", "discard this session's changes, then begin a new transaction"),
+    ("leases()", "which kernel runs which actor (several kernels on one ZEO image)"),
     ("help_batos()", "this list"),
 )
 
@@ -68,6 +70,7 @@ class ReplSession:
             "root": root, "actors": root.get("actors"), "image": self.image,
             "ls": self.ls, "inspect": inspect, "history": self.history,
             "commit": self.commit, "abort": self.abort, "help_batos": help_batos,
+            "leases": self.leases,
         }
 
     def pending(self) -> int:
@@ -104,6 +107,10 @@ class ReplSession:
     def ls(self, obj: Any = None) -> None:
         """List the entries of a mapping or BTree, or the slots of a UvmObject (root by default)."""
         ls(self.conn.root() if obj is None else obj)
+
+    def leases(self) -> None:
+        """Print which kernel runs which actor (several kernels on one ZEO image)."""
+        print("\n".join(lease_lines(self.conn.root())))
 
     def history(self, obj: Any, size: int = 20) -> None:
         """Print the committed revisions of a stored object (or an int oid), newest first."""

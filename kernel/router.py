@@ -51,6 +51,7 @@ from kernel.errors import KernelError, MessageGone, Overloaded, StepFailed, Step
 from kernel.mailbox import Envelope
 from kernel.peers import PeerTable
 from kernel.routing_external import ExternalRouting, delivery_id
+from kernel.routing_leases import LeaseRouting
 from kernel.routing_queries import QueryRouting
 from kernel.steps import StepResult
 
@@ -64,12 +65,12 @@ RETRYABLE = frozenset({wire.ErrorCode.OVERLOADED, wire.ErrorCode.UNAVAILABLE,
 Roles = Callable[[str], str | None]  # authenticated key -> role; "" (ipc) is the owner
 
 
-class Router(QueryRouting, ExternalRouting):
+class Router(QueryRouting, ExternalRouting, LeaseRouting):
     """The kernel core. See the module docstring."""
 
     def __init__(self, *, entry: str, capacity: int, liveness: int, heartbeat_s: float,
                  roles: Roles, depth: Callable[[str], int],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], kernel: str | None = None) -> None:
         self.entry = entry  # the actor a `mission` goes to
         self.capacity = capacity
         self.roles = roles
@@ -84,6 +85,7 @@ class Router(QueryRouting, ExternalRouting):
         self.failures: dict[str, dict[str, str]] = {}  # open mission -> its doomed step
         self.stopping = False
         ExternalRouting.__init__(self, PeerTable(liveness, delivery_id), heartbeat_s)
+        LeaseRouting.__init__(self, kernel)
 
     # -- input: a record from a peer -------------------------------------------------
     def on_message(self, address: Address, msg: wire.Message, now: float) -> list[Action]:
@@ -122,6 +124,8 @@ class Router(QueryRouting, ExternalRouting):
             case wire.Send() | wire.Mission() if self.stopping:
                 return [self._error(address, wire.ErrorCode.SHUTTING_DOWN,
                                     "the kernel is shutting down", msg.id)]
+            case wire.Send() | wire.Mission() if not self.available:
+                return [self.refused(address, msg.id)]
             case wire.Send():
                 return self._on_send(address, msg, role)
             case wire.Mission():
@@ -147,7 +151,8 @@ class Router(QueryRouting, ExternalRouting):
         if again is not None:
             return again
         env = Envelope(actor=msg.actor, selector=msg.selector, args=tuple(msg.args),
-                       kwargs=msg.kwargs, id=msg.id, reply_to=address.encode())
+                       kwargs=msg.kwargs, id=msg.id, reply_to=address.encode(),
+                       origin=self.kernel_id)
         if msg.actor in self.remote_names:
             if not self.peers.serves(msg.actor):
                 return [self._error(address, wire.ErrorCode.UNAVAILABLE,
@@ -167,7 +172,7 @@ class Router(QueryRouting, ExternalRouting):
             return again
         env = Envelope(actor=self.entry, selector="start", args=(msg.text,),
                        kwargs={"options": msg.options}, id=msg.id, mission=msg.id,
-                       reply_to=address.encode())
+                       reply_to=address.encode(), origin=self.kernel_id)
         self._open(msg.id, address)
         self.missions.add(msg.id)
         # the image may know the id from before a restart: ask before starting anything
@@ -209,6 +214,8 @@ class Router(QueryRouting, ExternalRouting):
     def step_done(self, env: Envelope, result: StepResult | None,
                   error: BaseException | None) -> list[Action]:
         """A step of `env` committed (or was doomed): hand out what it made."""
+        if result is not None:
+            self.queued.discard((result.actor, result.key))
         if result is None:  # the worker itself failed (a bug); the message stays put
             return [Log(logging.ERROR, "worker", "worker error on %s.%s: %r",
                         (env.actor, env.selector, error)),
@@ -228,6 +235,8 @@ class Router(QueryRouting, ExternalRouting):
         return out
 
     def _on_event(self, env: Envelope, event: str, data: dict[str, Any]) -> list[Action]:
+        if env.mission:
+            self.saw_state(env.mission, event, data)
         if env.mission and event == "result":  # the mission's final answer
             return self._finish(env.mission, wire.Result(ref=env.mission,
                                                          value=data.get("value")), env)
@@ -255,6 +264,9 @@ class Router(QueryRouting, ExternalRouting):
             return []
         if isinstance(error, StepInterrupted):  # still pending: it runs at the next start,
             return []  # and `shutdown` answers its watchers `shutting_down`
+        deferred = self.deferred(result, env)  # no lease here, or no image: nothing written
+        if deferred is not None:
+            return deferred
         if env.mission is None:
             return self._finish(env.id, wire.error_reply(error, ref=env.id), env)
         if env.actor == self.entry and env.selector == "fail":
@@ -262,7 +274,7 @@ class Router(QueryRouting, ExternalRouting):
         if env.mission in self.cancelled:
             return []
         notice = Envelope(actor=self.entry, selector="fail", args=(env.mission, str(error)),
-                          mission=env.mission, reply_to=env.reply_to)
+                          mission=env.mission, reply_to=env.reply_to, origin=env.origin)
         if isinstance(error, StepFailed):
             self.failures[env.mission] = {"actor": error.actor, "selector": error.selector,
                                           "error": error.error_type}
@@ -272,6 +284,10 @@ class Router(QueryRouting, ExternalRouting):
         if actor in self.remote_names:
             self.peers.hold(actor, key, env)
             return self.deliveries(actor)
+        if not self.holds(actor):  # another kernel's: it waits in the image for its holder
+            return []
+        if self.held is not None:
+            self.queued.add((actor, key))
         return [RunStep(actor, key, env)]
 
     # -- start-up, connections, shutdown ------------------------------------------------
@@ -292,6 +308,8 @@ class Router(QueryRouting, ExternalRouting):
             self.owners.popitem(last=False)
         out: list[Action] = []
         for actor, key, env in pending:
+            if not self.holds(actor):  # another kernel's actor (a shared image)
+                continue
             ref = env.mission or env.id
             self.watchers.setdefault(ref, set())
             if env.mission:
@@ -342,8 +360,9 @@ class Router(QueryRouting, ExternalRouting):
         if ref in self.recent:  # nothing follows the final answer
             return []
         targets = set(self.watchers.get(ref, ()))
-        if env.reply_to and ref in self.watchers:
-            targets.add(Address.decode(env.reply_to))
+        reply = self.reply_address(env)
+        if reply is not None and ref in self.watchers:
+            targets.add(reply)
         return [self._out(address, record) for address in targets]
 
     def _finish(self, ref: str, record: wire.Record, env: Envelope | None) -> list[Action]:
@@ -357,8 +376,10 @@ class Router(QueryRouting, ExternalRouting):
         targets = self.watchers.pop(ref, set())
         self.missions.discard(ref)
         self.failures.pop(ref, None)
-        if env is not None and env.reply_to:
-            targets.add(Address.decode(env.reply_to))
+        self.seen_state.pop(ref, None)
+        reply = self.reply_address(env) if env is not None else None
+        if reply is not None:
+            targets.add(reply)
         return [self._out(address, record) for address in targets]
 
     def _error(self, address: Address, code: wire.ErrorCode, text: str, ref: str | None,

@@ -82,6 +82,7 @@ class QueryRouting:
             return [*out, self._error(address, wire.ErrorCode.STEP_FAILED,
                                       str(where.get("error")), ref)]
         self.watchers.setdefault(ref, set()).add(address)
+        self.missions.add(ref)  # followed through the image when another kernel runs it
         return [*out, self._out(address, wire.Event(ref=ref, event="state",
                                                     data={"state": where.get("state")}))]
 

@@ -43,6 +43,7 @@ from kernel.durability import SyncGroup
 from kernel.errors import CurveKeysMissing, KernelError
 from kernel.executor import Executor
 from kernel.image import Image
+from kernel.lease_loop import SharedImage
 from kernel.lifecycle import Chores
 from kernel.router import Router
 from kernel.scheduler import Scheduler
@@ -54,7 +55,7 @@ DRAIN_BATCH = 256  # messages taken per FD event before other callbacks run
 SHUTDOWN_S = 30  # running steps get this long to finish at SIGTERM
 
 
-class Kernel(Executor, Chores):
+class Kernel(Executor, Chores, SharedImage):
     """Serve one image on its endpoints until `stop()` (or SIGINT/SIGTERM)."""
 
     def __init__(self, image: Image, endpoints: list[str] | None = None) -> None:
@@ -63,11 +64,13 @@ class Kernel(Executor, Chores):
         self.endpoints = list(endpoints or self.config["kernel.endpoints"])
         self.limits = wire.Limits(max_payload_bytes=self.config["kernel.max_message_bytes"])
         self._keyring = auth.KeyRing(image.directory)
+        kernel_id = self._lease_setup()  # None: the only kernel on a local image
         self.router = Router(
             entry=self.config["kernel.mission_entry"], capacity=self.config["mailbox.capacity"],
             liveness=self.config["kernel.heartbeat_liveness"],
             heartbeat_s=self.config["kernel.heartbeat_ms"] / 1000, roles=self._role_of,
-            depth=lambda actor: self.scheduler.depth(actor), clock=time.monotonic)
+            depth=lambda actor: self.scheduler.depth(actor), clock=time.monotonic,
+            kernel=kernel_id)
         self.sockets: list[zmq.Socket[bytes]] = []
         self.ready = threading.Event()
         self.started = time.time()
@@ -131,7 +134,8 @@ class Kernel(Executor, Chores):
                 self._loop.add_reader(sk.fd_of(monitor), self._closed, index)
             tasks = [asyncio.create_task(self._heartbeat_loop()),
                      asyncio.create_task(self._audit_loop()),
-                     asyncio.create_task(self._metrics_loop())]
+                     asyncio.create_task(self._metrics_loop()),
+                     asyncio.create_task(self._lease_loop())]
             self.ready.set()
             log.info("kernel serving %s", ", ".join(self.endpoints))
             await self._stopping.wait()
@@ -174,7 +178,8 @@ class Kernel(Executor, Chores):
 
     async def _startup(self) -> None:
         """Learn the external actor names, the sends answered before this start, and
-        reschedule every pending message."""
+        reschedule every pending message (of the actors this kernel holds)."""
+        await self._lease_start()
         names, pending = await self._loop_run(lambda: self._worker().pending())
         answered = await self._loop_run(lambda: answers.recorded(self.image.db))
         self._execute(self.router.startup(names, pending, answered))
@@ -226,7 +231,8 @@ class Kernel(Executor, Chores):
     def _worker(self) -> Worker:
         worker = getattr(self._local, "worker", None)
         if worker is None:
-            worker = self._local.worker = Worker(self.image, live=self._live_event)
+            worker = self._local.worker = Worker(self.image, live=self._live_event,
+                                                 guard=self.lease_guard)
         return worker
 
     def _role_of(self, user: str) -> str | None:

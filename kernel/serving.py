@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from kernel import leases
 from kernel import mailbox as mailboxes
 from kernel.dispatch import resolve_handler
 from kernel.errors import NameReserved, UnknownSelector
@@ -22,10 +23,30 @@ from kernel.steps import StepRunner
 class Worker:
     """A worker thread's connection, step runner and image chores."""
 
-    def __init__(self, image: Image, live: Any = None) -> None:
+    def __init__(self, image: Image, live: Any = None,
+                 guard: leases.LeaseGuard | None = None) -> None:
         self.conn = image.connection()
         self.tm = self.conn.transaction_manager
-        self.runner = StepRunner(self.conn, image.config, live=live)
+        self.runner = StepRunner(self.conn, image.config, live=live, guard=guard)
+
+    def claim(self, spec: leases.LeaseSpec) -> leases.LeaseRound:
+        """Renew this kernel's record and claim what it may run (`kernel.leases`)."""
+        return leases.claim(self.conn, spec, self.runner.config["steps.max_attempts"] + 2)
+
+    def pending_of(self, actors: frozenset[str]
+                   ) -> tuple[list[tuple[str, str, Envelope]], set[bytes]]:
+        """Every pending message of `actors`, and the oids that signal a new one."""
+        return leases.pending_of(self.conn, actors)
+
+    def follow(self, entry: str, refs: list[str]) -> dict[str, Any]:
+        """Where each mission in `refs` stands, read through the entry actor's `watch`
+        (a read-only step: any kernel may run it)."""
+        found: dict[str, Any] = {}
+        for ref in refs:
+            result = self.runner.run_message(Envelope(actor=entry, selector="watch",
+                                                      args=(ref,)))
+            found[ref] = result.value if result.ok else None
+        return found
 
     def admit(self, envelope: Envelope) -> str:
         """Post a client's message durably after checking its actor takes it."""

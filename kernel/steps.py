@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from transaction.interfaces import NoTransaction, TransientError
+from ZEO.Exceptions import ClientDisconnected
 from ZODB.Connection import Connection
 from ZODB.POSException import ConflictError
 
@@ -42,10 +43,12 @@ from kernel.answers import Answer
 from kernel.config import Config
 from kernel.dispatch import lookup_actor, resolve_handler, selectors_of  # noqa: F401 (re-exported)
 from kernel.errors import (
+    ImageUnavailable,
     InterruptedTooOften,
     KernelError,
     MessageGone,
     NotLearned,
+    NotLeaseHolder,
     RetriesExhausted,
     StepFailed,
     StepInterrupted,
@@ -53,6 +56,7 @@ from kernel.errors import (
     UnknownSelector,
 )
 from kernel.handler import handler as handler  # re-exported: actors import it from here
+from kernel.leases import LeaseGuard, changed_anything
 from kernel.mailbox import Envelope
 from kernel.metrics import PER_ACTOR, ledger_of, step_note
 from prototypes.generative import learnable
@@ -75,7 +79,8 @@ class StepContext:
         # Within a mission, follow-up steps report to the mission's client too.
         reply_to = self.message.reply_to if self.message.mission else None
         envelope = Envelope(actor=actor, selector=selector, args=args, kwargs=kwargs,
-                            reply_to=reply_to, mission=self.message.mission)
+                            reply_to=reply_to, mission=self.message.mission,
+                            origin=self.message.origin if reply_to else None)
         self.outbox.append(envelope)
         return envelope
 
@@ -123,8 +128,10 @@ class StepRunner:
     """Runs steps on one connection; one runner per worker thread."""
 
     def __init__(self, conn: Connection, config: Config,
-                 live: Callable[[Envelope, str, dict[str, Any]], None] | None = None) -> None:
+                 live: Callable[[Envelope, str, dict[str, Any]], None] | None = None,
+                 guard: LeaseGuard | None = None) -> None:
         self.conn = conn
+        self.guard = guard  # several kernels on one image: only a lease holder writes
         self.tm = conn.transaction_manager
         self.config = config
         self.live = live
@@ -174,6 +181,11 @@ class StepRunner:
             return self._fail(actor, key, direct, None, attempts, started, exhausted=True)
         except StepInterrupted as exc:
             return self._interrupted(actor, key, direct, exc, attempts, started)
+        except (NotLeaseHolder, ClientDisconnected) as exc:  # nothing written; stays pending
+            error = exc if isinstance(exc, NotLeaseHolder) else ImageUnavailable(
+                str(self.config["image.zeo"]))
+            return StepResult(actor, key, direct, ok=False, error=error, attempts=attempts,
+                              duration_s=time.perf_counter() - started)
         except Exception as exc:  # any handler error dooms the step
             return self._fail(actor, key, direct, exc, attempts, started, remember=remember)
         envelope, value, outbox, events = done
@@ -215,11 +227,15 @@ class StepRunner:
         func = self._handler_for(root, actor, actor_name, envelope.selector)
         ctx = StepContext(message=envelope, root=root, actor=actor, live=self.live)
         value = func(ctx, *envelope.args, **envelope.kwargs)
+        counted = True
+        if self.guard is not None:  # a mailbox step always writes: it takes its message
+            writes = direct is None or bool(ctx.outbox) or changed_anything(self.conn)
+            counted = self.guard.check(self.conn, root, actor_name, writes)
         posted: _Posted = ()
         if ctx.outbox:
             posted = tuple((out, mailboxes.post(root, out, self._capacity))
                            for out in ctx.outbox)
-        if self._count_in_step:
+        if self._count_in_step and counted:
             root["metrics"].incr(PER_ACTOR + actor_name)  # steps.committed is their sum
         if attempt > 1:
             root["metrics"].incr("steps.retries", attempt - 1)

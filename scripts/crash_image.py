@@ -16,6 +16,11 @@ would, checks the storage file, and audits each chain:
               that disagree with the consumed set, a mailbox size that
               disagrees with its contents).
 
+With `--zeo` the image is served by a real `runzeo` (as `batos zeo` runs it)
+and the child is a ZEO client, as a kernel on a shared image is; now and then
+(`--server-kills`, a share of the rounds) the ZEO server is SIGKILLed too, in
+the middle of the child's commits, and started again before the audit.
+
 Prints one JSON object with `--json`:
     {"kills", "lost", "duplicated", "corrupt", "dead", "steps", "torn_tails", "seed", ...}
 Exit status is 0 only when lost, duplicated and corrupt are all zero.
@@ -92,7 +97,7 @@ def setup(image_dir: Path, chains: int) -> None:
             mb.post(root, Envelope(name, "relay", (0,)), capacity=10)
 
 
-def audit(image_dir: Path, chains: int) -> dict[str, int]:
+def audit(image_dir: Path, chains: int, data_fs: Path | None = None) -> dict[str, int]:
     """Reopen the image as a kernel would and count lost/duplicated/corrupt."""
     from kernel.image import Image
 
@@ -101,7 +106,7 @@ def audit(image_dir: Path, chains: int) -> dict[str, int]:
         with Image.open(image_dir) as image, image.reading() as root:
             for i in range(chains):
                 _audit_chain(root, f"chain{i}", counts)
-        _check_storage(image_dir / "Data.fs")
+        _check_storage(data_fs or image_dir / "Data.fs")
     except Exception as exc:  # any failure to open or read is corruption
         print(f"corrupt image: {type(exc).__name__}: {exc}", file=sys.stderr)
         counts["corrupt"] += 1
@@ -131,7 +136,58 @@ def _check_storage(data_fs: Path) -> None:
     fstest.check(str(data_fs))
 
 
-def kill_once(image_dir: Path, chains: int, rng: random.Random) -> None:
+class ZeoProcess:
+    """`runzeo` serving the image directory, on a free local port."""
+
+    def __init__(self, image_dir: Path) -> None:
+        import socket
+
+        from kernel import zeo
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.address = f"127.0.0.1:{self.port}"
+        self.command = zeo.runzeo_command(zeo.write_conf(image_dir, self.address))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.kills = 0
+
+    def start(self) -> None:
+        import socket
+
+        self.proc = subprocess.Popen(self.command, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"runzeo did not listen on {self.address}")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            self.kills += 1
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait()
+
+
+def client_dir(parent: Path, address: str) -> Path:
+    """An image directory that opens the ZEO server's storage (settings, blob cache)."""
+    directory = parent / "zeo-client"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    (directory / "batos.toml").write_text(f'[image]\nzeo = "{address}"\n')
+    return directory
+
+
+def kill_once(image_dir: Path, chains: int, rng: random.Random,
+              server: ZeoProcess | None = None, server_share: float = 0.0) -> None:
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", "--image", str(image_dir),
          "--chains", str(chains)],
@@ -143,19 +199,39 @@ def kill_once(image_dir: Path, chains: int, rng: random.Random) -> None:
         time.sleep(rng.uniform(0.0, 0.4))
     else:
         time.sleep(rng.uniform(0.0, 0.6))
+    if server is not None and rng.random() < server_share:  # the server dies mid-commit
+        server.kill()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    if server is not None and server.kills and server.proc and server.proc.poll() is not None:
+        server.start()
 
 
-def run(kills: int, chains: int, seed: int, image_dir: Path, progress: bool) -> dict[str, Any]:
+def run(kills: int, chains: int, seed: int, image_dir: Path, progress: bool,
+        zeo: bool = False, server_share: float = 0.0) -> dict[str, Any]:
     rng = random.Random(seed)
     setup(image_dir, chains)
+    server = ZeoProcess(image_dir) if zeo else None
+    if server is not None:
+        server.start()
+    try:
+        result = _rounds(kills, chains, rng, image_dir, progress, server, server_share)
+    finally:
+        if server is not None:
+            server.stop()
+    return {**result, "seed": seed, "zeo": zeo,
+            "server_kills": server.kills if server is not None else 0}
+
+
+def _rounds(kills: int, chains: int, rng: random.Random, image_dir: Path, progress: bool,
+            server: ZeoProcess | None, server_share: float) -> dict[str, Any]:
+    target = client_dir(image_dir.parent, server.address) if server else image_dir
     totals = {"kills": 0, "lost": 0, "duplicated": 0, "corrupt": 0, "dead": 0}
     steps = 0
     started = time.monotonic()
     for n in range(1, kills + 1):
-        kill_once(image_dir, chains, rng)
-        counts = audit(image_dir, chains)
+        kill_once(target, chains, rng, server, server_share)
+        counts = audit(target, chains, image_dir / "Data.fs")
         totals["kills"] = n
         for key in ("lost", "duplicated", "corrupt", "dead"):
             totals[key] = max(totals[key], counts[key])
@@ -167,7 +243,7 @@ def run(kills: int, chains: int, seed: int, image_dir: Path, progress: bool) -> 
     # FileStorage drops a torn, uncommitted tail on open and keeps it aside as
     # Data.fs.trN: that is a transaction that never committed, not a repair.
     torn = len(list(image_dir.glob("Data.fs.tr*")))
-    return {**totals, "steps": steps, "torn_tails": torn, "chains": chains, "seed": seed,
+    return {**totals, "steps": steps, "torn_tails": torn, "chains": chains,
             "seconds": round(time.monotonic() - started, 2)}
 
 
@@ -179,6 +255,10 @@ def main() -> int:
     parser.add_argument("--image", type=Path, default=None,
                         help="image directory (default: a fresh temporary one)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--zeo", action="store_true",
+                        help="serve the image with runzeo; the child is a ZEO client")
+    parser.add_argument("--server-kills", type=float, default=0.3,
+                        help="with --zeo: share of rounds that also SIGKILL the ZEO server")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -187,7 +267,8 @@ def main() -> int:
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     with tempfile.TemporaryDirectory(prefix="batos-crash-") as tmp:
         image_dir = args.image or Path(tmp) / "image"
-        result = run(args.kills, args.chains, seed, image_dir, progress=not args.json)
+        result = run(args.kills, args.chains, seed, image_dir, progress=not args.json,
+                     zeo=args.zeo, server_share=args.server_kills)
     if args.json:
         print(json.dumps(result))
     else:

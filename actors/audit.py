@@ -110,6 +110,13 @@ class Auditor(Persistent):
         report: AuditReport = audits[audits.maxKey()]
         return report.summary()
 
+    @handler
+    def history(self, step: StepContext, limit: int = KEEP_REPORTS) -> list[dict[str, Any]]:
+        """The newest `limit` reports, oldest first (the dashboard's plots)."""
+        audits = step.root["audits"]
+        keys = list(audits.keys())[-max(0, int(limit)):] if limit else []
+        return [audits[key].summary() for key in keys]
+
 
 def _ratio(part: float, whole: float) -> float:
     return round(part / whole, 4) if whole else 0.0

@@ -41,8 +41,9 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "conflict_retries": ("conflict retries", "conflict_retries"),
     "guardian_rejections": ("guardian rejections", "guardian_rejections"),
 }
-RATES = frozenset({"step_failure_rate", "failure_rate", "retry_rate", "mean_confidence",
-                   "cache_hit_rate"})
+# fractions in [0, 1]; `retry_rate` is re-syntheses per mission (0 .. MAX_RETRIES)
+UNIT = frozenset({"step_failure_rate", "failure_rate", "mean_confidence", "cache_hit_rate"})
+RATES = UNIT | {"retry_rate"}
 # claims made in words: (pattern, figure, the claim holds when the figure ...)
 NO_FAILURES = re.compile(r"\b(no|zero|0)\s+(mission\s+)?failures?\b|\bno missions? failed\b|"
                          r"\ball missions? (succeeded|completed|complete)\b", re.I)
@@ -97,7 +98,7 @@ def check_figures(root: Any, figures: dict[str, Any]) -> tuple[dict[str, Any],
         found.append(Discrepancy("missions_failed", stated_failed, failed))
         stated_failed = failed
     checked["failure_rate"] = _ratio(stated_failed, started)
-    for name in RATES & checked.keys():
+    for name in UNIT & checked.keys():
         value = float(checked[name])
         if not 0.0 <= value <= 1.0:
             found.append(Discrepancy(name, value, min(1.0, max(0.0, value))))
@@ -146,7 +147,7 @@ def _numeric_claims(text: str, figures: dict[str, Any]) -> list[Correction]:
 def _agrees(figure: str, number: float, percent: bool, actual: float) -> bool:
     if figure not in RATES:
         return abs(number - actual) < 0.5
-    if percent or number > 1.0:
+    if percent or (figure in UNIT and number > 1.0):
         number /= 100.0
     return abs(number - actual) <= RATE_TOLERANCE
 
@@ -161,7 +162,7 @@ def _unique(corrections: list[Correction]) -> list[Correction]:
 
 
 def _shown(figure: str, value: float) -> str:
-    if figure in RATES and figure != "mean_confidence":
+    if figure in UNIT and figure != "mean_confidence":
         return f"{100 * value:.1f}%"
     if figure == "mean_confidence":
         return f"{value:.2f}"

@@ -116,7 +116,7 @@ class Auditor(Persistent):
         step.stream("figures", figures=figures, discrepancies=list(discrepancies))
         seq = itertools.count()
         assessment = assess(figures, lambda text: step.stream(
-            "chunk", **{"pass": "audit", "seq": next(seq), "text": text}))
+            "chunk", **{"pass": "audit", "round": 0, "seq": next(seq), "text": text}))
         corrections = tuple(c.to_dict() for c in check_assessment(assessment, figures))
         report = AuditReport(figures, assessment, time.perf_counter() - started,
                              discrepancies, corrections)

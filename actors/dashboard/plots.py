@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 Report = Mapping[str, Any]
 TIERS = ("hot", "warm", "cold")
+HOUR = 1 / 24  # matplotlib's date numbers count days
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ def render(name: str, reports: Sequence[Report]) -> str:
         axes.set_ylim(-0.02, 1.02)
     if len(lines) > 1:
         axes.legend(fontsize=7)
+    if len(when) and when[-1] - when[0] < HOUR:  # one report: an hour each side, not years
+        axes.set_xlim(when[0] - HOUR, when[-1] + HOUR)
     locator = AutoDateLocator()
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))

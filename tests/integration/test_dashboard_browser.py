@@ -86,8 +86,8 @@ def test_dashboard_in_chromium(tiny_image: Path, serve: Any, dashboard: str,
             try:
                 page = browser.new_page(viewport={"width": 1200, "height": 900})
                 _overview(page, dashboard, first, served.endpoint, tmp_path)
-                _mission(page, dashboard, first)
-                _adapters_and_audits(page, dashboard)
+                _mission(page, dashboard, first, tmp_path)
+                _adapters_and_audits(page, dashboard, tmp_path)
             finally:
                 browser.close()
 
@@ -113,7 +113,7 @@ def _overview(page: Any, url: str, first: str, endpoint: str, tmp_path: Path) ->
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _mission(page: Any, url: str, mission_id: str) -> None:
+def _mission(page: Any, url: str, mission_id: str, tmp_path: Path) -> None:
     base = url.split("?")[0].rstrip("/")
     page.goto(f"{base}/missions/{mission_id}")
     passes = page.locator("#timeline tr.pass").evaluate_all(
@@ -121,9 +121,10 @@ def _mission(page: Any, url: str, mission_id: str) -> None:
     assert {"route", "draft", "critique", "synthesize", "score"} <= set(passes), passes
     assert page.locator("#mission").get_attribute("data-state") == "COMPLETE"
     assert page.locator("#text-answer").count() == 1
+    page.screenshot(path=str(tmp_path / "mission.png"), full_page=True)
 
 
-def _adapters_and_audits(page: Any, url: str) -> None:
+def _adapters_and_audits(page: Any, url: str, tmp_path: Path) -> None:
     base = url.split("?")[0].rstrip("/")
     page.goto(f"{base}/adapters")
     tiers = page.locator("table.tier").evaluate_all("ts => ts.map(t => t.dataset.tier)")
@@ -133,6 +134,7 @@ def _adapters_and_audits(page: Any, url: str) -> None:
     widths = page.locator("img.plot").evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
     assert len(widths) == 5 and all(w > 0 for w in widths), widths
     assert page.locator("#audits tbody tr").count() >= 1
+    page.screenshot(path=str(tmp_path / "audits.png"), full_page=True)
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from actors.dashboard import access, web
 from actors.dashboard.errors import BadHttpAddress, RemoteBindRefused, UnsafeTokenFile
 from actors.dashboard.source import KernelSource
+from kernel.client import KernelUnreachable
 
 ADDRESSES = [  # (text, allow_remote, expected (host, port) or error type)
     ("127.0.0.1:8765", False, ("127.0.0.1", 8765)),
@@ -76,9 +77,17 @@ class _Canned(KernelSource):
                               "question": "<script>alert(1)</script>"}], "time": 1.7e9}
 
 
-def _ask(token: str, requests: list[tuple[str, dict[str, str]]]) -> list[tuple[int, str]]:
+class _Silent(KernelSource):
+    """A kernel that never answers."""
+
+    def overview(self, limit: int = 50) -> dict[str, Any]:
+        raise KernelUnreachable(self.endpoint, self.timeout)
+
+
+def _ask(token: str, requests: list[tuple[str, dict[str, str]]],
+         source: KernelSource | None = None) -> list[tuple[int, str]]:
     async def run() -> list[tuple[int, str]]:
-        app = web.make_app(_Canned("ipc:///nowhere"), token, loopback_only=True)
+        app = web.make_app(source or _Canned("ipc:///nowhere"), token, loopback_only=True)
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
             out = []
             for path, headers in requests:
@@ -109,3 +118,11 @@ def test_mission_text_is_escaped_in_pages() -> None:
     assert status == 200
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_a_silent_kernel_is_a_503_that_names_the_endpoint() -> None:
+    token = "t" * 43
+    [(status, text)] = _ask(token, [("/", {"Authorization": f"Bearer {token}"})],
+                            _Silent("ipc:///tmp/nobody/kernel.sock", timeout=0.1))
+    assert status == 503
+    assert "ipc:///tmp/nobody/kernel.sock" in text

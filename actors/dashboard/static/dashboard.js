@@ -39,7 +39,7 @@
       link.textContent = shorts.get(m.id);
       tr.insertCell().appendChild(link);
       cell(tr, m.state, "state " + m.state);
-      cell(tr, when(m.created));
+      cell(tr, when(m.created), "when");
       cell(tr, m.pass || "-");
       cell(tr, String(m.round));
       cell(tr, m.confidence === null || m.confidence === undefined ? "-" : m.confidence.toFixed(2));

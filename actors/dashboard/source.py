@@ -43,11 +43,17 @@ class KernelSource:
 
     def overview(self, limit: int = MISSIONS_SHOWN) -> dict[str, Any]:
         """The live part of every page: counters, queues and the newest missions."""
-        def call(client: Client) -> dict[str, Any]:
-            status = client.status() or {}
-            missions = client.send(self.entry, "list", None, limit) or []
-            return {"status": status, "missions": list(missions), "time": time.time()}
-        return self._ask(call)
+        return {"status": self.status(), "missions": self.missions(limit), "time": time.time()}
+
+    def status(self) -> dict[str, Any]:
+        """The kernel's `status`: the image's counters, the kernel's, queues (a read,
+        not a step)."""
+        return dict(self._ask(lambda client: client.status()) or {})
+
+    def missions(self, limit: int = MISSIONS_SHOWN) -> list[dict[str, Any]]:
+        """The newest missions as rows (one read-only step of the entry actor)."""
+        return list(self._ask(lambda client: client.send(self.entry, "list", None, limit))
+                    or [])
 
     def mission(self, ref: str) -> dict[str, Any]:
         """One mission's summary (its passes, texts, timings); `ref` may be any unique

@@ -6,7 +6,8 @@
     /adapters             the adapters by tier, with hits, misses and swap times
     /audits               the audit plots over time and every report
     /plots/{name}.svg     one audit plot (see `plots.PLOTS`)
-    /events               Server-Sent Events: an `overview` every `interval` seconds
+    /events               Server-Sent Events: the `overview` every `interval` seconds,
+                          one poller for all pages (`live.LiveOverview`)
     /api/...              the same data as JSON (overview, missions/{ref},
                           adapters, audits)
 
@@ -19,6 +20,7 @@ A kernel that does not answer makes a page say so (503), never a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Callable
@@ -31,6 +33,7 @@ from aiohttp import web
 from actors.cli_missions import short_ids
 from actors.dashboard import access, plots
 from actors.dashboard.errors import NoSuchMission
+from actors.dashboard.live import LiveOverview
 from actors.dashboard.source import KernelSource
 from kernel.cli_refs import AmbiguousRef
 from kernel.client import KernelUnreachable, RemoteError
@@ -38,7 +41,7 @@ from kernel.client import KernelUnreachable, RemoteError
 T = TypeVar("T")
 HERE = Path(__file__).parent
 SOURCE: web.AppKey[KernelSource] = web.AppKey("source", KernelSource)
-INTERVAL: web.AppKey[float] = web.AppKey("interval", float)
+LIVE: web.AppKey[LiveOverview] = web.AppKey("live", LiveOverview)
 TEMPLATES: web.AppKey[jinja2.Environment] = web.AppKey("templates", jinja2.Environment)
 TIER_ORDER = ("hot", "warm", "cold")
 
@@ -48,7 +51,8 @@ def make_app(source: KernelSource, token: str, *, loopback_only: bool = True,
     """The dashboard for the kernel `source` reaches, behind `token`."""
     app = web.Application(middlewares=[access.guard(token, loopback_only)])
     app[SOURCE] = source
-    app[INTERVAL] = interval
+    app[LIVE] = LiveOverview(source, interval)
+    app.on_cleanup.append(lambda app: app[LIVE].close())
     app[TEMPLATES] = _templates()
     app.router.add_get("/", overview_page)
     app.router.add_get("/missions/{ref}", mission_page)
@@ -108,23 +112,18 @@ async def plot_svg(request: web.Request) -> web.Response:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """An `overview` event now and every `interval` seconds, until the browser leaves."""
+    """The shared `overview` (or `unreachable`) snapshots, until the browser leaves."""
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store"})
     await response.prepare(request)
-    source, interval = request.app[SOURCE], request.app[INTERVAL]
-    while True:
-        try:
-            data: dict[str, Any] = await asyncio.to_thread(source.overview)
-            kind = "overview"
-        except (KernelUnreachable, RemoteError) as exc:
-            data, kind = {"error": str(exc)}, "unreachable"
-        payload = json.dumps(data, default=repr)
-        try:
-            await response.write(f"event: {kind}\ndata: {payload}\n\n".encode())
-        except ConnectionResetError:
-            return response
-        await asyncio.sleep(interval)
+    async with contextlib.aclosing(request.app[LIVE].stream()) as snapshots:
+        async for kind, data in snapshots:
+            payload = json.dumps(data, default=repr)
+            try:
+                await response.write(f"event: {kind}\ndata: {payload}\n\n".encode())
+            except ConnectionResetError:
+                break
+    return response
 
 
 async def api(request: web.Request) -> web.Response:

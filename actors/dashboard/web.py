@@ -87,12 +87,23 @@ async def mission_page(request: web.Request) -> web.Response:
 
 async def adapters_page(request: web.Request) -> web.Response:
     rows = await _query(request, lambda s: s.adapters())
+    status = await _query(request, lambda s: s.status())
     tiers = {tier: [r for r in rows if r.get("tier") == tier] for tier in TIER_ORDER}
     for row in rows:
         tiers.setdefault(str(row.get("tier")), [])
         if row.get("tier") not in TIER_ORDER:
             tiers[str(row.get("tier"))].append(row)
-    return _page(request, "adapters.html", tiers=tiers, count=len(rows))
+    counters = status.get("counters") or {}
+    return _page(request, "adapters.html", tiers=tiers, count=len(rows),
+                 totals={tier: tier_totals(counters, tier) for tier in tiers})
+
+
+def tier_totals(counters: dict[str, Any], tier: str) -> dict[str, Any]:
+    """The steward's counters for one tier: hits, swaps, mean swap time (ms)."""
+    swaps = int(counters.get(f"adapters.swap_count.{tier}", 0))
+    micros = int(counters.get(f"adapters.swap_us.{tier}", 0))
+    return {"hits": int(counters.get(f"adapters.hits.{tier}", 0)), "swaps": swaps,
+            "mean_swap_ms": round(micros / swaps / 1000, 3) if swaps else None}
 
 
 async def audits_page(request: web.Request) -> web.Response:

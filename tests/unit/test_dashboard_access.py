@@ -126,3 +126,12 @@ def test_a_silent_kernel_is_a_503_that_names_the_endpoint() -> None:
                             _Silent("ipc:///tmp/nobody/kernel.sock", timeout=0.1))
     assert status == 503
     assert "ipc:///tmp/nobody/kernel.sock" in text
+
+
+def test_tier_totals_read_the_steward_counters(rng: random.Random) -> None:
+    hits, swaps = rng.randrange(100), rng.randrange(1, 20)
+    counters = {"adapters.hits.warm": hits, "adapters.swap_count.warm": swaps,
+                "adapters.swap_us.warm": swaps * 1500}
+    assert web.tier_totals(counters, "warm") == {"hits": hits, "swaps": swaps,
+                                                  "mean_swap_ms": 1.5}
+    assert web.tier_totals(counters, "hot") == {"hits": 0, "swaps": 0, "mean_swap_ms": None}

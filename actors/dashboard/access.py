@@ -27,6 +27,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from actors.dashboard.errors import BadHttpAddress, RemoteBindRefused, UnsafeTokenFile
+from kernel.errors import ImageMissing
 
 TOKEN_FILE = "dashboard.token"
 COOKIE = "batos_dashboard"
@@ -57,6 +58,8 @@ def is_loopback(host: str) -> bool:
 
 def load_token(image_dir: Path) -> str:
     """The image's dashboard token, made (0600) if there is none yet."""
+    if not (image_dir / "Data.fs").exists():
+        raise ImageMissing(str(image_dir))
     path = image_dir / TOKEN_FILE
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -40,12 +40,16 @@ def dashboard(
     server_key: ServerKeyOpt = None, timeout: TimeoutOpt = 10.0,
 ) -> None:
     """Serve the web dashboard: missions, timelines, adapters, audit plots, live counters."""
-    from actors.dashboard import access, web
+    from actors.dashboard.errors import MissingWebLibrary
     from actors.dashboard.source import KernelSource
     from kernel.auth import PeerKeys
     from kernel.cli_refs import mission_entry
     from kernel.client import endpoint_for
 
+    try:
+        from actors.dashboard import access, web
+    except ModuleNotFoundError as exc:  # aiohttp, jinja2 or matplotlib
+        raise MissingWebLibrary(str(exc.name)) from exc
     host, port = access.parse_address(http, allow_remote)
     token = access.load_token(image)
     keys = None

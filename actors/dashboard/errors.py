@@ -42,3 +42,12 @@ class NoSuchMission(DashboardError):
     def __init__(self, ref: str) -> None:
         super().__init__(f"no mission {ref!r}")
         self.ref = ref
+
+
+class MissingWebLibrary(DashboardError):
+    """A library of the `dashboard` extra is not installed."""
+
+    def __init__(self, module: str) -> None:
+        super().__init__(f"the dashboard needs {module!r}: pip install 'batos[dashboard]' "
+                         "(make installs it)")
+        self.module = module

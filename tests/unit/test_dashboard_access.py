@@ -17,6 +17,7 @@ from actors.dashboard import access, web
 from actors.dashboard.errors import BadHttpAddress, RemoteBindRefused, UnsafeTokenFile
 from actors.dashboard.source import KernelSource
 from kernel.client import KernelUnreachable
+from kernel.errors import ImageMissing
 
 ADDRESSES = [  # (text, allow_remote, expected (host, port) or error type)
     ("127.0.0.1:8765", False, ("127.0.0.1", 8765)),
@@ -45,13 +46,21 @@ def test_bind_addresses(text: str, allow_remote: bool, expected: Any) -> None:
 
 
 def test_token_file_is_made_owner_only_and_reused(tmp_path: Path) -> None:
+    (tmp_path / "Data.fs").touch()
     token = access.load_token(tmp_path)
     path = tmp_path / access.TOKEN_FILE
     assert path.stat().st_mode & 0o777 == 0o600
     assert len(token) >= 40 and access.load_token(tmp_path) == token
 
 
+def test_no_token_is_made_where_there_is_no_image(tmp_path: Path) -> None:
+    with pytest.raises(ImageMissing):
+        access.load_token(tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()
+
+
 def test_a_token_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "Data.fs").touch()
     access.load_token(tmp_path)
     path = tmp_path / access.TOKEN_FILE
     os.chmod(path, 0o644)

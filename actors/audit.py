@@ -2,21 +2,29 @@
 
 The kernel enqueues `auditor.audit` every `audit.interval_s` (the next due
 time lives in the image); `batos audit --now` sends it directly. One audit is
-one step: it reads the counters and the missions, computes rates, asks the
-model for a short assessment (with the `auditor` persona when one exists),
-and stores an `AuditReport` in `root["audits"]`, keeping the newest
-`KEEP_REPORTS`. Nothing it holds grows with time, so it can run for days.
+one step: it reads the counters and the missions, computes rates, checks them
+against the image (`audit_check.check_figures`), streams them to the client
+(a `figures` event), asks the model for a short assessment (with the
+`auditor` persona when one exists; its text streams as `chunk` events),
+checks the assessment against the figures (`audit_check.check_assessment`)
+and stores an `AuditReport` in `root["audits"]` with the discrepancies and
+corrections found, keeping the newest `KEEP_REPORTS`. Nothing it holds grows
+with time, so it can run for days.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from persistent import Persistent
 
 from actors import llm
+from actors.audit_check import check_assessment, check_figures
 from actors.prompts import AUDITOR
 from kernel.errors import StepInterrupted
 from kernel.steps import StepContext, handler
@@ -26,17 +34,31 @@ ASSESSMENT_TOKENS = 96
 
 
 class AuditReport(Persistent):
-    """One audit: the figures it read, the model's assessment, when."""
+    """One audit: the figures it read (checked against the image), the model's
+    assessment, what the checks found, when."""
 
-    def __init__(self, figures: dict[str, Any], assessment: str, seconds: float) -> None:
+    # reports written before the checks existed have neither: they read as none found
+    discrepancies: tuple[dict[str, Any], ...] = ()
+    corrections: tuple[dict[str, Any], ...] = ()
+
+    def __init__(self, figures: dict[str, Any], assessment: str, seconds: float,
+                 discrepancies: tuple[dict[str, Any], ...] = (),
+                 corrections: tuple[dict[str, Any], ...] = ()) -> None:
         self.created = time.time()
         self.figures = figures
         self.assessment = assessment
         self.seconds = seconds
+        self.discrepancies = discrepancies
+        self.corrections = corrections
 
     def summary(self) -> dict[str, Any]:
-        return {"created": self.created, "figures": dict(self.figures),
-                "assessment": self.assessment, "seconds": round(self.seconds, 3)}
+        """Plain data: `created` in epoch seconds and `created_at` as ISO 8601 (UTC)."""
+        created_at = dt.datetime.fromtimestamp(self.created, dt.UTC)
+        return {"created": self.created, "created_at": created_at.isoformat(timespec="seconds"),
+                "figures": dict(self.figures), "assessment": self.assessment,
+                "seconds": round(self.seconds, 3),
+                "discrepancies": [dict(d) for d in self.discrepancies],
+                "corrections": [dict(c) for c in self.corrections]}
 
 
 def figures_of(root: Any) -> dict[str, Any]:
@@ -64,8 +86,9 @@ def figures_of(root: Any) -> dict[str, Any]:
     }
 
 
-def assess(figures: dict[str, Any]) -> str:
-    """The model's short assessment; a plain note when no model is loaded."""
+def assess(figures: dict[str, Any], on_text: Callable[[str], None] | None = None) -> str:
+    """The model's short assessment (its text to `on_text` as it is written); a
+    plain note when no model is loaded."""
     try:
         engine = llm.generator()
     except llm.NoEngine:
@@ -75,7 +98,7 @@ def assess(figures: dict[str, Any]) -> str:
         messages=(llm.ChatMessage("system", AUDITOR),
                   llm.ChatMessage("user", f"System figures:\n{lines}\n\nAssess briefly.")),
         temperature=0.2, max_new_tokens=ASSESSMENT_TOKENS, persona="auditor")
-    generation = engine.generate(request)
+    generation = engine.generate(request, on_text=on_text)
     if generation.stopped_by == "cancel":  # the kernel is stopping: audit at the next start
         raise StepInterrupted("auditor", "audit", "the assessment")
     return generation.text.strip()
@@ -88,8 +111,15 @@ class Auditor(Persistent):
     def audit(self, step: StepContext) -> dict[str, Any]:
         started = time.perf_counter()
         step.emit("state", state="AUDITING", previous=None)
-        figures = figures_of(step.root)
-        report = AuditReport(figures, assess(figures), time.perf_counter() - started)
+        figures, found = check_figures(step.root, figures_of(step.root))
+        discrepancies = tuple(d.to_dict() for d in found)
+        step.stream("figures", figures=figures, discrepancies=list(discrepancies))
+        seq = itertools.count()
+        assessment = assess(figures, lambda text: step.stream(
+            "chunk", **{"pass": "audit", "round": 0, "seq": next(seq), "text": text}))
+        corrections = tuple(c.to_dict() for c in check_assessment(assessment, figures))
+        report = AuditReport(figures, assessment, time.perf_counter() - started,
+                             discrepancies, corrections)
         audits = step.root["audits"]
         key = f"{time.time_ns():020d}"
         audits[key] = report
@@ -109,6 +139,13 @@ class Auditor(Persistent):
             return None
         report: AuditReport = audits[audits.maxKey()]
         return report.summary()
+
+    @handler
+    def history(self, step: StepContext, limit: int = KEEP_REPORTS) -> list[dict[str, Any]]:
+        """The newest `limit` reports, oldest first (the dashboard's plots)."""
+        audits = step.root["audits"]
+        keys = list(audits.keys())[-max(0, int(limit)):] if limit else []
+        return [audits[key].summary() for key in keys]
 
 
 def _ratio(part: float, whole: float) -> float:

@@ -4,6 +4,8 @@
     batos export-training [--image DIR] [--min-confidence X] [--out FILE|-] [--persona NAME]
     batos adapters [--json]                       the steward's adapter table
     batos adapters ingest [--image DIR] [--folder lora_staging]
+    batos dashboard [--http 127.0.0.1:8765]         the web dashboard (actors/dashboard/)
+    batos audit [--now] [--history N] [--json]      self-audit reports, readable
 
 Everything heavy is imported inside the commands: starting the CLI never
 imports torch, and never the actors the commands do not use.
@@ -21,8 +23,9 @@ import typer
 from rich import box
 from rich.table import Table
 
-from actors import cli_missions, cli_ps
+from actors import cli_audit, cli_missions, cli_ps
 from actors.code.cli import methods_app
+from actors.dashboard.cli import dashboard
 from actors.knowledge.cli import app as knowledge_app
 from actors.video import cli as video_cli
 from kernel.cli import (
@@ -50,6 +53,8 @@ def register(app: Any) -> None:
     app.command("export-training")(export_training)
     app.command("missions")(cli_missions.missions)
     app.command("ps")(cli_ps.ps)
+    app.command("dashboard")(dashboard)
+    app.command("audit")(cli_audit.audit)
     app.add_typer(adapters_app, name="adapters")
     app.add_typer(knowledge_app, name="knowledge")
     app.add_typer(methods_app, name="methods")

@@ -238,21 +238,6 @@ def memory(
     console.print(table)
 
 
-@app.command()
-def audit(
-    now: Annotated[bool, typer.Option("--now", help="Run a self-audit now.")] = False,
-    image: ImageOpt = DEFAULT_IMAGE, endpoint: EndpointOpt = None, key: KeyOpt = None,
-    server_key: ServerKeyOpt = None, timeout: TimeoutOpt = 600.0, as_json: JsonOpt = False,
-) -> None:
-    """Show the latest self-audit report, or run one now with --now."""
-    with _client(image, endpoint, key, server_key, timeout) as client:
-        report = client.send("auditor", "audit" if now else "latest")
-    if report is None:
-        _out(None, as_json, "no audit yet (run `batos audit --now`)")
-        return
-    _out(report, as_json, json.dumps(report, indent=2, sort_keys=True, default=repr))
-
-
 def _follow_mission(records: Any, ref: str, as_json: bool) -> None:
     from kernel.mission_view import MissionView, follow
 

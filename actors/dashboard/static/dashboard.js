@@ -1,0 +1,90 @@
+// batos dashboard: apply the kernel's `overview` events (Server-Sent Events) to the page.
+// Data is written with textContent only: nothing from a mission becomes HTML.
+"use strict";
+
+(function () {
+  const live = document.getElementById("live");
+
+  function when(epoch) {
+    if (epoch === null || epoch === undefined) return "-";
+    const d = new Date(epoch * 1000), p = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ` +
+      `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  }
+
+  function cell(row, text, cls) {
+    const td = row.insertCell();
+    td.textContent = text;
+    if (cls) td.className = cls;
+    return td;
+  }
+
+  // each id cut to the shortest start (at least 8) no other listed id shares
+  function shortIds(ids) {
+    return new Map(ids.map((id) => {
+      let width = 8;
+      while (width < id.length && ids.some((o) => o !== id && o.startsWith(id.slice(0, width)))) width++;
+      return [id, id.slice(0, width)];
+    }));
+  }
+
+  function renderMissions(body, missions) {
+    const shorts = shortIds(missions.map((m) => m.id));
+    const rows = missions.map((m) => {
+      const tr = document.createElement("tr");
+      tr.dataset.id = m.id;
+      tr.dataset.state = m.state;
+      const link = document.createElement("a");
+      link.href = "/missions/" + m.id;
+      link.textContent = shorts.get(m.id);
+      tr.insertCell().appendChild(link);
+      cell(tr, m.state, "state " + m.state);
+      cell(tr, when(m.created), "when");
+      cell(tr, m.pass || "-");
+      cell(tr, String(m.round));
+      cell(tr, m.confidence === null || m.confidence === undefined ? "-" : m.confidence.toFixed(2));
+      cell(tr, m.question, "text");
+      return tr;
+    });
+    body.replaceChildren(...rows);
+  }
+
+  function renderCounters(body, status) {
+    const pairs = Object.entries(status.kernel || {}).map(([k, v]) => ["kernel." + k, v])
+      .sort().concat(Object.entries(status.counters || {}).sort());
+    body.replaceChildren(...pairs.map(([name, value]) => {
+      const tr = document.createElement("tr");
+      tr.dataset.counter = name;
+      cell(tr, name);
+      cell(tr, String(value), "num");
+      return tr;
+    }));
+  }
+
+  function onOverview(data) {
+    const missions = document.querySelector("#missions tbody");
+    if (missions) renderMissions(missions, data.missions);
+    const counters = document.querySelector("#counters tbody");
+    if (counters) renderCounters(counters, data.status || {});
+    const updated = document.getElementById("updated");
+    if (updated) updated.textContent = "updated " + when(data.time);
+    const mission = document.getElementById("mission");
+    if (mission) {  // a mission page reloads when its mission moves on
+      const row = data.missions.find((m) => m.id === mission.dataset.id);
+      if (row && row.state !== mission.dataset.state) location.reload();
+    }
+    document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
+  }
+
+  const source = new EventSource("/events");
+  source.addEventListener("overview", (e) => {
+    live.textContent = "live";
+    live.className = "live on";
+    onOverview(JSON.parse(e.data));
+  });
+  source.addEventListener("unreachable", (e) => {
+    live.textContent = "kernel not answering: " + JSON.parse(e.data).error;
+    live.className = "live";
+  });
+  source.onerror = () => { live.textContent = "dashboard not answering"; live.className = "live"; };
+})();

@@ -3,6 +3,8 @@
     /                     counters, queues and the newest missions (live)
     /missions/{ref}       one mission's timeline: passes, durations, tokens,
                           confidence, retries, and its texts
+    /missions/{id}/events Server-Sent Events: a running mission's own events
+                          (the text being written), from the kernel's `watch`
     /adapters             the adapters by tier, with hits, misses and swap times
     /audits               the audit plots over time and every report
     /plots/{name}.svg     one audit plot (see `plots.PLOTS`)
@@ -35,7 +37,8 @@ from actors.dashboard import access, plots
 from actors.dashboard.errors import NoSuchMission
 from actors.dashboard.live import LiveOverview
 from actors.dashboard.source import KernelSource
-from kernel.cli_refs import AmbiguousRef
+from actors.dashboard.watch import END, Item, MissionWatch
+from kernel.cli_refs import FULL_ID, AmbiguousRef
 from kernel.client import KernelUnreachable, RemoteError
 
 T = TypeVar("T")
@@ -56,6 +59,7 @@ def make_app(source: KernelSource, token: str, *, loopback_only: bool = True,
     app[TEMPLATES] = _templates()
     app.router.add_get("/", overview_page)
     app.router.add_get("/missions/{ref}", mission_page)
+    app.router.add_get("/missions/{ref}/events", mission_events)
     app.router.add_get("/adapters", adapters_page)
     app.router.add_get("/audits", audits_page)
     app.router.add_get("/plots/{name}.svg", plot_svg)
@@ -148,6 +152,29 @@ async def api(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text=f"no /api/{what} (overview, missions/ID, adapters, audits)")
     value = await _query(request, calls[what])
     return web.Response(text=json.dumps(value, default=repr), content_type="application/json")
+
+
+async def mission_events(request: web.Request) -> web.StreamResponse:
+    """The kernel's `watch` stream of one mission (full id), until it ends or the
+    browser leaves."""
+    mission_id = request.match_info["ref"]
+    if not FULL_ID.fullmatch(mission_id):
+        raise web.HTTPNotFound(text="events need the mission's full id")
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-store"})
+    await response.prepare(request)
+    queue: asyncio.Queue[Item] = asyncio.Queue()
+    watch = MissionWatch(request.app[SOURCE], mission_id, queue, asyncio.get_running_loop())
+    watch.start()
+    try:
+        while (item := await queue.get()) != END:
+            payload = json.dumps(item[1], default=repr)
+            await response.write(f"event: {item[0]}\ndata: {payload}\n\n".encode())
+    except ConnectionResetError:
+        pass
+    finally:
+        watch.stop()
+    return response
 
 
 # -- helpers ---------------------------------------------------------------------------

@@ -35,9 +35,8 @@ from aiohttp import web
 from actors.cli_missions import short_ids
 from actors.dashboard import access, plots
 from actors.dashboard.errors import NoSuchMission
-from actors.dashboard.live import LiveOverview
+from actors.dashboard.live import END, Item, LiveOverview, MissionWatch
 from actors.dashboard.source import KernelSource
-from actors.dashboard.watch import END, Item, MissionWatch
 from kernel.cli_refs import FULL_ID, AmbiguousRef
 from kernel.client import KernelUnreachable, RemoteError
 

@@ -143,8 +143,8 @@ class Auditor(Persistent):
     @handler
     def history(self, step: StepContext, limit: int = KEEP_REPORTS) -> list[dict[str, Any]]:
         """The newest `limit` reports, oldest first (the dashboard's plots)."""
-        audits = step.root["audits"]
-        keys = list(audits.keys())[-max(0, int(limit)):] if limit else []
+        audits, wanted = step.root["audits"], max(0, int(limit))
+        keys = list(audits.keys())[max(0, len(audits) - wanted):] if wanted else []
         return [audits[key].summary() for key in keys]
 
 

@@ -3,6 +3,8 @@
     /                     counters, queues and the newest missions (live)
     /missions/{ref}       one mission's timeline: passes, durations, tokens,
                           confidence, retries, and its texts
+    /missions/{id}/events Server-Sent Events: a running mission's own events
+                          (the text being written), from the kernel's `watch`
     /adapters             the adapters by tier, with hits, misses and swap times
     /audits               the audit plots over time and every report
     /plots/{name}.svg     one audit plot (see `plots.PLOTS`)
@@ -23,6 +25,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,15 +36,17 @@ from aiohttp import web
 from actors.cli_missions import short_ids
 from actors.dashboard import access, plots
 from actors.dashboard.errors import NoSuchMission
-from actors.dashboard.live import LiveOverview
+from actors.dashboard.live import END, Item, LiveOverview, MissionWatch
 from actors.dashboard.source import KernelSource
-from kernel.cli_refs import AmbiguousRef
+from kernel.cli_refs import FULL_ID, AmbiguousRef
 from kernel.client import KernelUnreachable, RemoteError
 
 T = TypeVar("T")
 HERE = Path(__file__).parent
 SOURCE: web.AppKey[KernelSource] = web.AppKey("source", KernelSource)
 LIVE: web.AppKey[LiveOverview] = web.AppKey("live", LiveOverview)
+AUDITS: web.AppKey[list[Any]] = web.AppKey("audits", list)
+AUDITS_FRESH_S = 5.0
 TEMPLATES: web.AppKey[jinja2.Environment] = web.AppKey("templates", jinja2.Environment)
 TIER_ORDER = ("hot", "warm", "cold")
 
@@ -52,10 +57,12 @@ def make_app(source: KernelSource, token: str, *, loopback_only: bool = True,
     app = web.Application(middlewares=[access.guard(token, loopback_only)])
     app[SOURCE] = source
     app[LIVE] = LiveOverview(source, interval)
+    app[AUDITS] = []  # [monotonic time, reports] once asked
     app.on_cleanup.append(lambda app: app[LIVE].close())
     app[TEMPLATES] = _templates()
     app.router.add_get("/", overview_page)
     app.router.add_get("/missions/{ref}", mission_page)
+    app.router.add_get("/missions/{ref}/events", mission_events)
     app.router.add_get("/adapters", adapters_page)
     app.router.add_get("/audits", audits_page)
     app.router.add_get("/plots/{name}.svg", plot_svg)
@@ -88,11 +95,9 @@ async def mission_page(request: web.Request) -> web.Response:
 async def adapters_page(request: web.Request) -> web.Response:
     rows = await _query(request, lambda s: s.adapters())
     status = await _query(request, lambda s: s.status())
-    tiers = {tier: [r for r in rows if r.get("tier") == tier] for tier in TIER_ORDER}
+    tiers: dict[str, list[dict[str, Any]]] = {tier: [] for tier in TIER_ORDER}
     for row in rows:
-        tiers.setdefault(str(row.get("tier")), [])
-        if row.get("tier") not in TIER_ORDER:
-            tiers[str(row.get("tier"))].append(row)
+        tiers.setdefault(str(row.get("tier")), []).append(row)
     counters = status.get("counters") or {}
     return _page(request, "adapters.html", tiers=tiers, count=len(rows),
                  totals={tier: tier_totals(counters, tier) for tier in tiers})
@@ -107,7 +112,7 @@ def tier_totals(counters: dict[str, Any], tier: str) -> dict[str, Any]:
 
 
 async def audits_page(request: web.Request) -> web.Response:
-    reports = await _query(request, lambda s: s.audits())
+    reports = await _audits(request)
     return _page(request, "audits.html", reports=list(reversed(reports)),
                  plots=plots.PLOTS)
 
@@ -116,7 +121,7 @@ async def plot_svg(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in plots.PLOTS:
         raise web.HTTPNotFound(text=f"no plot {name!r} (one of {', '.join(plots.PLOTS)})")
-    reports = await _query(request, lambda s: s.audits())
+    reports = await _audits(request)
     svg = await asyncio.to_thread(plots.render, name, reports)
     return web.Response(text=svg, content_type="image/svg+xml",
                         headers={"Cache-Control": "no-store"})
@@ -148,6 +153,40 @@ async def api(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text=f"no /api/{what} (overview, missions/ID, adapters, audits)")
     value = await _query(request, calls[what])
     return web.Response(text=json.dumps(value, default=repr), content_type="application/json")
+
+
+async def mission_events(request: web.Request) -> web.StreamResponse:
+    """The kernel's `watch` stream of one mission (full id), until it ends or the
+    browser leaves."""
+    mission_id = request.match_info["ref"]
+    if not FULL_ID.fullmatch(mission_id):
+        raise web.HTTPNotFound(text="events need the mission's full id")
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-store"})
+    await response.prepare(request)
+    queue: asyncio.Queue[Item] = asyncio.Queue()
+    watch = MissionWatch(request.app[SOURCE], mission_id, queue, asyncio.get_running_loop())
+    watch.start()
+    try:
+        while (item := await queue.get()) != END:
+            payload = json.dumps(item[1], default=repr)
+            await response.write(f"event: {item[0]}\ndata: {payload}\n\n".encode())
+    except ConnectionResetError:
+        pass
+    finally:
+        watch.stop()
+    return response
+
+
+async def _audits(request: web.Request) -> list[dict[str, Any]]:
+    """The audit history, asked at most once per `AUDITS_FRESH_S`: the audits page
+    and its five plots come together, and each `history` is a kernel step."""
+    held = request.app[AUDITS]
+    if held and time.monotonic() - held[0] < AUDITS_FRESH_S:
+        return held[1]
+    reports = await _query(request, lambda s: s.audits())
+    held[:] = [time.monotonic(), reports]
+    return reports
 
 
 # -- helpers ---------------------------------------------------------------------------

@@ -6,7 +6,8 @@ process, and headless Chromium from Debian's packages (driven by
 playwright, `executable_path` = the system binary) opens the address the
 dashboard printed. Checked: the DOM after load (the finished mission, the
 counters), a live update arriving (a mission started after the page loaded
-appears without a reload), the mission's timeline, the adapters by tier, the
+appears without a reload), the mission's timeline, a running mission's page
+showing the text being written, the adapters by tier, the
 audit plots (SVG images that load), a screenshot written by the test, and
 requests without the token refused.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -76,20 +78,20 @@ def test_dashboard_in_chromium(tiny_image: Path, serve: Any, dashboard: str,
 
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is part of the set-up (make system-packages)"
-    with serve(tiny_image) as served:
-        first = run_mission(served.endpoint, QUESTION)
-        with Client(served.endpoint, timeout=RECEIVE_S) as client:
-            client.send("auditor", "audit")
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium,
-                                         args=["--no-sandbox", "--disable-gpu"])
-            try:
-                page = browser.new_page(viewport={"width": 1200, "height": 900})
-                _overview(page, dashboard, first, served.endpoint, tmp_path)
-                _mission(page, dashboard, first, tmp_path)
-                _adapters_and_audits(page, dashboard, tmp_path)
-            finally:
-                browser.close()
+    with serve(tiny_image) as served, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium,
+                                     args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            # the first mission, so that no memory answers it: every pass generates
+            first = _running_mission(page, dashboard, served.endpoint)
+            with Client(served.endpoint, timeout=RECEIVE_S) as client:
+                client.send("auditor", "audit")
+            _overview(page, dashboard, first, served.endpoint, tmp_path)
+            _mission(page, dashboard, first, tmp_path)
+            _adapters_and_audits(page, dashboard, tmp_path)
+        finally:
+            browser.close()
 
 
 def _overview(page: Any, url: str, first: str, endpoint: str, tmp_path: Path) -> None:
@@ -122,6 +124,34 @@ def _mission(page: Any, url: str, mission_id: str, tmp_path: Path) -> None:
     assert page.locator("#mission").get_attribute("data-state") == "COMPLETE"
     assert page.locator("#text-answer").count() == 1
     page.screenshot(path=str(tmp_path / "mission.png"), full_page=True)
+
+
+def _running_mission(page: Any, url: str, endpoint: str) -> str:
+    """A mission's page opened while it runs shows the text being written (counted
+    across the page's reloads in sessionStorage), then reloads into the finished one."""
+    record = wire.Mission(text=QUESTION)
+    begun, outcome = threading.Event(), []
+
+    def run() -> None:
+        with Client(endpoint, timeout=RECEIVE_S) as client:
+            for msg in client.stream(record, ref=record.id):
+                if isinstance(msg, wire.Event) and msg.event == "state":
+                    begun.set()
+                outcome.append(msg)
+        begun.set()
+
+    page.goto(url)  # the token, once: a cookie from here on
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert begun.wait(RECEIVE_S)
+    base = url.split("?")[0].rstrip("/")
+    page.goto(f"{base}/missions/{record.id}")
+    page.wait_for_selector('#mission[data-state="COMPLETE"]', timeout=UI_WAIT_MS)
+    thread.join(RECEIVE_S)
+    assert isinstance(outcome[-1], wire.Result)
+    chunks = page.evaluate("Number(sessionStorage.getItem('batosChunks') || 0)")
+    assert chunks > 0
+    return record.id
 
 
 def _adapters_and_audits(page: Any, url: str, tmp_path: Path) -> None:

@@ -106,3 +106,22 @@ def test_the_readable_report_has_dates_not_epoch_seconds() -> None:
     assert "12.5 %" in text and "0.72" in text and "COMPLETE 7, FAILED 1" in text
     assert "mean swap 1.5 ms" in text
     assert "correction:" in text and "checked against the image" in text
+
+
+def test_history_is_the_newest_reports_oldest_first(image: Image, rng: random.Random) -> None:
+    from actors.audit import AuditReport
+    from kernel.mailbox import Envelope
+    from kernel.steps import StepContext
+
+    count = rng.randrange(3, 8)
+    with image.transaction() as root:
+        for number in range(count):
+            root["audits"][f"{number:020d}"] = AuditReport({"n": number}, "", 0.0)
+    with image.reading() as root:
+        step = StepContext(message=Envelope("auditor", "history"), root=root,
+                           actor=root["actors"]["auditor"], live=None)
+        auditor = root["actors"]["auditor"]
+        shown = {limit: [r["figures"]["n"] for r in auditor.history(step, limit)]
+                 for limit in (0, -1, 2, count, count + 5)}
+    assert shown == {0: [], -1: [], 2: [count - 2, count - 1],
+                     count: list(range(count)), count + 5: list(range(count))}

@@ -8,8 +8,9 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.dashboard.live import LiveOverview, fingerprint
+from actors.dashboard.live import LiveOverview, as_event, fingerprint
 from actors.dashboard.source import KernelSource
+from kernel import wire
 from kernel.client import KernelUnreachable
 
 
@@ -79,3 +80,15 @@ def test_the_fingerprint_leaves_out_what_a_list_query_moves() -> None:
     after_pass = {"counters": {**after_list["counters"], "steps.actor.drafter": 2}}
     assert fingerprint(before, "missions") == fingerprint(after_list, "missions")
     assert fingerprint(after_list, "missions") != fingerprint(after_pass, "missions")
+
+
+def test_a_watched_missions_records_become_page_events() -> None:
+    ref = "ab" * 16
+    chunk = wire.Event(ref=ref, event="chunk", data={"pass": "draft", "round": 0, "text": "Hi"})
+    assert as_event(chunk) == ("chunk", {"pass": "draft", "round": 0, "text": "Hi"})
+    assert as_event(wire.Result(ref=ref, value={"answer": "x"})) == (
+        "result", {"value": {"answer": "x"}})
+    kind, data = as_event(wire.Error(ref=ref, code=wire.ErrorCode.FORBIDDEN,
+                                     message="no")) or ("", {})
+    assert (kind, data["code"]) == ("failed", str(wire.ErrorCode.FORBIDDEN))
+    assert as_event(wire.Accepted(ref=ref)) is None

@@ -69,11 +69,32 @@
     const updated = document.getElementById("updated");
     if (updated) updated.textContent = "updated " + when(data.time);
     const mission = document.getElementById("mission");
-    if (mission) {  // a mission page reloads when its mission moves on
+    if (mission) {  // a mission page reloads when its mission moves on (a state, a pass)
       const row = data.missions.find((m) => m.id === mission.dataset.id);
-      if (row && row.state !== mission.dataset.state) location.reload();
+      if (row && (row.state !== mission.dataset.state || (row.pass || "") !== mission.dataset.pass)) {
+        location.reload();
+      }
     }
     document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
+  }
+
+  // a running mission's page: the text its current pass is writing, from the kernel
+  const mission = document.getElementById("mission");
+  if (mission && mission.dataset.live === "yes") {
+    const text = document.getElementById("live-text");
+    const label = document.getElementById("live-pass");
+    let fresh = true;
+    const own = new EventSource("/missions/" + mission.dataset.id + "/events");
+    own.addEventListener("chunk", (e) => {
+      const data = JSON.parse(e.data);
+      if (fresh) { text.textContent = ""; fresh = false; }
+      label.textContent = "(" + data.pass + ", round " + data.round + ")";
+      text.textContent += data.text;
+      sessionStorage.setItem("batosChunks", String(Number(sessionStorage.getItem("batosChunks") || 0) + 1));
+    });
+    const done = () => { own.close(); location.reload(); };
+    own.addEventListener("result", done);
+    own.addEventListener("failed", done);
   }
 
   const source = new EventSource("/events");

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, ClassVar
 
 from persistent import Persistent
 
@@ -83,6 +83,8 @@ def assess(figures: dict[str, Any]) -> str:
 
 class Auditor(Persistent):
     """Runs self-audits and answers for the latest report."""
+
+    uses_llm: ClassVar[bool] = True  # waits behind the video lease (actors.video.lease)
 
     @handler
     def audit(self, step: StepContext) -> dict[str, Any]:

@@ -12,20 +12,23 @@ reads the device memory before and after to prove it came back: CUDA's
 bytes, else `MemoryNotReturned`), the process's RSS on a CPU (reported only:
 the allocator keeps freed pages, `malloc_trim` returns what it can).
 
-While the lease is held the process's generator is a `LazyGenerator`: an LLM
-pass that arrives waits at the gate (its message stays in its mailbox until
-its step commits, so `batos ps` shows it pending). `release` opens the gate;
+The lease is also the kernel's `vram` gate (`kernel.gates`): the serve hook
+puts every actor that runs LLM passes behind it (`guard_llm_actors`: the
+actors whose class says `uses_llm`), `acquire` closes it before the
+eviction and `release` opens it. While it is closed the scheduler starts
+none of those actors' steps: their messages wait in their mailboxes, no
+worker thread waits with them (a job with one worker goes on), and
+`batos ps` shows them waiting for the lease.
+
+While the lease is held the process's generator is a `LazyGenerator`: a
+pass that was already running when the gate closed waits in it (the only
+passes that can: the scheduler starts no new one). `release` opens both;
 the first pass after it reloads the model from the same folder in place
 (same `Engine` object, so the tokenizer and the embedder never left), lets
 the serve hook re-attach the steward, and installs the engine again: the
 LLM reloads lazily. A job releases on success and failure (`held`); a
-killed process holds nothing (the lease is volatile) and the LLM loads at
-the next start as usual.
-
-The kernel's workers run steps; a pass waiting at the gate keeps its
-worker. A job needs one free worker for its next step, so `steps.workers`
-must exceed the number of LLM actors that can wait at once (the default
-4 workers and the four pass actors leave none: see docs/OPERATIONS.md).
+killed process holds nothing (the lease and the gate are volatile) and the
+LLM loads at the next start as usual.
 """
 
 from __future__ import annotations
@@ -42,10 +45,13 @@ from typing import Any
 from actors import llm
 from actors import steward as steward_mod
 from actors.video.errors import LeaseHeld, MemoryNotReturned
+from kernel.gates import GATES, Gates
 
 log = logging.getLogger(__name__)
 
 MIN_FREED_SHARE = 0.5  # CUDA: an eviction must free at least this share of the weights
+GATE = "vram"  # the kernel gate the LLM actors wait behind while a job holds the device
+GATE_LABEL = "the video lease"
 
 Reattach = Callable[[Any], object]  # the result (a steward or None) is not used
 
@@ -95,7 +101,8 @@ class Handover:
 class VramLease:
     """The process's exclusive device lease (see the module note)."""
 
-    def __init__(self) -> None:
+    def __init__(self, gates: Gates = GATES) -> None:
+        self.gates = gates
         self._lock = threading.Lock()
         self._released = threading.Condition(self._lock)
         self._reload_lock = threading.Lock()
@@ -121,6 +128,7 @@ class VramLease:
             if self.holder == holder:
                 return None
             self.holder = holder
+            self.gates.close(GATE, holder, GATE_LABEL)
         try:
             return self._evict(device)
         except BaseException:
@@ -134,6 +142,7 @@ class VramLease:
                 return False
             self.holder = None
             self._released.notify_all()
+        self.gates.open(GATE, holder)  # parked passes get back in line
         return True
 
     @contextlib.contextmanager
@@ -223,6 +232,14 @@ class LazyGenerator:
         engine = self.lease.reload()
         generation: llm.Generation = engine.generate(request, on_text=on_text, cancel=cancel)
         return generation
+
+
+def guard_llm_actors(root: Any, gates: Gates = GATES) -> list[str]:
+    """Put the actors that run LLM passes (class attribute `uses_llm`) behind the gate."""
+    names = sorted(name for name, actor in root["actors"].items()
+                   if getattr(type(actor), "uses_llm", False))
+    gates.guard(GATE, names)
+    return names
 
 
 def _detach_steward(engine: Any) -> None:

@@ -7,10 +7,14 @@ LA3 §2.3: the LLM and the video pipeline cannot share the device. A job
 the LLM, waits for a generation in progress to finish (the engine's generate
 lock), evicts the model and its adapter tiers (the steward is closed and
 detached, so its hot slots, which live inside the model, go with it), and
-reads the device memory before and after to prove it came back: CUDA's
-`mem_get_info` (the eviction must free at least half the model's weight
-bytes, else `MemoryNotReturned`), the process's RSS on a CPU (reported only:
-the allocator keeps freed pages, `malloc_trim` returns what it can).
+reads the device memory before and after to prove it came back. On CUDA
+the tensors must be gone (`memory_allocated` drops by at least half the
+model's weight bytes) and, for a model big enough to show above the caching
+allocator's segments (`MEASURABLE_BYTES`), the device too (`mem_get_info`
+by as much), else `MemoryNotReturned`; a tiny model's tensors share
+segments with the embedder's, so the device reading of its eviction is
+reported, not required. On a CPU the process's RSS is reported only (the
+allocator keeps freed pages, `malloc_trim` returns what it can).
 
 The lease is also the kernel's `vram` gate (`kernel.gates`): the serve hook
 puts every actor that runs LLM passes behind it (`guard_llm_actors`: the
@@ -50,6 +54,7 @@ from kernel.gates import GATES, Gates
 log = logging.getLogger(__name__)
 
 MIN_FREED_SHARE = 0.5  # CUDA: an eviction must free at least this share of the weights
+MEASURABLE_BYTES = 64 << 20  # weights from this size must show in mem_get_info too
 GATE = "vram"  # the kernel gate the LLM actors wait behind while a job holds the device
 GATE_LABEL = "the video lease"
 
@@ -63,6 +68,7 @@ class Reading:
     device: str
     used_bytes: int
     source: str  # "cuda.mem_get_info" or "rss"
+    allocated_bytes: int = 0  # CUDA: bytes in live tensors (torch.cuda.memory_allocated)
 
 
 def read_memory(device: str) -> Reading:
@@ -72,7 +78,8 @@ def read_memory(device: str) -> Reading:
     if device.startswith("cuda") and torch.cuda.is_available():
         torch.cuda.synchronize()
         free, total = torch.cuda.mem_get_info(torch.device(device))
-        return Reading(device, int(total - free), "cuda.mem_get_info")
+        allocated = torch.cuda.memory_allocated(torch.device(device))
+        return Reading(device, int(total - free), "cuda.mem_get_info", int(allocated))
     import psutil
 
     return Reading(device, int(psutil.Process().memory_info().rss), "rss")
@@ -91,11 +98,26 @@ class Handover:
     def freed_bytes(self) -> int:
         return self.before.used_bytes - self.after.used_bytes
 
+    @property
+    def freed_tensor_bytes(self) -> int:
+        return self.before.allocated_bytes - self.after.allocated_bytes
+
+    def shortfall(self) -> tuple[str, int, int] | None:
+        """On CUDA: (which reading, freed, expected) when the memory did not come back."""
+        if not self.before.source.startswith("cuda"):
+            return None
+        expected = int(MIN_FREED_SHARE * self.weight_bytes)
+        if self.freed_tensor_bytes < expected:
+            return "cuda.memory_allocated", self.freed_tensor_bytes, expected
+        if self.weight_bytes >= MEASURABLE_BYTES and self.freed_bytes < expected:
+            return "cuda.mem_get_info", self.freed_bytes, expected
+        return None
+
     def as_dict(self) -> dict[str, Any]:
         return {"device": self.before.device, "source": self.before.source,
                 "used_before": self.before.used_bytes, "used_after": self.after.used_bytes,
-                "freed": self.freed_bytes, "weights": self.weight_bytes,
-                "seconds": round(self.seconds, 6)}
+                "freed": self.freed_bytes, "freed_tensors": self.freed_tensor_bytes,
+                "weights": self.weight_bytes, "seconds": round(self.seconds, 6)}
 
 
 class VramLease:
@@ -179,9 +201,9 @@ class VramLease:
         handover = Handover(before, read_memory(device), weights,
                             time.perf_counter() - started)
         log.info("VRAM lease: LLM evicted, %s", handover.as_dict())
-        if device.startswith("cuda") and handover.freed_bytes < MIN_FREED_SHARE * weights:
-            raise MemoryNotReturned(device, before.used_bytes, handover.after.used_bytes,
-                                    int(MIN_FREED_SHARE * weights))
+        short = handover.shortfall()
+        if short is not None:
+            raise MemoryNotReturned(device, *short)
         return handover
 
     # -- the LLM's side ----------------------------------------------------------------

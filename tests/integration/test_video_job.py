@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image as PILImage
 
 from actors import cli_ps as ps
 from actors.video import lease
@@ -105,7 +106,8 @@ def test_batos_video_end_to_end_and_the_lease(tiny_image: Path, tiny_video_dir: 
             client.send("video", "start", " ", {})
         assert client.send("video", "ls") == []  # nothing was left by a refusal
         done = cli("video", "a fox jumps over the lazy dog", "--seconds", "5", *TINY_FLAGS,
-                   "--seed", str(video_seed), "--out", str(out), "--json", *image)
+                   "--seed", str(video_seed), "--out", str(out), "--json",
+                   "--previews", str(tmp_path / "previews"), *image)
         listed = cli("video", "ls", "--json", *image)
         mission, final_job = _mission_during_a_job(client, video_seed)
     assert refused.returncode == 2
@@ -117,6 +119,10 @@ def test_batos_video_end_to_end_and_the_lease(tiny_image: Path, tiny_video_dir: 
     assert [e["index"] for e in events] == [s.index for s in plan]  # keyframes first
     assert [e["guidance"] for e in events] == [round(s.guidance, 4) for s in plan]
     assert [e["k"] for e in events] == [1, 2, 3, 4, 5]
+    for event in events:  # each section's preview, copied where --previews said
+        assert Path(event["preview"]).parent == tmp_path / "previews"
+        with PILImage.open(event["preview"]) as picture:
+            assert (picture.format, picture.size) == ("PNG", (SIZE, SIZE))
     frames, info = read_mp4(out)
     assert (info.frames, info.height, info.width) == (sch.frame_count(5, 2), SIZE, SIZE)
     assert final["frames"] == frames.shape[0]

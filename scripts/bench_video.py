@@ -44,6 +44,7 @@ at most 1.10, missed when the lower one is above it, else undecided.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -141,7 +142,8 @@ def main() -> None:
     options = {"fps": 8, "width": args.size, "height": args.size, "steps": args.steps,
                "window": 2, "seconds": args.seconds, "refine": False, "device": args.device,
                "previews": False}
-    with tempfile.TemporaryDirectory(prefix="bench-video-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-video-") as tmp, \
+            contextlib.redirect_stdout(sys.stderr):  # the helpers' seeds: stdout is the JSON
         result = bench(Path(tmp), options, args)
     print(json.dumps(result, indent=None if args.json else 1))
 
@@ -172,7 +174,11 @@ def one_pair(client: Client, folder: Path, tmp: Path, options: dict[str, Any],
         "section_s": round(float(job["timings"].get("sections", 0.0)) / sections, 4),
         "preview_s": round(bare["preview_s"], 4),
         "first_token_s": round(anchor_token, 4),
-        "reload_first_token_s": round(reload_token, 4), "sections": sections}
+        "reload_first_token_s": round(reload_token, 4), "sections": sections,
+        "job_timings": job["timings"],
+        # the kernel's share: the job's wall time outside its steps' own work
+        "between_steps_s": round(job_s - sum(v for k, v in job["timings"].items()
+                                             if k != "total"), 4)}
 
 
 def _timed_bare(folder: Path, settings: JobSettings, options: dict[str, Any],

@@ -3,9 +3,11 @@
 #
 #   bash scripts/gpu_check_video.sh            from the repository root
 #
-# 1. Installs what it needs from what was carried, when BATOS_GPU_CARRY names
+# 1. Installs what it needs from what was carried, when VIDEO_GPU_CARRY names
 #    a folder: site.tar.xz (a site-packages tarball: diffusers, peft, ZODB...)
-#    and whl-video/*.whl (imageio-ffmpeg, zope.index), into /tmp/site.
+#    and whl-video/*.whl (imageio-ffmpeg, zope.index, and typer, click, rich at
+#    the versions the CLI is tested with), into /tmp/site. (Not BATOS_*: the
+#    kernel reads every BATOS_<SECTION>_<KEY> as a setting and refuses others.)
 # 2. Samples nvidia-smi's memory.used every 500 ms for the whole run
 #    ($OUT/vram_samples.csv).
 # 3. Runs the video tests with BATOS_VIDEO_DEVICE=cuda ($OUT/pytest_video.txt,
@@ -17,7 +19,9 @@
 # 5. The served-kernel tests (`batos serve` + the CLI on CUDA): full output in
 #    $OUT/pytest_kernel.txt, every kernel's log in $OUT/kernel_logs.txt.
 #
-# KERNEL_S bounds step 5 (seconds, default 170); VIDEO_CHECK_K narrows the
+# KERNEL_S bounds step 5 (seconds, default 170), KERNEL_TEST_S each of its tests
+# (pytest-timeout; default none); VIDEO_CHECK_STEPS picks steps 3-5 (default
+# "tests readings kernel"); VIDEO_CHECK_K narrows the
 # tests (pytest -k) for a dry run on a CPU:
 #   OUT=/tmp/o BATOS_VIDEO_DEVICE=cpu VIDEO_CHECK_K=blob PYTHON=.venv/bin/python \
 #       bash scripts/gpu_check_video.sh
@@ -34,11 +38,13 @@ export PYTHONUNBUFFERED=1
 K=(); [ -n "${VIDEO_CHECK_K:-}" ] && K=(-k "$VIDEO_CHECK_K")
 
 # -- 1. packages from what was carried -------------------------------------------------
-if [ -n "${BATOS_GPU_CARRY:-}" ]; then
+if [ -n "${VIDEO_GPU_CARRY:-}" ]; then
   mkdir -p /tmp/site
-  tar -xJf "$BATOS_GPU_CARRY/site.tar.xz" -C /tmp/site
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site "$BATOS_GPU_CARRY"/whl-video/*.whl 2>&1 | tail -3
+  tar -xJf "$VIDEO_GPU_CARRY/site.tar.xz" -C /tmp/site
+  # unzipped, not `pip install --target --upgrade`: that replaces a whole top-level
+  # folder, and zope.index would take zope.interface's `zope/` with it
+  for wheel in "$VIDEO_GPU_CARRY"/whl-video/*.whl; do $PY -m zipfile -e "$wheel" /tmp/site; done
+  chmod +x /tmp/site/imageio_ffmpeg/binaries/ffmpeg* 2>/dev/null
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -77,13 +83,18 @@ TESTS=(tests/unit/test_video_schedule.py tests/unit/test_video_precision.py
        tests/integration/test_video_pipeline.py tests/integration/test_video_lease.py
        tests/integration/test_video_actor.py tests/unit/test_video_imports.py)
 # --noconftest: these need none of the kernel fixtures (a served kernel).
+STEPS=${VIDEO_CHECK_STEPS:-tests readings kernel}
+TESTS_RC=0
+if [[ " $STEPS " == *" tests "* ]]; then
 echo "== video tests ($(date -u +%T))"
 timeout "${VIDEO_S:-120}" $PY -m pytest -q -rfE -p no:cacheprovider --noconftest -o addopts="" \
     --junitxml="$WORK/junit.xml" "${K[@]}" "${TESTS[@]}" > "$OUT/pytest_video.txt" 2>&1
 TESTS_RC=$?
 tail -4 "$OUT/pytest_video.txt"
+fi
 
 # -- 4. one hand-over, read stage by stage ------------------------------------------------
+if [[ " $STEPS " == *" readings "* ]]; then
 echo "== readings ($(date -u +%T))"
 timeout 90 $PY - "$WORK" "$OUT/video_gpu.json" "$TESTS_RC" <<'PY' 2>&1 | grep -v "torchvision"
 import json, sys, time, xml.etree.ElementTree as ET
@@ -159,14 +170,17 @@ text = json.dumps(summary, indent=1)
 report.write_text(text)
 print(text)
 PY
+fi
 
 # -- 5. the served-kernel tests ------------------------------------------------------------
 echo "== served-kernel tests ($(date -u +%T))"
 KERNEL_RC=-1
-if $PY -c "import zmq, msgpack, typer, rich, sentence_transformers, ZODB, zope.index" \
+if [[ " $STEPS " != *" kernel "* ]]; then
+  echo "served-kernel tests not asked for" > "$OUT/pytest_kernel.txt"
+elif $PY -c "import zmq, msgpack, typer, rich, sentence_transformers, ZODB, zope.index" \
     > "$OUT/pytest_kernel.txt" 2>&1; then
   timeout "${KERNEL_S:-170}" $PY -m pytest -q -rfE -p no:cacheprovider -o addopts="" \
-      --basetemp="$WORK/kernel" "${K[@]}" \
+      --basetemp="$WORK/kernel" --timeout="${KERNEL_TEST_S:-0}" "${K[@]}" \
       tests/integration/test_video_job.py >> "$OUT/pytest_kernel.txt" 2>&1
   KERNEL_RC=$?
 else

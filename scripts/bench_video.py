@@ -30,7 +30,10 @@ Figures (ratios against anchors measured in the same run):
                          than wall time on a shared machine; it includes the
                          eviction and the client's polls)
     checkpoint_s_per_section = median of (job_s - evict_s - bare_s) / sections
-                               (steps, commits, section blobs, messages)
+                               (steps, commits, section blobs, messages),
+                               against raw_blob_commit_s: one bare ZODB commit
+                               of a blob of a section's size, timed in the same
+                               image before the jobs (the physical anchor)
     handover: evict_s (LLM out, memory read before and after) and
               pipeline_load_s; after the job, reload_first_token_s (the
               first LLM token after release: the lazy reload) against
@@ -148,6 +151,23 @@ def main() -> None:
     print(json.dumps(result, indent=None if args.json else 1))
 
 
+def raw_blob_commit_s(image: Image, size: int, tmp: Path, times: int = 7) -> float:
+    """Median time of a bare transaction committing one blob of `size` bytes."""
+    from ZODB.blob import Blob
+
+    timings = []
+    for number in range(times):
+        source = tmp / f"raw-{number}.bin"
+        source.write_bytes(os.urandom(size))
+        started = time.perf_counter()
+        with image.transaction("bench raw blob") as root:
+            blob = Blob()
+            blob.consumeFile(str(source))
+            root["batos"]["bench_blob"] = blob
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
+
+
 def one_pair(client: Client, folder: Path, tmp: Path, options: dict[str, Any],
              job_first: bool) -> dict[str, Any]:
     """One job and its bare anchor (in the given order), with the handover figures."""
@@ -200,8 +220,13 @@ def bench(tmp: Path, options: dict[str, Any], args: argparse.Namespace) -> dict[
     engine = Engine.load(build_small_llm_dir(tmp / "llm"), device=args.device)
     engine.install()
     image_dir = tmp / "image"
-    with Image.open(image_dir) as image, image.transaction("bench install") as root:
-        weights.install_folder(root, folder)
+    with Image.open(image_dir) as image:
+        with image.transaction("bench install") as root:
+            weights.install_folder(root, folder)
+        # a section's latents: window frames of 16 x (size/8)^2 float32, plus torch's header
+        latent_bytes = 16 * int(options["window"]) * (int(options["width"]) // 8) * (
+            int(options["height"]) // 8) * 4 + 1024
+        raw_commit = raw_blob_commit_s(image, latent_bytes, tmp)
     pairs: list[dict[str, Any]] = []
     with running_kernel(image_dir, overrides={"audit.interval_s": 0.0}), \
             Client(endpoint_for(image_dir), timeout=600) as client:
@@ -222,6 +247,9 @@ def bench(tmp: Path, options: dict[str, Any], args: argparse.Namespace) -> dict[
         "section_s": statistics.median(p["section_s"] for p in pairs),
         "checkpoint_s_per_section": statistics.median(
             p["checkpoint_s_per_section"] for p in pairs),
+        "raw_blob_commit_s": round(raw_commit, 5),
+        "checkpoint_vs_raw_commit": round(statistics.median(
+            p["checkpoint_s_per_section"] for p in pairs) / raw_commit, 2),
         "handover": {
             "evict_s": statistics.median(p["evict_s"] for p in pairs),
             "pipeline_load_s": statistics.median(p["pipeline_load_s"] for p in pairs),

@@ -10,7 +10,7 @@
 #    kernel reads every BATOS_<SECTION>_<KEY> as a setting and refuses others.)
 # 2. Samples nvidia-smi's memory.used every 500 ms for the whole run
 #    ($OUT/vram_samples.csv).
-# 3. Runs the video tests with BATOS_VIDEO_DEVICE=cuda ($OUT/pytest_video.txt,
+# 3. Runs the video tests with TEST_VIDEO_DEVICE=cuda ($OUT/pytest_video.txt,
 #    the full output).
 # 4. One hand-over with torch.cuda.mem_get_info read at each stage: small LLM
 #    loaded, lease taken (LLM evicted), tiny FramePack loaded, a 3-section clip
@@ -23,7 +23,7 @@
 # (pytest-timeout; default none); VIDEO_CHECK_STEPS picks steps 3-5 (default
 # "tests readings kernel"); VIDEO_CHECK_K narrows the
 # tests (pytest -k) for a dry run on a CPU:
-#   OUT=/tmp/o BATOS_VIDEO_DEVICE=cpu VIDEO_CHECK_K=blob PYTHON=.venv/bin/python \
+#   OUT=/tmp/o TEST_VIDEO_DEVICE=cpu VIDEO_CHECK_K=blob PYTHON=.venv/bin/python \
 #       bash scripts/gpu_check_video.sh
 # Nothing is downloaded: the models are tiny, random and built here.
 set -u
@@ -32,7 +32,9 @@ PY=${PYTHON:-python3}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
-export BATOS_VIDEO_DEVICE=${BATOS_VIDEO_DEVICE:-cuda}
+# The tests' device (not BATOS_VIDEO_DEVICE: tests/conftest.py drops every BATOS_*
+# variable, so the served-kernel tests ran their CLI jobs on the CPU with it).
+export TEST_VIDEO_DEVICE=${TEST_VIDEO_DEVICE:-cuda}
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
 export PYTHONUNBUFFERED=1
 K=(); [ -n "${VIDEO_CHECK_K:-}" ] && K=(-k "$VIDEO_CHECK_K")

@@ -71,6 +71,13 @@ class VideoActor(Persistent):
         self.running: str | None = None
         self.defaults = {k: v for k, v in (config or {}).items() if k.startswith("video.")}
 
+    def configure(self, config: Mapping[str, Any]) -> None:
+        """Take the current `video.*` settings (at every start: an edited batos.toml
+        applies to the jobs created after it)."""
+        defaults = {k: v for k, v in config.items() if k.startswith("video.")}
+        if defaults != self.defaults:
+            self.defaults = defaults
+
     # -- clients ------------------------------------------------------------------
     @handler
     def start(self, step: StepContext, prompt: str, options: Mapping[str, Any] | None = None,

@@ -129,3 +129,12 @@ def test_a_second_job_waits_for_the_first(image: Image) -> None:
     order = [(ctx.message.args[0], ctx.message.selector) for ctx in steps]
     assert order.index((first.id, "decode")) + 1 == order.index((second.id, "refine"))
     assert job_of(image, first.id)["state"] == job_of(image, second.id)["state"] == "COMPLETE"
+
+
+def test_an_edited_batos_toml_reaches_the_actor_at_the_next_start(tmp_path: Path) -> None:
+    with Image.open(tmp_path / "image") as img, img.reading() as root:
+        assert root["actors"]["video"].defaults["video.steps"] == 25
+    config = tmp_path / "image" / "batos.toml"
+    config.write_text(config.read_text().replace("steps = 25", "steps = 3"))
+    with Image.open(tmp_path / "image") as img, img.reading() as root:
+        assert root["actors"]["video"].defaults["video.steps"] == 3

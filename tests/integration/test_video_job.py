@@ -2,7 +2,7 @@
 
 A tiny random FramePack (tests.helpers.tiny_video) and the tiny LLM of the
 mission tests; a real `batos serve`, real ZeroMQ, a real image with blobs.
-Runs on the CPU, or on the device named by BATOS_VIDEO_DEVICE.
+Runs on the CPU, or on the device named by TEST_VIDEO_DEVICE.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def video_image(tiny_image: Path, tiny_video_dir: Path, cli: RunCli) -> Path:
 
 
 def _use_device(image: Path) -> None:
-    """Run the video pipeline on BATOS_VIDEO_DEVICE (the image's batos.toml)."""
+    """Run the video pipeline on TEST_VIDEO_DEVICE (the image's batos.toml)."""
     config = image / "batos.toml"
     config.write_text(config.read_text().replace('device = "auto"', f'device = "{DEVICE}"'))
 

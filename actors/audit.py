@@ -19,7 +19,7 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from persistent import Persistent
 
@@ -106,6 +106,8 @@ def assess(figures: dict[str, Any], on_text: Callable[[str], None] | None = None
 
 class Auditor(Persistent):
     """Runs self-audits and answers for the latest report."""
+
+    uses_llm: ClassVar[bool] = True  # waits behind the video lease (actors.video.lease)
 
     @handler
     def audit(self, step: StepContext) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """`batos ps`: what the kernel is doing now, once or refreshed (`--watch`).
 
-One `status` (the kernel's uptime, queue depths, running steps and the
-engine's gauges: `actors/engine_stats.py`) and one `missions.list("running")`
+One `status` (the kernel's uptime, queue depths, running steps, the actors
+waiting behind a closed gate such as the video lease, and the engine's
+gauges: `actors/engine_stats.py`) and one `missions.list("running")`
 (in-flight missions with their state and last finished pass). Not shown yet:
 the kernel's RSS and VRAM, and the adapter worn by the pass now running
 (neither reaches a client today).
@@ -73,6 +74,7 @@ def take(client: Any, entry: str) -> dict[str, Any]:
         "uptime_s": status.get("uptime_s"),
         "running_steps": status.get("running"),
         "queues": {k: v for k, v in (status.get("queues") or {}).items() if v},
+        "waiting": status.get("waiting") or {},
         "engine": {"backend": backends[0] if backends else None,
                    "threads": counters.get("engine.threads"),
                    "tokens_per_s": counters.get("engine.tokens_per_s")},
@@ -96,8 +98,10 @@ def render(snapshot: dict[str, Any], now: float) -> Group:
         table.add_row(shorts[str(row["id"])], str(row.get("state")),
                       age(now - float(row.get("created") or now)),
                       str(row.get("pass") or "-"), str(row.get("question") or "")[:50])
-    return Group(head, Text(f"queues  {queues or 'empty'}"),
-                 Text(lease_line(snapshot.get("leases") or {})), table)
+    lines = [head, Text(f"queues  {queues or 'empty'}"),
+             Text(lease_line(snapshot.get("leases") or {}))]
+    lines += [Text(line) for line in waiting_lines(snapshot.get("waiting") or {})]
+    return Group(*lines, table)
 
 
 def lease_line(leases: dict[str, Any]) -> str:
@@ -109,3 +113,13 @@ def lease_line(leases: dict[str, Any]) -> str:
                     - {leases.get("kernel")})
     return (f"leases  kernel {leases.get('kernel')} holds {held}; image {leases.get('image')}"
             + (f"; other kernels: {', '.join(others)}" if others else ""))
+
+
+def waiting_lines(waiting: dict[str, Any]) -> list[str]:
+    """One line per closed gate: who holds it, and the actors whose steps wait."""
+    lines = []
+    for gate, info in sorted(waiting.items()):
+        actors = "  ".join(f"{a} {n}" for a, n in sorted((info.get("actors") or {}).items()))
+        lines.append(f"waiting for {info.get('label') or gate} (held by "
+                     f"{info.get('holder')}): {actors or 'nothing queued'}")
+    return lines

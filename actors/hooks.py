@@ -51,6 +51,9 @@ def serve(image: Any) -> None:
         engine_stats.reset_gauges(root)
     engine_stats.install(loaded)  # the process's generator, metered
     video_lease.LEASE.set_reattach(lambda engine: steward.attach(image, engine))
+    with image.transaction("vram gate") as root:
+        waiting = video_lease.guard_llm_actors(root)
+    log.info("while a video job holds the device, these actors wait: %s", ", ".join(waiting))
     log.info("engine ready")
 
 

@@ -72,6 +72,7 @@ class PassActor(Persistent):
 
     pass_name: ClassVar[str] = ""
     default_persona: ClassVar[str] = ""
+    uses_llm: ClassVar[bool] = True  # waits behind the video lease (actors.video.lease)
 
     def __init__(self, config: Mapping[str, Any] | None = None,
                  persona: str | None = None) -> None:

@@ -154,6 +154,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("video.device", str, "auto", "device of the video pipeline: auto, cpu, cuda[:N]"),
     Setting("video.pipeline", str, "video", "the installed video pipeline's name in the image"),
     Setting("video.refine", bool, True, "refine the prompt with an LLM pass before the lease"),
+    Setting("video.previews", bool, True, "a small PNG of each section's last frame, as made"),
     # -- the engine's backend and compute threads (actors.backends, actors.threads) --
     Setting("engine.backend", str, "auto",
             "generation backend: torch (transformers + peft), llama (llama.cpp on the "

@@ -175,6 +175,7 @@ RULES: dict[str, Rule] = {
     else "must be auto, cpu, cuda or cuda:N",
     "video.pipeline": non_empty,
     "video.refine": any_value,
+    "video.previews": any_value,
     "engine.backend": one_of("auto", "torch", "llama"),
     "engine.threads": between(0, 1024),
 }

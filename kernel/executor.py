@@ -32,6 +32,7 @@ from kernel.actions import (
 )
 from kernel.durability import SyncGroup
 from kernel.errors import KernelError, StepFailed, UnknownActor, UnknownSelector
+from kernel.gates import GATES
 from kernel.mailbox import Envelope
 from kernel.router import Router
 from kernel.scheduler import Scheduler
@@ -164,6 +165,7 @@ class Executor:
                 "endpoints": self.endpoints,
                 "durability": self._durable.stats() if self._durable else None,
                 "queues": self.scheduler.depths(), "running": self.scheduler.running,
+                "waiting": GATES.describe(self.scheduler.parked()),
                 "connections": self.connections.size() if self.connections else 0,
                 "leases": self._lease_status()}
 

@@ -23,6 +23,12 @@ the same objects again.) Starting a drain costs a lock release, no future
 and no work item, so an actor whose queue runs dry between two messages,
 which happens all the time under a steady load, costs little to wake again.
 
+An actor behind a closed gate (`kernel.gates`) is parked instead: its jobs
+stay queued, no worker takes them, and they count neither as running nor as
+a backlog; when the gate opens the actor goes back on the ready queue. The
+check is made before each job, so a drain stops at the first job after its
+actor's gate closed.
+
 `submit` is called from the loop thread; the queues are shared with the
 draining workers under one lock.
 """
@@ -36,6 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kernel.durability import SyncGroup
+from kernel.gates import Gates
 
 Work = Callable[[], Any]
 Done = Callable[[Any, BaseException | None], None]
@@ -45,9 +52,12 @@ class Scheduler:
     """FIFO per actor, one running job per actor, results back on the loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, workers: int,
-                 durable: SyncGroup | None = None, name: str = "batos-step") -> None:
+                 durable: SyncGroup | None = None, name: str = "batos-step",
+                 gates: Gates | None = None) -> None:
         self._loop = loop
         self._durable = durable
+        self._gates = gates
+        self._parked: set[str] = set()  # actors with jobs, behind a closed gate
         self._lock = threading.Lock()
         self._queues: dict[str, deque[tuple[Work, Done]]] = {}
         self._busy: set[str] = set()
@@ -61,6 +71,8 @@ class Scheduler:
                          for n in range(max(1, workers))]
         for thread in self._threads:
             thread.start()
+        if gates is not None:
+            gates.subscribe(self._unpark)
 
     def stop(self) -> None:
         """End the workers: running jobs finish, queued ones are dropped (idempotent).
@@ -68,6 +80,8 @@ class Scheduler:
         A dropped job's message is still in its mailbox; the next start
         delivers it again.
         """
+        if self._gates is not None:
+            self._gates.unsubscribe(self._unpark)
         with self._lock:
             for jobs in self._queues.values():
                 jobs.clear()
@@ -94,7 +108,10 @@ class Scheduler:
             if queue is None:
                 queue = self._queues[actor] = deque()
             queue.append((work, done))
-            if actor in self._busy:
+            if actor in self._busy or actor in self._parked:
+                return
+            if self._gates is not None and self._gates.blocks(actor):
+                self._parked.add(actor)
                 return
             self._busy.add(actor)
             self.running += 1
@@ -112,11 +129,18 @@ class Scheduler:
     def backlog(self) -> bool:
         """Jobs wait behind the running ones (more commits are on their way)."""
         with self._lock:
-            return bool(self._ready) or any(self._queues.values())
+            return bool(self._ready) or any(
+                q for a, q in self._queues.items() if a not in self._parked)
 
     def idle(self) -> bool:
         with self._lock:
-            return self.running == 0 and not any(self._queues.values())
+            return self.running == 0 and not any(
+                q for a, q in self._queues.items() if a not in self._parked)
+
+    def parked(self) -> dict[str, int]:
+        """Actors held behind a closed gate, with their waiting jobs."""
+        with self._lock:
+            return {a: len(self._queues.get(a) or ()) for a in sorted(self._parked)}
 
     def depths(self) -> dict[str, int]:
         with self._lock:
@@ -150,6 +174,9 @@ class Scheduler:
                     self._busy.discard(actor)
                     self.running -= 1
                     return
+                if self._gates is not None and self._gates.blocks(actor):
+                    self._park(actor)  # its gate closed during the drain
+                    return
                 work, done = queue.popleft()
             try:
                 result, error = work(), None
@@ -157,6 +184,31 @@ class Scheduler:
                 result, error = None, exc
             if not self._hand_back(done, result, error):
                 return  # the loop closed during shutdown: nobody to tell
+
+    def _park(self, actor: str) -> None:
+        """Under the lock: `actor` leaves the running set and waits for its gate."""
+        self._busy.discard(actor)
+        self.running -= 1
+        self._parked.add(actor)
+
+    def _unpark(self) -> None:
+        """A gate opened (on the opening thread): parked actors it freed get in line."""
+        assert self._gates is not None
+        wakes = []
+        with self._lock:
+            for actor in sorted(self._parked):
+                if self._gates.blocks(actor):
+                    continue
+                self._parked.discard(actor)
+                if not self._queues.get(actor):
+                    continue
+                self._busy.add(actor)
+                self.running += 1
+                self._ready.append(actor)
+                if self._idle:
+                    wakes.append(self._idle.pop())
+        for wake in wakes:
+            wake.release()
 
     def _hand_back(self, done: Done, result: Any, error: BaseException | None) -> bool:
         """On a worker: queue `done(result, error)` for the loop once what the job

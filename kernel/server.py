@@ -42,6 +42,7 @@ from kernel.actions import (
 from kernel.durability import SyncGroup
 from kernel.errors import CurveKeysMissing, KernelError
 from kernel.executor import Executor
+from kernel.gates import GATES
 from kernel.image import Image
 from kernel.lease_loop import SharedImage
 from kernel.lifecycle import Chores
@@ -116,7 +117,8 @@ class Kernel(Executor, Chores, SharedImage):
         self._stopping = asyncio.Event()
         self._durable = (self.image.group_commit() if self.config["kernel.group_commit"]
                          else None)
-        self.scheduler = Scheduler(self._loop, self.config["steps.workers"], self._durable)
+        self.scheduler = Scheduler(self._loop, self.config["steps.workers"], self._durable,
+                                   gates=GATES)
         if self._durable is not None:
             self._durable.gather(self.config["kernel.group_commit_delay_s"],
                                  self.scheduler.backlog)

@@ -38,7 +38,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from persistent import Persistent
 from persistent.list import PersistentList
@@ -71,6 +71,8 @@ SYSTEM = (
 
 class Learner(Persistent):
     """Writes missing methods for generative actors; lists, shows and removes them."""
+
+    uses_llm: ClassVar[bool] = True  # waits behind the video lease (actors.video.lease)
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         self.attempts = 3

@@ -71,6 +71,13 @@ class VideoActor(Persistent):
         self.running: str | None = None
         self.defaults = {k: v for k, v in (config or {}).items() if k.startswith("video.")}
 
+    def configure(self, config: Mapping[str, Any]) -> None:
+        """Take the current `video.*` settings (at every start: an edited batos.toml
+        applies to the jobs created after it)."""
+        defaults = {k: v for k, v in config.items() if k.startswith("video.")}
+        if defaults != self.defaults:
+            self.defaults = defaults
+
     # -- clients ------------------------------------------------------------------
     @handler
     def start(self, step: StepContext, prompt: str, options: Mapping[str, Any] | None = None,
@@ -96,7 +103,7 @@ class VideoActor(Persistent):
     @handler
     def status(self, step: StepContext, job_id: str) -> dict[str, Any] | None:
         job: VideoJob | None = self.jobs.get(job_id)
-        return None if job is None else {**job.summary(), "events": list(job.events)}
+        return None if job is None else {**job.summary(), "events": _with_previews(job)}
 
     @handler
     def ls(self, step: StepContext) -> list[dict[str, Any]]:
@@ -187,10 +194,26 @@ class VideoActor(Persistent):
             job.sections[section.index] = consume_into(step.root._p_jar, path)
         seconds = time.perf_counter() - started
         job.add_time("sections", seconds)
+        png = self._preview(step, job, pipe, section.index, latents)
         event = job.note("section", k=len(job.sections), of=settings.sections,
                          index=section.index, keyframe=section.keyframe,
-                         guidance=round(section.guidance, 4), seconds=round(seconds, 4))
-        step.emit("section", **{k: v for k, v in event.items() if k != "event"})
+                         guidance=round(section.guidance, 4), seconds=round(seconds, 4),
+                         preview=png is not None)
+        step.emit("section", **{k: v for k, v in event.items() if k != "event"},
+                  preview_png=png)
+
+    def _preview(self, step: StepContext, job: VideoJob, pipe: SectionPipeline, index: int,
+                 latents: Any) -> bytes | None:
+        """The section's last frame as a small PNG blob (`previews` setting); its bytes."""
+        if not job.config.previews:
+            return None
+        started = time.perf_counter()
+        png = pipe.preview(latents)
+        with _scratch_file(step.root, ".png") as path:
+            path.write_bytes(png)
+            job.previews[index] = consume_into(step.root._p_jar, path)
+        job.add_time("previews", time.perf_counter() - started)
+        return png
 
     def _decode(self, step: StepContext, job: VideoJob) -> None:
         from actors.video.assembly import write_mp4
@@ -295,6 +318,17 @@ def refine_prompt(prompt: str) -> str:
         temperature=REFINE_TEMPERATURE, max_new_tokens=REFINE_TOKENS)
     text = generator.generate(request).text.strip()
     return text or prompt
+
+
+def _with_previews(job: VideoJob) -> list[dict[str, Any]]:
+    """The job's events, each section's with the path of its preview PNG (or None)."""
+    events = []
+    for event in job.events:
+        if event.get("event") == "section":
+            blob = job.preview_of(event["index"])
+            event = {**event, "preview": None if blob is None else str(committed_path(blob))}
+        events.append(event)
+    return events
 
 
 def _latents(job: VideoJob, index: int) -> Any:

@@ -9,7 +9,9 @@
 
 A prompt that is one of the words ls, get, install is written after `--`.
 Progress: the kernel runs the job step by step; this command polls the job's
-status and prints each section as it is committed.
+status and prints each section as it is committed ("section k/N"), with its
+preview: a small PNG of the section's last frame, a blob in the image
+(`--previews DIR` copies each one there; `video.previews = false` makes none).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ def video(
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     refine: Annotated[bool | None, typer.Option(
         "--refine/--no-refine", help="Refine the prompt with an LLM pass.")] = None,
+    previews: Annotated[Path | None, typer.Option(
+        "--previews", help="Copy each section's preview PNG into this folder.")] = None,
     image: LiveImageOpt = DEFAULT_IMAGE, endpoint: EndpointOpt = None, key: KeyOpt = None,
     server_key: ServerKeyOpt = None, as_json: JsonOpt = False,
 ) -> None:
@@ -83,7 +87,7 @@ def video(
         else:
             picture = start_image.read_bytes() if start_image is not None else None
             job = _call(client, "start", " ".join(words), options, picture)
-            final = _follow(client, job["job"], as_json)
+            final = _follow(client, job["job"], as_json, previews)
             if final["state"] != "COMPLETE":
                 err_console.print(f"video job {final['job']} failed: {final['error']}")
                 raise typer.Exit(1)
@@ -116,23 +120,35 @@ def _call(client: Any, selector: str, *args: Any) -> Any:
         raise typer.Exit(2) from exc
 
 
-def _follow(client: Any, job_id: str, as_json: bool) -> dict[str, Any]:
+def _follow(client: Any, job_id: str, as_json: bool,
+            previews: Path | None = None) -> dict[str, Any]:
     """Poll the job until it ends, printing each new event; returns its last status."""
     seen = 0
     deadline = time.monotonic() + WAIT_S
+    if previews is not None:
+        previews.mkdir(parents=True, exist_ok=True)
     while True:
         status: dict[str, Any] = client.send("video", "status", job_id)
         for event in status["events"][seen:]:
+            if event.get("preview") and previews is not None:
+                target = previews / f"{job_id}-section-{event['index']}.png"
+                shutil.copyfile(event["preview"], target)
+                event = {**event, "preview": str(target)}
             if as_json:
                 print(json.dumps(event))
             else:
-                mark = " keyframe" if event.get("keyframe") else ""
-                console.print(f"section {event['k']}/{event['of']}: #{event['index']}{mark}, "
-                              f"guidance {event['guidance']}, {event['seconds']:.2f} s")
+                console.print(_section_line(event))
         seen = len(status["events"])
         if status["state"] in ("COMPLETE", "FAILED") or time.monotonic() > deadline:
             return status
         time.sleep(POLL_S)
+
+
+def _section_line(event: dict[str, Any]) -> str:
+    mark = " keyframe" if event.get("keyframe") else ""
+    shown = f", preview {event['preview']}" if event.get("preview") else ""
+    return (f"section {event['k']}/{event['of']}: #{event['index']}{mark}, "
+            f"guidance {event['guidance']}, {event['seconds']:.2f} s{shown}")
 
 
 def _fetch(found: dict[str, Any], out: Path | None, as_json: bool) -> None:

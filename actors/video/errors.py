@@ -72,10 +72,10 @@ class LeaseHeld(LeaseError):
 class MemoryNotReturned(LeaseError):
     """Evicting the LLM did not give the memory back (something still holds it)."""
 
-    def __init__(self, device: str, before: int, after: int, expected: int) -> None:
-        super().__init__(f"{device}: evicting freed {after - before} bytes, "
+    def __init__(self, device: str, reading: str, freed: int, expected: int) -> None:
+        super().__init__(f"{device}: evicting the LLM freed {freed} bytes by {reading}, "
                          f"expected at least {expected}")
         self.device = device
-        self.before = before
-        self.after = after
+        self.reading = reading
+        self.freed = freed
         self.expected = expected

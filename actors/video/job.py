@@ -70,6 +70,7 @@ class JobSettings:
     pipeline: str = "video"
     refine: bool = True
     device: str = "auto"
+    previews: bool = True
 
     @classmethod
     def resolve(cls, config: Mapping[str, Any], options: Mapping[str, Any]) -> JobSettings:
@@ -123,6 +124,7 @@ class VideoJob(Persistent):
         self.turn = 0
         self.conditioning: Blob | None = None
         self.sections: IOBTree = IOBTree()  # section index -> Blob of its latents
+        self.previews: IOBTree = IOBTree()  # section index -> Blob of a small PNG
         self.video: Blob | None = None
         self.frames = 0
         self.handover: dict[str, Any] | None = None
@@ -132,6 +134,11 @@ class VideoJob(Persistent):
         self.error_kind: str | None = None  # the exception's class name
         self.created = time.time()
         self.finished: float | None = None
+
+    def preview_of(self, index: int) -> Blob | None:
+        """The section's preview PNG (None: none made, or a job from before previews)."""
+        previews: IOBTree | None = self.__dict__.get("previews")
+        return None if previews is None else previews.get(index)
 
     @property
     def config(self) -> JobSettings:

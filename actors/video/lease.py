@@ -7,25 +7,32 @@ LA3 §2.3: the LLM and the video pipeline cannot share the device. A job
 the LLM, waits for a generation in progress to finish (the engine's generate
 lock), evicts the model and its adapter tiers (the steward is closed and
 detached, so its hot slots, which live inside the model, go with it), and
-reads the device memory before and after to prove it came back: CUDA's
-`mem_get_info` (the eviction must free at least half the model's weight
-bytes, else `MemoryNotReturned`), the process's RSS on a CPU (reported only:
-the allocator keeps freed pages, `malloc_trim` returns what it can).
+reads the device memory before and after to prove it came back. On CUDA
+the tensors must be gone (`memory_allocated` drops by at least half the
+model's weight bytes) and, for a model big enough to show above the caching
+allocator's segments (`MEASURABLE_BYTES`), the device too (`mem_get_info`
+by as much), else `MemoryNotReturned`; a tiny model's tensors share
+segments with the embedder's, so the device reading of its eviction is
+reported, not required. On a CPU the process's RSS is reported only (the
+allocator keeps freed pages, `malloc_trim` returns what it can).
 
-While the lease is held the process's generator is a `LazyGenerator`: an LLM
-pass that arrives waits at the gate (its message stays in its mailbox until
-its step commits, so `batos ps` shows it pending). `release` opens the gate;
+The lease is also the kernel's `vram` gate (`kernel.gates`): the serve hook
+puts every actor that runs LLM passes behind it (`guard_llm_actors`: the
+actors whose class says `uses_llm`), `acquire` closes it before the
+eviction and `release` opens it. While it is closed the scheduler starts
+none of those actors' steps: their messages wait in their mailboxes, no
+worker thread waits with them (a job with one worker goes on), and
+`batos ps` shows them waiting for the lease.
+
+While the lease is held the process's generator is a `LazyGenerator`: a
+pass that was already running when the gate closed waits in it (the only
+passes that can: the scheduler starts no new one). `release` opens both;
 the first pass after it reloads the model from the same folder in place
 (same `Engine` object, so the tokenizer and the embedder never left), lets
 the serve hook re-attach the steward, and installs the engine again: the
 LLM reloads lazily. A job releases on success and failure (`held`); a
-killed process holds nothing (the lease is volatile) and the LLM loads at
-the next start as usual.
-
-The kernel's workers run steps; a pass waiting at the gate keeps its
-worker. A job needs one free worker for its next step, so `steps.workers`
-must exceed the number of LLM actors that can wait at once (the default
-4 workers and the four pass actors leave none: see docs/OPERATIONS.md).
+killed process holds nothing (the lease and the gate are volatile) and the
+LLM loads at the next start as usual.
 """
 
 from __future__ import annotations
@@ -42,10 +49,14 @@ from typing import Any
 from actors import llm
 from actors import steward as steward_mod
 from actors.video.errors import LeaseHeld, MemoryNotReturned
+from kernel.gates import GATES, Gates
 
 log = logging.getLogger(__name__)
 
 MIN_FREED_SHARE = 0.5  # CUDA: an eviction must free at least this share of the weights
+MEASURABLE_BYTES = 64 << 20  # weights from this size must show in mem_get_info too
+GATE = "vram"  # the kernel gate the LLM actors wait behind while a job holds the device
+GATE_LABEL = "the video lease"
 
 Reattach = Callable[[Any], object]  # the result (a steward or None) is not used
 
@@ -57,6 +68,7 @@ class Reading:
     device: str
     used_bytes: int
     source: str  # "cuda.mem_get_info" or "rss"
+    allocated_bytes: int = 0  # CUDA: bytes in live tensors (torch.cuda.memory_allocated)
 
 
 def read_memory(device: str) -> Reading:
@@ -66,7 +78,8 @@ def read_memory(device: str) -> Reading:
     if device.startswith("cuda") and torch.cuda.is_available():
         torch.cuda.synchronize()
         free, total = torch.cuda.mem_get_info(torch.device(device))
-        return Reading(device, int(total - free), "cuda.mem_get_info")
+        allocated = torch.cuda.memory_allocated(torch.device(device))
+        return Reading(device, int(total - free), "cuda.mem_get_info", int(allocated))
     import psutil
 
     return Reading(device, int(psutil.Process().memory_info().rss), "rss")
@@ -85,17 +98,33 @@ class Handover:
     def freed_bytes(self) -> int:
         return self.before.used_bytes - self.after.used_bytes
 
+    @property
+    def freed_tensor_bytes(self) -> int:
+        return self.before.allocated_bytes - self.after.allocated_bytes
+
+    def shortfall(self) -> tuple[str, int, int] | None:
+        """On CUDA: (which reading, freed, expected) when the memory did not come back."""
+        if not self.before.source.startswith("cuda"):
+            return None
+        expected = int(MIN_FREED_SHARE * self.weight_bytes)
+        if self.freed_tensor_bytes < expected:
+            return "cuda.memory_allocated", self.freed_tensor_bytes, expected
+        if self.weight_bytes >= MEASURABLE_BYTES and self.freed_bytes < expected:
+            return "cuda.mem_get_info", self.freed_bytes, expected
+        return None
+
     def as_dict(self) -> dict[str, Any]:
         return {"device": self.before.device, "source": self.before.source,
                 "used_before": self.before.used_bytes, "used_after": self.after.used_bytes,
-                "freed": self.freed_bytes, "weights": self.weight_bytes,
-                "seconds": round(self.seconds, 6)}
+                "freed": self.freed_bytes, "freed_tensors": self.freed_tensor_bytes,
+                "weights": self.weight_bytes, "seconds": round(self.seconds, 6)}
 
 
 class VramLease:
     """The process's exclusive device lease (see the module note)."""
 
-    def __init__(self) -> None:
+    def __init__(self, gates: Gates = GATES) -> None:
+        self.gates = gates
         self._lock = threading.Lock()
         self._released = threading.Condition(self._lock)
         self._reload_lock = threading.Lock()
@@ -121,6 +150,7 @@ class VramLease:
             if self.holder == holder:
                 return None
             self.holder = holder
+            self.gates.close(GATE, holder, GATE_LABEL)
         try:
             return self._evict(device)
         except BaseException:
@@ -134,6 +164,7 @@ class VramLease:
                 return False
             self.holder = None
             self._released.notify_all()
+        self.gates.open(GATE, holder)  # parked passes get back in line
         return True
 
     @contextlib.contextmanager
@@ -170,9 +201,9 @@ class VramLease:
         handover = Handover(before, read_memory(device), weights,
                             time.perf_counter() - started)
         log.info("VRAM lease: LLM evicted, %s", handover.as_dict())
-        if device.startswith("cuda") and handover.freed_bytes < MIN_FREED_SHARE * weights:
-            raise MemoryNotReturned(device, before.used_bytes, handover.after.used_bytes,
-                                    int(MIN_FREED_SHARE * weights))
+        short = handover.shortfall()
+        if short is not None:
+            raise MemoryNotReturned(device, *short)
         return handover
 
     # -- the LLM's side ----------------------------------------------------------------
@@ -223,6 +254,14 @@ class LazyGenerator:
         engine = self.lease.reload()
         generation: llm.Generation = engine.generate(request, on_text=on_text, cancel=cancel)
         return generation
+
+
+def guard_llm_actors(root: Any, gates: Gates = GATES) -> list[str]:
+    """Put the actors that run LLM passes (class attribute `uses_llm`) behind the gate."""
+    names = sorted(name for name, actor in root["actors"].items()
+                   if getattr(type(actor), "uses_llm", False))
+    gates.guard(GATE, names)
+    return names
 
 
 def _detach_steward(engine: Any) -> None:

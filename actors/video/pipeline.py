@@ -34,6 +34,7 @@ when the pipeline does not fit the free memory, VAE tiling on CUDA.
 from __future__ import annotations
 
 import gc
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ from actors.video.weights import SUPPORTED
 MAX_GAP = 3  # sections of empty positions between a section and its context
 HISTORY = (1, 2, 16)  # right-context frames at 1x, 2x and 4x compression
 EXP_MAX = 7.0  # the released checkpoints' cap on the scheduler's shift
+PREVIEW_SIZE = 128  # a section's preview fits this square (pixels)
 OFFLOAD_HEADROOM = 0.8  # load whole on the device only below this share of its free memory
 # Template for real checkpoints (diffusers' default); the tiny test pipeline keeps the prompt whole.
 DEFAULT_TEMPLATE: dict[str, Any] | None = None
@@ -225,6 +227,19 @@ class SectionPipeline:
                            return_dict=False)[0]
         frames = pipe.video_processor.postprocess_video(video.float(), output_type="np")[0]
         return np.asarray(np.round(np.clip(frames, 0.0, 1.0) * 255.0), dtype=np.uint8)
+
+    @torch.inference_mode()
+    def preview(self, section: torch.Tensor, size: int = PREVIEW_SIZE) -> bytes:
+        """A small PNG of a section's last frame: its last latent frame alone through
+        the VAE (a causal VAE makes one picture of it), scaled to fit `size` pixels."""
+        from PIL import Image
+
+        frames = self.decode(section[:, :, -1:], [])
+        picture = Image.fromarray(frames[-1])
+        picture.thumbnail((size, size))
+        out = io.BytesIO()
+        picture.save(out, format="PNG")
+        return out.getvalue()
 
     def unload(self) -> None:
         """Drop the pipeline's weights and give the device memory back."""

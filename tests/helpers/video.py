@@ -10,8 +10,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from tests.helpers.tiny_model import build_tokenizer
 
-# BATOS_VIDEO_DEVICE=cuda runs the video tests on a GPU (scripts/gpu_check_video.sh).
-DEVICE = os.environ.get("BATOS_VIDEO_DEVICE", "cpu")
+# TEST_VIDEO_DEVICE=cuda runs the video tests on a GPU (scripts/gpu_check_video.sh). Not a
+# BATOS_* variable: tests/conftest.py removes those before the tests import this.
+DEVICE = os.environ.get("TEST_VIDEO_DEVICE", "cpu")
 
 
 def one_thread() -> None:

@@ -3,11 +3,13 @@ own transaction, following the messages it posts (as the kernel would)."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image as PILImage
 
 from actors.video.errors import NoVideoWeights
 from actors.video.lease import LEASE
@@ -72,6 +74,31 @@ def test_every_section_is_committed_as_its_own_blob(image: Image) -> None:
     sections = [e for ctx in steps for name, e in ctx.events if name == "section"]
     assert [e["index"] for e in sections] == [0, 2, 1]
     assert LEASE.holder is None
+    stored = previews_of(image, start.id)
+    for event in sections:  # each section's preview went out with its event, and stays
+        assert event["preview"] is True
+        assert stored[event["index"]] == event["preview_png"]
+        with PILImage.open(io.BytesIO(event["preview_png"])) as picture:
+            assert (picture.format, picture.size) == ("PNG", (SIZE, SIZE))
+
+
+def test_without_previews_no_preview_is_made(image: Image) -> None:
+    start = Envelope("video", "start", ("a fox", {**OPTIONS, "previews": False}))
+    steps = run(image, start)
+    sections = [e for ctx in steps for name, e in ctx.events if name == "section"]
+    assert len(sections) == 3
+    assert [(e["preview"], e["preview_png"]) for e in sections] == [(False, None)] * 3
+    assert previews_of(image, start.id) == {}
+
+
+def previews_of(image: Image, job_id: str) -> dict[int, bytes]:
+    """The job's preview PNGs by section, read through `status` as a client would."""
+    with image.transaction() as root:
+        ctx = StepContext(message=Envelope("video", "status", (job_id,)), root=root,
+                          actor=root["actors"]["video"])
+        status = root["actors"]["video"].status(ctx, job_id)
+    return {e["index"]: Path(e["preview"]).read_bytes() for e in status["events"]
+            if e["event"] == "section" and e["preview"] is not None}
 
 
 def test_a_failing_step_fails_the_job_and_releases_the_lease(image: Image) -> None:
@@ -102,3 +129,12 @@ def test_a_second_job_waits_for_the_first(image: Image) -> None:
     order = [(ctx.message.args[0], ctx.message.selector) for ctx in steps]
     assert order.index((first.id, "decode")) + 1 == order.index((second.id, "refine"))
     assert job_of(image, first.id)["state"] == job_of(image, second.id)["state"] == "COMPLETE"
+
+
+def test_an_edited_batos_toml_reaches_the_actor_at_the_next_start(tmp_path: Path) -> None:
+    with Image.open(tmp_path / "image") as img, img.reading() as root:
+        assert root["actors"]["video"].defaults["video.steps"] == 25
+    config = tmp_path / "image" / "batos.toml"
+    config.write_text(config.read_text().replace("steps = 25", "steps = 3"))
+    with Image.open(tmp_path / "image") as img, img.reading() as root:
+        assert root["actors"]["video"].defaults["video.steps"] == 3

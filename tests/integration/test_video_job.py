@@ -2,7 +2,7 @@
 
 A tiny random FramePack (tests.helpers.tiny_video) and the tiny LLM of the
 mission tests; a real `batos serve`, real ZeroMQ, a real image with blobs.
-Runs on the CPU, or on the device named by BATOS_VIDEO_DEVICE.
+Runs on the CPU, or on the device named by TEST_VIDEO_DEVICE.
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image as PILImage
 
+from actors import cli_ps as ps
+from actors.video import lease
 from actors.video import schedule as sch
 from actors.video.assembly import read_mp4
 from kernel.client import Client, RemoteError
@@ -61,7 +64,7 @@ def video_image(tiny_image: Path, tiny_video_dir: Path, cli: RunCli) -> Path:
 
 
 def _use_device(image: Path) -> None:
-    """Run the video pipeline on BATOS_VIDEO_DEVICE (the image's batos.toml)."""
+    """Run the video pipeline on TEST_VIDEO_DEVICE (the image's batos.toml)."""
     config = image / "batos.toml"
     config.write_text(config.read_text().replace('device = "auto"', f'device = "{DEVICE}"'))
 
@@ -103,7 +106,8 @@ def test_batos_video_end_to_end_and_the_lease(tiny_image: Path, tiny_video_dir: 
             client.send("video", "start", " ", {})
         assert client.send("video", "ls") == []  # nothing was left by a refusal
         done = cli("video", "a fox jumps over the lazy dog", "--seconds", "5", *TINY_FLAGS,
-                   "--seed", str(video_seed), "--out", str(out), "--json", *image)
+                   "--seed", str(video_seed), "--out", str(out), "--json",
+                   "--previews", str(tmp_path / "previews"), *image)
         listed = cli("video", "ls", "--json", *image)
         mission, final_job = _mission_during_a_job(client, video_seed)
     assert refused.returncode == 2
@@ -115,6 +119,10 @@ def test_batos_video_end_to_end_and_the_lease(tiny_image: Path, tiny_video_dir: 
     assert [e["index"] for e in events] == [s.index for s in plan]  # keyframes first
     assert [e["guidance"] for e in events] == [round(s.guidance, 4) for s in plan]
     assert [e["k"] for e in events] == [1, 2, 3, 4, 5]
+    for event in events:  # each section's preview, copied where --previews said
+        assert Path(event["preview"]).parent == tmp_path / "previews"
+        with PILImage.open(event["preview"]) as picture:
+            assert (picture.format, picture.size) == ("PNG", (SIZE, SIZE))
     frames, info = read_mp4(out)
     assert (info.frames, info.height, info.width) == (sch.frame_count(5, 2), SIZE, SIZE)
     assert final["frames"] == frames.shape[0]
@@ -135,12 +143,51 @@ def _mission_during_a_job(client: Client, seed: int) -> tuple[Any, Any]:
     # sent while the job held the lease (the LLM was off the device)
     assert running["state"] == "SECTIONS" and running["done"] < running["sections"]
     final_job = wait_for(client, job["job"], lambda s: False, poll=0.25)
+    return _finished_mission(client, started["mission"]), final_job
+
+
+def test_with_one_worker_a_mission_waits_in_its_mailbox_for_the_lease(
+        video_image: Path, serve: ServeFactory, video_seed: int) -> None:
+    """`steps.workers=1`: the pass parks behind the lease's gate (shown by `batos ps`'s
+    snapshot) instead of holding the only worker; the job goes on, the mission after."""
+    options = {**TINY, "seconds": 5.0, "steps": 12, "seed": video_seed, "refine": False}
+    with serve(video_image, "--set", "steps.workers=1") as served, \
+            Client(served.endpoint, timeout=WAIT_S) as client:
+        job = client.send("video", "start", "a fox", options)
+        wait_for(client, job["job"], lambda s: s["done"] >= 1)
+        started = client.send("missions", "start", "what is the capital of France")
+        snapshot = _while_waiting(client, job["job"])
+        final_job = wait_for(client, job["job"], lambda s: False, poll=0.25)
+        mission = _finished_mission(client, started["mission"])
+        after = ps.take(client, "missions")
+    gate = snapshot["waiting"][lease.GATE]
+    assert gate["holder"] == job["job"]
+    assert gate["actors"] == {"router": 1}  # the mission's first LLM pass, parked
+    assert ps.waiting_lines(snapshot["waiting"])[0].startswith(f"waiting for {lease.GATE_LABEL}")
+    assert final_job["state"] == "COMPLETE"
+    assert mission["state"] == "COMPLETE"
+    assert mission["finished"] > final_job["finished"]
+    assert after["waiting"] == {}
+
+
+def _while_waiting(client: Client, job_id: str) -> dict[str, Any]:
+    """`batos ps`'s snapshot once a pass waits behind the lease (fails if the job ends)."""
+    while True:
+        snapshot = ps.take(client, "missions")
+        if snapshot["waiting"].get(lease.GATE, {}).get("actors"):
+            return snapshot
+        status = client.send("video", "status", job_id)
+        assert status["state"] not in ("COMPLETE", "FAILED"), (status, snapshot)
+        time.sleep(0.05)
+
+
+def _finished_mission(client: Client, mission_id: str) -> Any:
     deadline = time.monotonic() + WAIT_S
-    while (mission := client.send("missions", "status", started["mission"]))["state"] \
+    while (mission := client.send("missions", "status", mission_id))["state"] \
             not in ("COMPLETE", "FAILED"):
         assert time.monotonic() < deadline, mission
         time.sleep(0.1)
-    return mission, final_job
+    return mission
 
 
 def test_kill_9_mid_job_resumes_at_the_first_missing_section(

@@ -1,6 +1,6 @@
 """The VRAM lease on a real (small, random) LLM engine: evict, wait, reload lazily.
 
-Runs on the CPU, or on the device named by BATOS_VIDEO_DEVICE (then the
+Runs on the CPU, or on the device named by TEST_VIDEO_DEVICE (then the
 readings are CUDA's `mem_get_info` and the eviction must free the weights).
 """
 

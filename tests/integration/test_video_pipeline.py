@@ -1,6 +1,6 @@
 """The section pipeline on a tiny random FramePack (real diffusers code, no download).
 
-Runs on the CPU, or on the device named by BATOS_VIDEO_DEVICE.
+Runs on the CPU, or on the device named by TEST_VIDEO_DEVICE.
 """
 
 from __future__ import annotations

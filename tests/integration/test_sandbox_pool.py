@@ -123,6 +123,7 @@ def with_token(token: str) -> list[int]:
 
 def test_a_killed_host_leaves_no_sandbox_behind() -> None:
     """SIGKILL the process that runs a program (and holds a waiting sandbox): both end."""
+    close_pools()  # this process's own waiting sandboxes are not the host's
     token = str(secrets.randbelow(10**9))
     host = subprocess.Popen([sys.executable, "-c", HOST.replace("{token}", token)],
                             stdout=subprocess.PIPE, text=True, cwd=ROOT,

@@ -12,7 +12,9 @@
 
 The learning half drives the real path: a generative actor in an image, the
 kernel's `StepRunner`, the `learner` actor, the embedded SmolLM2 (converted
-into the image once; `--image DIR` keeps it for the next run). Each selector
+into the image once; `--image DIR` keeps it for the next run) on the backend
+`batos serve` would choose (`engine.backend`; llama.cpp on a CPU with the
+binding installed). Each selector
 is one `send`; the live `learn` events say which attempt the guardian
 accepted or refused and why. `dnu_learned_rate` counts selectors answered
 within `learn.attempts` attempts. `--no-model` skips this half.
@@ -101,8 +103,7 @@ def time_sandbox(runs: int) -> dict[str, Any]:
 
 def learn_methods(image_dir: Path, attempts: int) -> dict[str, Any]:
     """Each selector sent once to a generative actor; the real model writes the methods."""
-    from actors import llm, models
-    from actors.engine import load_from_image
+    from actors import backends, llm, models
     from kernel.image import Image
     from kernel.mailbox import Envelope
     from kernel.steps import StepRunner
@@ -111,7 +112,7 @@ def learn_methods(image_dir: Path, attempts: int) -> dict[str, Any]:
     with Image.open(image_dir, overrides={"learn.attempts": attempts}) as image:
         models.ensure_default_models(image, progress=lambda line: print(line, file=sys.stderr))
         started = time.perf_counter()
-        engine = load_from_image(image, embedding=None, device="cpu")
+        engine = backends.load_from_image(image, embedding=None)  # as `batos serve` picks
         load_s = time.perf_counter() - started
         llm.install_engine(engine, None)
         with image.transaction() as root:
@@ -136,6 +137,7 @@ def learn_methods(image_dir: Path, attempts: int) -> dict[str, Any]:
             "dnu_learned_rate": round(learned / len(rows), 3),
             "outcomes": dict(Counter(row["outcome"] for row in rows)),
             "refused_by_rule": dict(rules), "engine_load_s": round(load_s, 2),
+            "engine": type(engine).__module__,
             "seconds_per_selector": round(statistics.mean(r["seconds"] for r in rows), 2),
             "rows": rows}
 

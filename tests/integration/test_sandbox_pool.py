@@ -100,12 +100,31 @@ def test_without_bubblewrap_a_warm_run_refuses_like_a_cold_one(tmp_path: Path) -
 
 
 HOST = """
-import sys
+import os, threading, time
+from pathlib import Path
 from actors.code import SandboxPool
+
+def running(mark):
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if mark in path.read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
+
+mark = "60." + os.environ["SLEEP_TOKEN"]  # not in this process's own command line
 pool = SandboxPool(warm=1)
 pool.wait_ready(30)
+program = f"import os\\nos.execv('/usr/bin/sleep', ['sleep', {mark!r}])"
+threading.Thread(target=pool.run, args=(program,)).start()
+for _ in range(300):  # the program runs: the run took the waiting sandbox ...
+    if running(mark.encode()):
+        break
+    time.sleep(0.1)
+pool.wait_ready(30)  # ... and the next one is made and waits
 print("ready", flush=True)
-pool.run("import os\\nos.execv('/usr/bin/sleep', ['sleep', '60.{token}'])")
+threading.Event().wait()
 """
 
 
@@ -122,11 +141,16 @@ def with_token(token: str) -> list[int]:
 
 
 def test_a_killed_host_leaves_no_sandbox_behind() -> None:
-    """SIGKILL the process that runs a program (and holds a waiting sandbox): both end."""
+    """SIGKILL the process that runs a program and holds a waiting sandbox: both end.
+
+    Not covered: a host killed while bwrap is still setting a sandbox up (the
+    pool refills right after each run); bwrap 0.8's child can then wait on
+    its parent's eventfd for good, holding no program (docs/OPERATIONS.md)."""
+    close_pools()  # this process's own waiting sandboxes are not the host's
     token = str(secrets.randbelow(10**9))
-    host = subprocess.Popen([sys.executable, "-c", HOST.replace("{token}", token)],
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    host = subprocess.Popen([sys.executable, "-c", HOST], stdout=subprocess.PIPE, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT),
+                                           "SLEEP_TOKEN": token})
     try:
         assert host.stdout is not None and host.stdout.readline() == "ready\n"
         for _ in range(300):  # until the program runs (bounded: 30 s)

@@ -18,7 +18,7 @@ import pytest
 from actors import llm
 from actors.code import learn
 from actors.code.learn import Learner, extract_source
-from kernel import wire
+from kernel import mailbox, wire
 from kernel.errors import NotLearned, StepFailed, UnknownSelector
 from kernel.image import Image
 from kernel.mailbox import Envelope
@@ -110,6 +110,24 @@ def test_an_accepted_method_is_installed_and_answers(image: Image,
     again, _ = send(image, "calc", "double", 1)
     assert again.ok and again.value == 3 and len(writer.requests) == 1
     assert counters(image).get("methods.generated.accepted") == 1
+
+
+def test_a_message_inside_the_image_learns_like_a_send(image: Image,
+                                                       coder: list[ScriptedCoder]) -> None:
+    """A message another step posted (in the mailbox, not from a client) learns too."""
+    setup(image)
+    use(coder, ScriptedCoder(DOUBLE))
+    with image.transaction() as root:
+        key = mailbox.post(root, Envelope("calc", "double", (20,)), 100)
+    conn = image.connection()
+    try:
+        result = StepRunner(conn, image.config).run("calc", key)
+    finally:
+        conn.close()
+    assert result.ok and result.value == 41
+    with image.reading() as root:
+        assert root["actors"]["calc"].get_slot("double").generated
+        assert len(mailbox.mailbox_for(root, "calc")) == 0  # consumed in the same step
 
 
 def test_a_def_that_forgot_self_gets_it_when_it_fits_the_message(

@@ -54,7 +54,18 @@ def serve(image: Any) -> None:
     with image.transaction("vram gate") as root:
         waiting = video_lease.guard_llm_actors(root)
     log.info("while a video job holds the device, these actors wait: %s", ", ".join(waiting))
+    _warm_sandboxes(image)
     log.info("engine ready")
+
+
+def _warm_sandboxes(image: Any) -> None:
+    """Start the coder's warm sandboxes now, so a mission's first `run_code` is not cold."""
+    from actors.code.coder import Coder
+
+    with image.reading() as root:
+        coder = root["actors"].get("coder")
+        if isinstance(coder, Coder):
+            coder.sandbox()  # the pool starts its sandboxes on a thread of its own
 
 
 def _ensure_gguf(image: Any) -> None:

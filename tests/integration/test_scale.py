@@ -98,14 +98,23 @@ def test_two_kernels_split_the_actors_and_missions_complete_at_either(
         assert "router" not in view["held"] and "missions" not in view["held"]
         table = view["table"]
         assert {table[n]["kernel"] for n in PIPELINE} == {"a", "b"}
-        results = {}
+        results: dict[str, Any] = {}
         for endpoint, text in ((ka.endpoint, "What is the capital of France?"),
                                (kb.endpoint, "Name a prime number.")):
             record = wire.Mission(text=text)
             with Client(endpoint, timeout=RECEIVE_S) as client:
                 records = mission_records(client, record)
             assert_completed(record.id, records)
-            results[record.id] = records[-1]
+            final = records[-1]
+            assert isinstance(final, wire.Result)
+            results[record.id] = final.value
+        for endpoint in (ka.endpoint, kb.endpoint):  # `watch` works from any kernel
+            for mission_id, final in results.items():
+                with Client(endpoint, timeout=RECEIVE_S) as client:
+                    watch = wire.Watch(ref=mission_id)
+                    seen = list(client.stream(watch, ref=mission_id, timeout=RECEIVE_S))
+                last = seen[-1]
+                assert isinstance(last, wire.Result) and last.value == final
         table = leases_of(ka.endpoint)["table"]
     ran = assert_steps_ran_once_on_their_holders(
         shared.address, lambda step: table[step.actor]["kernel"])

@@ -66,6 +66,8 @@ def test_while_the_image_is_unreachable_new_work_is_refused_typed() -> None:
     [(_, record)] = records(router.on_message(CLIENT, mission, 0.0))
     assert isinstance(record, wire.Error) and record.code == wire.ErrorCode.UNAVAILABLE
     assert record.ref == mission.id
+    [(_, record)] = records(router.on_message(CLIENT, wire.Watch(ref="m-unknown"), 0.0))
+    assert isinstance(record, wire.Error) and record.code == wire.ErrorCode.UNAVAILABLE
     router.image_available(True)
     assert isinstance(router.on_message(CLIENT, mission, 0.0)[0], Probe)
 

@@ -17,7 +17,10 @@ finds to the core (`kernel.routing_leases`):
   held actor's mailbox (`InvalidationTap`): schedule what it posted; any
   other commit refreshes the followed missions;
 - when the ZEO server is unreachable the core refuses new work; when it is
-  back, the next round goes on where the image says.
+  back, the next round goes on where the image says;
+- at a clean stop (SIGTERM), after the last step, the kernel expires its own
+  record: the others take its actors over at their next renewal, not after
+  `leases.ttl_s`.
 """
 
 from __future__ import annotations
@@ -184,6 +187,21 @@ class SharedImage:
         entry = self.router.entry
         where = await self._loop_run(lambda: self._worker().follow(entry, refs))
         self._execute(self.router.followed(where))
+
+    async def _lease_release(self, timeout_s: float) -> None:
+        """At a clean stop, after the last step: hand this kernel's actors on now."""
+        spec = self.lease_spec
+        if spec is None or not self.router.available:
+            return
+        try:
+            released = await asyncio.wait_for(
+                self._loop_run(lambda: leases.release(self._worker().conn, spec)), timeout_s)
+        except Exception as exc:  # they expire after leases.ttl_s anyway
+            log.warning("leases not released at stop (%s); they expire on their own",
+                        type(exc).__name__)
+            return
+        if released:
+            log.info("leases released: other kernels take them over now")
 
     def _lease_status(self) -> dict[str, Any]:
         """What `status` shows about leases."""

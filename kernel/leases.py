@@ -135,6 +135,21 @@ def claim(conn: Connection, spec: LeaseSpec, attempts: int = 5) -> LeaseRound:
     return found
 
 
+def release(conn: Connection, spec: LeaseSpec) -> bool:
+    """A clean stop: expire this kernel's record now, so other kernels take its
+    actors over at their next renewal (and a restart need not wait out the ttl).
+    False if the record is another process's (or gone)."""
+    tm = conn.transaction_manager
+    for attempt in tm.attempts(3):
+        with attempt as txn:
+            txn.note(f"kernel {spec.kernel} stops")
+            record = conn.root().get(KERNELS, {}).get(spec.kernel)
+            if record is None or record.incarnation != spec.incarnation:
+                return False
+            record.expires = 0.0
+    return True
+
+
 def _claim(root: Any, spec: LeaseSpec, now: float) -> LeaseRound:
     kernels, leases = _table(root, KERNELS), _table(root, LEASES)
     record = kernels.get(spec.kernel)

@@ -215,7 +215,7 @@ class Router(QueryRouting, ExternalRouting, LeaseRouting):
                   error: BaseException | None) -> list[Action]:
         """A step of `env` committed (or was doomed): hand out what it made."""
         if result is not None:
-            self.queued.discard((result.actor, result.key))
+            self.queued.pop((result.actor, result.key), None)
         if result is None:  # the worker itself failed (a bug); the message stays put
             return [Log(logging.ERROR, "worker", "worker error on %s.%s: %r",
                         (env.actor, env.selector, error)),
@@ -287,7 +287,7 @@ class Router(QueryRouting, ExternalRouting, LeaseRouting):
         if not self.holds(actor):  # another kernel's: it waits in the image for its holder
             return []
         if self.held is not None:
-            self.queued.add((actor, key))
+            self.queued[(actor, key)] = env.mission or env.id
         return [RunStep(actor, key, env)]
 
     # -- start-up, connections, shutdown ------------------------------------------------

@@ -61,7 +61,8 @@ class LeaseRouting:
         self.kernel_id = kernel  # None: the only kernel on its image (every actor is its)
         self.held: frozenset[str] | None = None if kernel is None else frozenset()
         self.available = True
-        self.queued: set[tuple[str, str]] = set()  # (actor, key) scheduled and not done
+        # (actor, key) scheduled and not done -> its ref (mission or message id)
+        self.queued: dict[tuple[str, str], str] = {}
         self.seen_state: dict[str, str] = {}  # followed mission -> state last told
 
     def holds(self, actor: str) -> bool:
@@ -72,7 +73,18 @@ class LeaseRouting:
     def leased(self, held: frozenset[str], pending: Pending) -> list[Action]:
         """A renewal: this kernel now holds `held`; schedule their pending messages."""
         self.held = held
+        self._sweep()
         return self.redeliver(pending)
+
+    def _sweep(self) -> None:
+        """Forget missions that passed through here and went on elsewhere: nobody
+        here watches them and no step of theirs is scheduled here. (Their final
+        step may run on another kernel; a later message brings them back.)"""
+        active = set(self.queued.values())
+        for ref in [r for r in self.missions if not self.watchers.get(r) and r not in active]:
+            self.watchers.pop(ref, None)
+            self.missions.discard(ref)
+            self.seen_state.pop(ref, None)
 
     def redeliver(self, pending: Pending) -> list[Action]:
         """Pending messages found in the image: schedule those of actors held here

@@ -35,6 +35,7 @@ class QueryRouting:
     missions: set[str]
     cancelled: set[str]
     peers: PeerTable
+    available: bool  # the shared image's server is reachable (`LeaseRouting`)
 
     if TYPE_CHECKING:  # provided by `Router` and `ExternalRouting`
         def _role(self, address: Address) -> str | None: ...
@@ -49,6 +50,8 @@ class QueryRouting:
         def _finish(self, ref: str, record: wire.Record,
                     env: Envelope | None) -> list[Action]: ...
 
+        def refused(self, address: Address, ref: str) -> SendAction: ...
+
     def _on_watch(self, address: Address, msg: wire.Watch, role: str) -> list[Action]:
         if not self._may_touch(address, msg.ref, role):
             self.counters.incr("forbidden")
@@ -60,6 +63,8 @@ class QueryRouting:
         if msg.ref in self.watchers:
             self.watchers[msg.ref].add(address)
             return [self._out(address, wire.Accepted(ref=msg.id))]
+        if not self.available:  # only the image could say: not now, not "not found"
+            return [self.refused(address, msg.id)]
         return [Probe(address, msg.id, msg.ref)]
 
     def probed(self, probe: Probe, where: Any) -> list[Action]:

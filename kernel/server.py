@@ -199,6 +199,7 @@ class Kernel(Executor, Chores, SharedImage):
         while self.scheduler.running and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         await self._answers_sent(deadline)
+        await self._lease_release(max(1.0, deadline - time.monotonic()))
         self._execute(self.router.shutdown())
 
     def _close(self) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from kernel import wire
-from kernel.client import Client
+from kernel.client import Client, RemoteError
 from kernel.image import Image
 from tests.helpers.zeo import ZeoServer, kernel_dir, step_log, zeo_server
 
@@ -98,14 +98,30 @@ def test_two_kernels_split_the_actors_and_missions_complete_at_either(
         assert "router" not in view["held"] and "missions" not in view["held"]
         table = view["table"]
         assert {table[n]["kernel"] for n in PIPELINE} == {"a", "b"}
-        results = {}
+        results: dict[str, Any] = {}
         for endpoint, text in ((ka.endpoint, "What is the capital of France?"),
                                (kb.endpoint, "Name a prime number.")):
             record = wire.Mission(text=text)
             with Client(endpoint, timeout=RECEIVE_S) as client:
                 records = mission_records(client, record)
             assert_completed(record.id, records)
-            results[record.id] = records[-1]
+            final = records[-1]
+            assert isinstance(final, wire.Result)
+            results[record.id] = final.value
+        for endpoint in (ka.endpoint, kb.endpoint):  # `watch` works from any kernel
+            for mission_id, final in results.items():
+                with Client(endpoint, timeout=RECEIVE_S) as client:
+                    watch = wire.Watch(ref=mission_id)
+                    seen = list(client.stream(watch, ref=mission_id, timeout=RECEIVE_S))
+                last = seen[-1]
+                assert isinstance(last, wire.Result) and last.value == final
+        with Client(kb.endpoint, timeout=RECEIVE_S) as client:  # `system` is a's
+            assert client.send("system", "stats", "missions.")  # a read: any kernel answers
+            with pytest.raises(RemoteError) as refused:
+                client.send("system", "echo", 1)  # a write: only its holder runs it
+            assert refused.value.code == wire.ErrorCode.UNAVAILABLE
+        with Client(ka.endpoint, timeout=RECEIVE_S) as client:
+            assert client.send("system", "echo", 2) == 2
         table = leases_of(ka.endpoint)["table"]
     ran = assert_steps_ran_once_on_their_holders(
         shared.address, lambda step: table[step.actor]["kernel"])

@@ -4,6 +4,7 @@ takeovers after expiry, eligibility, and where concurrent kernels conflict."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -172,3 +173,13 @@ def test_the_repl_and_ps_show_who_holds_what(db: ZODB.DB) -> None:
     assert lease_line(view) == ("leases  kernel b holds critic, drafter, router; image up; "
                                 "other kernels: a")
     assert "every actor" in lease_line({"mode": "sole"})
+
+
+def test_a_clean_stop_hands_the_actors_on_at_once(db: ZODB.DB) -> None:
+    a, b = spec("a"), spec("b")
+    now = time.time()
+    assert claim_at(db, a, now).held == set(ACTORS)
+    assert claim_at(db, b, now).held == set()
+    assert leases.release(connect(db), a) is True
+    assert claim_at(db, b, now + 0.1).held == set(ACTORS)  # long before a's ttl
+    assert leases.release(connect(db), LeaseSpec("b", ("*",), 10.0)) is False  # not its record

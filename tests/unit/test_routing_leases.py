@@ -66,6 +66,8 @@ def test_while_the_image_is_unreachable_new_work_is_refused_typed() -> None:
     [(_, record)] = records(router.on_message(CLIENT, mission, 0.0))
     assert isinstance(record, wire.Error) and record.code == wire.ErrorCode.UNAVAILABLE
     assert record.ref == mission.id
+    [(_, record)] = records(router.on_message(CLIENT, wire.Watch(ref="m-unknown"), 0.0))
+    assert isinstance(record, wire.Error) and record.code == wire.ErrorCode.UNAVAILABLE
     router.image_available(True)
     assert isinstance(router.on_message(CLIENT, mission, 0.0)[0], Probe)
 
@@ -121,3 +123,23 @@ def test_a_step_refused_for_want_of_a_lease_leaves_its_message_pending() -> None
         assert [r.code for _, r in answer] == [wire.ErrorCode.UNAVAILABLE]
         assert direct.id not in router.recent  # retryable: the same id may come again
         router.watchers[direct.id] = {CLIENT}
+
+
+def test_missions_that_went_on_elsewhere_are_forgotten_here() -> None:
+    router = core(held=frozenset({"drafter"}))
+    passing = env("drafter", mission="m7", origin="b", reply=OTHER_KERNELS_CLIENT)
+    assert steps(router.redeliver([("drafter", "k1", passing)])) == [("drafter", "k1")]
+    router.leased(frozenset({"drafter"}), [])
+    assert "m7" in router.watchers  # its step is still scheduled here
+    done = StepResult("drafter", "k1", passing, ok=True)
+    router.step_done(passing, done, None)  # it posted to an actor another kernel holds
+    router.leased(frozenset({"drafter"}), [])
+    assert (router.tables()["watchers"], router.tables()["missions"]) == (0, 0)
+    followed = wire.Mission(text="hi")  # a mission a client here watches is kept
+    [probe] = router.on_message(CLIENT, followed, 0.0)
+    assert isinstance(probe, Probe)
+    [admit] = router.probed(probe, None)
+    assert isinstance(admit, Admit)
+    router.admitted(admit, "k2", None)
+    router.leased(frozenset({"drafter"}), [])
+    assert router.following() == [followed.id]

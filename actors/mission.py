@@ -40,7 +40,7 @@ from typing import Any
 
 from persistent import Persistent
 
-from actors import mission_list, thermal
+from actors import conversation, mission_list, thermal
 from kernel.steps import StepContext, handler
 from prototypes import Method, UvmObject
 from prototypes.errors import BatosError
@@ -62,7 +62,7 @@ STATES: dict[str, tuple[str, ...]] = {
 }
 FINAL = frozenset({"COMPLETE", "FAILED"})
 DEFAULT_MAX_QUESTION_BYTES = 16_384  # config `missions.max_question_bytes`
-OPTIONS = ("profile",)  # mission options this package reads; others are ignored
+OPTIONS = ("profile", conversation.OPTION)  # mission options this package reads; others are ignored
 
 _ACCEPTS = '''def accepts(self, selector):
     """Whether the current state lets a message with `selector` act on the mission."""
@@ -231,7 +231,7 @@ def check_request(text: Any, options: Any) -> str | None:
     profile = options.get("profile")
     if profile is not None and profile != "auto" and profile not in thermal.PROFILES:
         return f"unknown profile {profile!r} (auto, {', '.join(thermal.PROFILES)})"
-    return None
+    return conversation.problem(options.get(conversation.OPTION))
 
 
 class Missions(Persistent):
@@ -269,11 +269,14 @@ class Missions(Persistent):
         problem = check_request(text, options)
         too_large = self.oversized(text)
         if problem is not None:
-            fail_mission(step, mission, problem)
+            fail_mission(step, mission, problem, **_reason_of(options))
         elif too_large is not None:
             fail_mission(step, mission, str(too_large), reason="question_too_large",
                          bytes=too_large.size, limit=too_large.limit)
         else:
+            block = conversation.context_block(options)
+            if block is not None:  # the earlier turns, for the passes to read
+                mission.set_slot("context", [block])
             mission.advance(step, "hippocampus", "recall")
         return {"mission": mission_id, "state": mission.state_name}
 
@@ -338,6 +341,13 @@ class Missions(Persistent):
     def resolve(self, step: StepContext, prefix: str, limit: int = 10) -> Sequence[str]:
         """The mission ids starting with `prefix` (at most `limit` + 1)."""
         return mission_list.matching(step.root["missions"], str(prefix), limit)
+
+
+def _reason_of(options: Any) -> dict[str, str]:
+    """The stable reason code of a refused request, where it has one."""
+    bad = isinstance(options, Mapping) and conversation.problem(
+        options.get(conversation.OPTION)) is not None
+    return {"reason": conversation.REASON} if bad else {}
 
 
 def _plain(value: Any) -> Any:

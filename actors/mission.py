@@ -153,13 +153,28 @@ class Mission(UvmObject):
         self.turn += 1
         step.send(actor, selector, self.id, self.turn)
 
-    def record_pass(self, record: Mapping[str, Any]) -> None:
-        """Append one pass's record and add its seconds to the timings."""
+    def record_pass(self, record: Mapping[str, Any], text: str | None = None) -> None:
+        """Append one pass's record (and the text it wrote, kept beside the records in
+        `pass_texts` so results stay small) and add its seconds to the timings."""
+        self.set_slot("pass_texts", [*self._pass_texts(), text])
         self.set_slot("passes", [*self.get_slot("passes"), dict(record)])
         timings = dict(self.get_slot("timings"))
         name = str(record["pass"])
         timings[name] = round(timings.get(name, 0.0) + float(record.get("seconds", 0.0)), 6)
         self.set_slot("timings", timings)
+
+    def _pass_texts(self) -> list[str | None]:
+        """One entry per pass record (older missions kept no texts: None for those)."""
+        texts: list[str | None] = list(self.get_slot("pass_texts", []) or [])
+        missing = len(self.get_slot("passes")) - len(texts)
+        padding: list[str | None] = [None] * max(0, missing)
+        return padding + texts
+
+    def passes_with_texts(self) -> list[dict[str, Any]]:
+        """The pass records, each with the `text` its pass wrote (generating passes)."""
+        return [{**_plain(record), **({"text": text} if text is not None else {})}
+                for record, text in zip(self.get_slot("passes"), self._pass_texts(),
+                                        strict=False)]
 
     def summary(self) -> dict[str, Any]:
         """Plain data for clients (`missions.status`) and the REPL."""
@@ -170,7 +185,7 @@ class Mission(UvmObject):
             "recalled": _plain(self.recalled), "draft": self.draft, "critique": self.critique,
             "answer": self.answer, "confidence": self.confidence,
             "from_memory": self.from_memory, "memorized": _plain(self.memorized),
-            "passes": _plain(self.passes), "timings": dict(self.timings),
+            "passes": self.passes_with_texts(), "timings": dict(self.timings),
             "context": _plain(self.get_slot("context", [])),
             "sources": _plain(self.get_slot("sources", [])), "error": self.error,
             "created": self.created, "finished": self.finished,

@@ -120,7 +120,7 @@ class PassActor(Persistent):
             "temperature": request.temperature, "scale": cooled.observation.scale,
             "zone": cooled.observation.zone, "stopped_by": generation.stopped_by,
             "mean_logprob": _finite(generation.mean_logprob),
-            "thermal_wait_s": round(cooled.waited_s, 6)})
+            "thermal_wait_s": round(cooled.waited_s, 6)}, text=generation.text)
         step.emit("pass", **{"pass": name, "phase": "end", "round": round_,
                              "tokens": generation.tokens, "seconds": seconds,
                              "persona": persona, **cuts})

@@ -171,3 +171,25 @@ def test_mission_shows_waiting_for_the_first_token(
         child.expect(pexpect.EOF)
         child.close()
         assert child.exitstatus == 0
+
+
+def test_ps_json_shows_memory_and_the_pass_running_now(
+        image_dir: Path, held: tuple[threading.Event, threading.Event]) -> None:
+    release, reached = held
+    with running_kernel(image_dir):
+        with Client(endpoint_for(image_dir), timeout=WAIT_S) as client:
+            record = wire.Mission(text="HOLD me")
+            client.send_record(record)
+            assert reached.wait(WAIT_S)
+            done = subprocess.run([*BATOS, "ps", "--json", "--image", str(image_dir)],
+                                  capture_output=True, text=True, timeout=WAIT_S,
+                                  check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        release.set()
+    assert done.returncode == 0, done.stderr
+    snapshot = json.loads(done.stdout)
+    assert snapshot["memory"]["rss_bytes"] > 0
+    assert snapshot["memory"]["vram"] is None  # torch never touched CUDA here
+    (row,) = snapshot["missions"]
+    assert row["id"] == record.id
+    running = row["running_pass"]
+    assert (running["pass"], running["wanted"], running["pieces"]) == ("route", "router", 0)

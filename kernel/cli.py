@@ -342,7 +342,12 @@ def _json_arg(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"{text!r} is not JSON (quote strings: '\"hi\"')") from exc
+        if text.lstrip()[:1] in ("{", "[", '"') or text.strip() in ("", "-"):
+            # meant as JSON: say where it breaks, not how to quote a string
+            raise typer.BadParameter(f"{text!r} is not valid JSON: {exc.msg} at "
+                                     f"character {exc.pos + 1}") from exc
+        raise typer.BadParameter(f"{text!r} is not JSON (a string needs quotes: "
+                                 f"'\"{text}\"')") from exc
 
 
 def _out(value: Any, as_json: bool, text: str) -> None:

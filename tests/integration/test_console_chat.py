@@ -1,8 +1,9 @@
 """`batos chat` in a real terminal (a pseudo-terminal), on a real kernel.
 
-The kernel runs on a thread of the test (real ZeroMQ over ipc, real ZODB) with
-the scripted model, so the test can see the prompts each pass received: a
-follow-up question must reach the passes with the earlier turn as context.
+Most tests run the kernel on a thread of the test (real ZeroMQ over ipc, real
+ZODB) with the scripted model, so the test can see the prompts each pass
+received: a follow-up question must reach the passes with the earlier turn
+as context. One runs `batos serve` with the tiny random model, end to end.
 The drafter holds any question containing "HOLD" until released, so Ctrl-C
 comes while that answer is being written.
 """
@@ -14,13 +15,16 @@ import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pexpect
 import pytest
 
 from actors import conversation, llm
+from actors.chat_stream import WAITING
 from actors.llm import GenerationRequest
 from kernel.client import Client, endpoint_for
+from kernel.image import Image
 from tests.helpers.kernel import BATOS, running_kernel
 from tests.helpers.scripted import ANSWER, DRAFT, ScriptedModel
 
@@ -151,3 +155,40 @@ def test_chat_without_a_kernel_fails_at_once_with_its_exit_code(image_dir: Path)
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == dict(cli_errors.BY_TYPE)[NoSocket]
+
+
+@pytest.mark.slow
+def test_chat_with_the_tiny_model_through_batos_serve(tiny_image: Path, serve: Any) -> None:
+    question = "What is the capital of France?"
+    with serve(tiny_image, "--set", "engine.threads=1"):
+        child = spawn_chat(tiny_image)
+        child.timeout = 300  # the tiny model on a busy shared CPU
+        child.expect_exact(PROMPT)
+        shown = ask(child, question)
+        assert WAITING in shown and "tokens/s" in shown
+        ask(child, "And which river runs through it?")
+        ctrl_d(child)
+        child.close()
+        assert child.exitstatus == 0
+    with Image.open(tiny_image, create=False, read_only=True) as image, \
+            image.reading() as root:
+        missions = sorted(root["missions"].values(), key=lambda m: m.created)
+        first, second = (m.summary() for m in missions)
+    assert first["state"] == second["state"] == "COMPLETE"
+    (block,) = [b for b in second["context"] if b.get("kind") == conversation.OPTION]
+    assert block["text"] == conversation.render(
+        [{"question": question, "answer": first["answer"]}])
+
+
+def test_a_malformed_conversation_fails_the_mission_with_its_reason(
+        image_dir: Path,
+        chat_model: tuple[ScriptedModel, threading.Event, threading.Event]) -> None:
+    from kernel import wire
+
+    model, _, _ = chat_model
+    with running_kernel(image_dir), Client(endpoint_for(image_dir), timeout=WAIT_S) as client:
+        record = wire.Mission(text="Why?", options={conversation.OPTION: [{"question": 1}]})
+        final = list(client.stream(record, ref=record.id))[-1]
+    assert isinstance(final, wire.Error) and final.code == wire.ErrorCode.STEP_FAILED
+    assert final.details["reason"] == conversation.REASON
+    assert model.requests == []  # no pass ran

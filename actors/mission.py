@@ -40,7 +40,7 @@ from typing import Any
 
 from persistent import Persistent
 
-from actors import conversation, mission_list, thermal
+from actors import conversation, live_passes, mission_list, thermal
 from kernel.steps import StepContext, handler
 from prototypes import Method, UvmObject
 from prototypes.errors import BatosError
@@ -342,9 +342,12 @@ class Missions(Persistent):
 
     @handler
     def status(self, step: StepContext, mission_id: str) -> dict[str, Any] | None:
-        """The mission's summary, or None when no mission has this id."""
+        """The mission's summary, or None when no mission has this id; with the pass
+        generating now in this process, if any (`running_pass`, for `batos watch`)."""
         mission: Mission | None = step.root["missions"].get(mission_id)
-        return None if mission is None else mission.summary()
+        if mission is None:
+            return None
+        return {**mission.summary(), "running_pass": live_passes.snapshot(mission_id)}
 
     @handler
     def list(self, step: StepContext, state: str | None = None,

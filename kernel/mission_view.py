@@ -11,7 +11,9 @@ summary (`batos watch` asks the mission entry's `status` first), so a view
 attached late shows the true state, the passes already done with their
 texts, and the mission's own age, not the time since attaching. A chunk of a
 pass whose start it did not see (it attached mid-pass) makes that pass
-current and says its earlier text is not shown. Until a pass's first chunk
+current and says its earlier text is not shown; the summary's `running_pass`
+(the pass generating now, if any) names it before its next chunk comes, or
+shows it waiting when it has written nothing yet. Until a pass's first chunk
 the pane says "waiting for the first token"; while it streams, the live rate
 is in pieces per second (the engine streams word-sized pieces, not tokens);
 each finished pass shows its exact tokens and tokens/s from its `end` event.
@@ -63,6 +65,13 @@ class MissionView:
             self.created = float(created)
         self.round = int(summary.get("round") or 0)
         self.passes = [dict(p) for p in summary.get("passes") or () if isinstance(p, dict)]
+        running = summary.get("running_pass")
+        if isinstance(running, dict) and self.state not in ("COMPLETE", "FAILED"):
+            self._begin(str(running.get("pass")), int(running.get("round") or 0),
+                        joined=bool(running.get("pieces")))
+            began = running.get("started")
+            if isinstance(began, int | float):  # its own start, on this clock
+                self.pass_started = time.monotonic() - max(0.0, time.time() - float(began))
 
     def apply(self, record: wire.Message) -> None:
         """Fold one record for this mission into the view."""

@@ -129,6 +129,8 @@ def test_watch_attached_late_shows_the_true_state_and_the_passes_done(
             child.expect(r"age \d+\.\ds")
             child.expect("done draft")
             child.expect_exact("DRAFT-TEXT")  # the draft's text, written before attaching
+            child.expect_exact("critique")  # the pass running now, though its start was
+            child.expect_exact(WAITING)  # streamed before attaching; no token yet
             release.set()
             child.expect("answer")
             child.expect(pexpect.EOF)

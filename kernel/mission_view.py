@@ -36,6 +36,7 @@ from kernel import wire
 WAITING = "waiting for the first token"
 LIVE_PASS_CHARS = 400  # a finished pass's text in the live panel (all of it in --json)
 LIVE_CURRENT_CHARS = 1500
+FIXED_LINES = 14  # the head, pass lines, panel borders, answer: kept free of pass texts
 
 
 @dataclass
@@ -139,25 +140,34 @@ def _with_texts(records: Any, seen: list[dict[str, Any]]) -> Any:
     """The result's pass records, each given the text this view saw for that pass."""
     if not isinstance(records, list):
         return seen
-    texts = {(p.get("pass"), p.get("round")): p["text"] for p in seen if p.get("text")}
-    return [{**r, "text": texts[(r.get("pass"), r.get("round"))]}
-            if isinstance(r, dict) and (r.get("pass"), r.get("round")) in texts else r
+    def key(p: dict[str, Any]) -> tuple[Any, int]:
+        return p.get("pass"), int(p.get("round") or 0)
+
+    texts = {key(p): p["text"] for p in seen if p.get("text")}
+    return [{**r, "text": texts[key(r)]} if isinstance(r, dict) and key(r) in texts else r
             for r in records]
 
 
-def render(view: MissionView) -> Group:
+def render(view: MissionView, size: tuple[int, int] = (100, 60)) -> Group:
     """The live panel: state and age, finished passes with their texts, the current
-    pass, then the answer or the error."""
+    pass, then the answer or the error. The texts are cut to fit a terminal of
+    `size` (columns, rows), so the pass in progress stays on screen."""
+    width, height = size
+    texts = sum(1 for p in view.passes if p.get("text"))
+    room = max(0, height - FIXED_LINES) * max(20, width - 4)
+    pass_chars = min(LIVE_PASS_CHARS, room // (2 * texts)) if texts else 0
+    current_chars = min(LIVE_CURRENT_CHARS, max(width, room // 2))
     head = Text.assemble(("mission ", "dim"), (view.mission[:12], "bold"), "  ",
                          (view.state, _state_style(view.state)),
                          (f"  age {view.age_s:.1f}s", "dim"))
     lines: list[Any] = [head]
     for p in view.passes:
         lines.append(Text(f"  done {p.get('pass')}" + _pass_detail(p), style="green"))
-        if p.get("text"):
-            lines.append(Text(_tail(str(p["text"]), LIVE_PASS_CHARS), style="dim"))
+        if p.get("text") and pass_chars > 0:
+            lines.append(Text(_tail(" ".join(str(p["text"]).split()), pass_chars),
+                              style="dim"))
     if view.current_pass:
-        lines.append(_current_panel(view))
+        lines.append(_current_panel(view, current_chars))
     if view.result is not None:
         lines.append(Panel(Text(str(view.result.get("answer", ""))), border_style="green",
                            title=f"answer  confidence "
@@ -169,7 +179,7 @@ def render(view: MissionView) -> Group:
     return Group(*lines)
 
 
-def _current_panel(view: MissionView) -> Panel:
+def _current_panel(view: MissionView, chars: int) -> Panel:
     label = f"{view.current_pass}" + (f" (round {view.round})" if view.round else "")
     seconds = time.monotonic() - view.pass_started
     if not view.text:
@@ -177,7 +187,7 @@ def _current_panel(view: MissionView) -> Panel:
                      border_style="cyan")
     rate = view.pieces / seconds if seconds > 0 else 0.0
     note = "(attached mid-pass: its earlier text is not shown)\n" if view.joined_mid_pass else ""
-    return Panel(Text(note + _tail(view.text, LIVE_CURRENT_CHARS)), border_style="cyan",
+    return Panel(Text(note + _tail(view.text, chars)), border_style="cyan",
                  title=f"{label}  {seconds:.1f}s", subtitle=f"{rate:.1f} pieces/s")
 
 
@@ -196,13 +206,25 @@ def follow(records: Iterable[wire.Message], view: MissionView, *, live: bool,
             if view.finished:
                 break
         return view
-    with Live(render(view), console=console, refresh_per_second=8) as screen:
+    with Live(_Screen(view, console), console=console, refresh_per_second=8) as screen:
         for record in records:
             view.apply(record)
-            screen.update(render(view))
+            screen.refresh()
             if view.finished:
                 break
     return view
+
+
+class _Screen:
+    """Rendered again at every refresh, so the ages and waits keep counting between
+    records."""
+
+    def __init__(self, view: MissionView, console: Console) -> None:
+        self.view = view
+        self.console = console
+
+    def __rich__(self) -> Group:
+        return render(self.view, self.console.size)
 
 
 def print_seed(view: MissionView, console: Console) -> None:

@@ -87,6 +87,8 @@ def test_ps_watch_refreshes_until_ctrl_c(
             client.send_record(wire.Mission(text="HOLD me"))
             assert reached.wait(WAIT_S)
         child.expect("DECOMPOSING")  # a refresh shows the mission that came meanwhile
+        child.expect(r"route \d+s")  # the pass generating now, and for how long
+        child.expect_exact("router (asked)")  # its adapter, before its first token
         child.sendintr()
         child.expect(pexpect.EOF)
         child.close()

@@ -108,6 +108,9 @@ def test_chat_streams_answers_keeps_context_cancels_and_leaves(
             held = client.send("missions", "list", None, 1)[0]
         assert (held["question"], held["state"], held["error"]) == \
             ("HOLD this one", "FAILED", "cancelled")
+        with Client(endpoint_for(image_dir), timeout=WAIT_S) as client:
+            ids = [row["id"] for row in client.send("missions", "list", None, 3)]
+        assert len({i[:8] for i in ids}) == 3  # one chat's missions differ from the start
 
         child.sendline("/memory")
         child.expect_exact("What is the capital of France?")

@@ -1,5 +1,6 @@
 """This package's `batos` commands (the `batos.cli` entry point).
 
+    batos chat [--profile P] [--history FILE]      a conversation, each line a mission
     batos missions [--state S] [--limit N] [--json]   the newest missions
     batos export-training [--image DIR] [--min-confidence X] [--out FILE|-] [--persona NAME]
     batos adapters [--json]                       the steward's adapter table
@@ -23,7 +24,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from actors import cli_audit, cli_missions, cli_ps
+from actors import cli_audit, cli_chat, cli_missions, cli_ps
 from actors.code.cli import methods_app
 from actors.dashboard.cli import dashboard
 from actors.knowledge.cli import app as knowledge_app
@@ -51,6 +52,7 @@ FolderOpt = Annotated[Path, typer.Option(
 def register(app: Any) -> None:
     """Add the actor package's commands to the `batos` typer app."""
     app.command("export-training")(export_training)
+    app.command("chat")(cli_chat.chat)
     app.command("missions")(cli_missions.missions)
     app.command("ps")(cli_ps.ps)
     app.command("dashboard")(dashboard)

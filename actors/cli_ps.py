@@ -1,11 +1,12 @@
 """`batos ps`: what the kernel is doing now, once or refreshed (`--watch`).
 
-One `status` (the kernel's uptime, queue depths, running steps, the actors
-waiting behind a closed gate such as the video lease, and the engine's
-gauges: `actors/engine_stats.py`) and one `missions.list("running")`
-(in-flight missions with their state and last finished pass). Not shown yet:
-the kernel's RSS and VRAM, and the adapter worn by the pass now running
-(neither reaches a client today).
+One `status` (the kernel's uptime, its memory: RSS and, on CUDA, the device
+memory torch holds (`kernel.process_figures`), queue depths, running steps,
+the actors waiting behind a closed gate such as the video lease, the leases
+this kernel holds, and the engine's gauges: `actors/engine_stats.py`) and one
+`missions.list("running")`: the in-flight missions with their state, and for
+each one generating now its pass, the adapter that pass wears and how long
+it has run (`actors.live_passes`).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def take(client: Any, entry: str) -> dict[str, Any]:
     backends = [k[len(BACKEND):] for k, v in counters.items() if k.startswith(BACKEND) and v]
     return {
         "uptime_s": status.get("uptime_s"),
+        "memory": status.get("memory") or {},
         "running_steps": status.get("running"),
         "queues": {k: v for k, v in (status.get("queues") or {}).items() if v},
         "waiting": status.get("waiting") or {},
@@ -86,17 +88,20 @@ def take(client: Any, entry: str) -> dict[str, Any]:
 def render(snapshot: dict[str, Any], now: float) -> Group:
     engine = snapshot["engine"]
     head = Text(f"up {age(float(snapshot.get('uptime_s') or 0))}   "
+                f"{memory_line(snapshot.get('memory') or {})}   "
                 f"steps running {snapshot.get('running_steps') or 0}   "
                 f"engine {engine.get('backend') or '-'}, "
                 f"{engine.get('threads') or '-'} threads, "
                 f"{engine.get('tokens_per_s') or '-'} tokens/s")
     queues = "  ".join(f"{k} {v}" for k, v in sorted(snapshot["queues"].items()))
-    table = Table("id", "state", "age", "last pass", "question", title="in flight")
+    table = Table("id", "state", "age", "pass now", "adapter", "last pass", "question",
+                  title="in flight")
     rows = snapshot["missions"]
     shorts = short_ids([str(r["id"]) for r in rows])
     for row in rows:
+        now_pass, adapter = _running_pass(row.get("running_pass"), now)
         table.add_row(shorts[str(row["id"])], str(row.get("state")),
-                      age(now - float(row.get("created") or now)),
+                      age(now - float(row.get("created") or now)), now_pass, adapter,
                       str(row.get("pass") or "-"), str(row.get("question") or "")[:50])
     lines = [head, Text(f"queues  {queues or 'empty'}"),
              Text(lease_line(snapshot.get("leases") or {}))]
@@ -123,3 +128,35 @@ def waiting_lines(waiting: dict[str, Any]) -> list[str]:
         lines.append(f"waiting for {info.get('label') or gate} (held by "
                      f"{info.get('holder')}): {actors or 'nothing queued'}")
     return lines
+
+
+def memory_line(memory: dict[str, Any]) -> str:
+    """"rss 512 MiB" and, on CUDA, "vram 1.2 GiB of 80 GiB"."""
+    rss = memory.get("rss_bytes")
+    text = f"rss {_bytes(int(rss))}" if isinstance(rss, int) else "rss -"
+    vram = memory.get("vram")
+    if isinstance(vram, dict):
+        text += (f"   vram {_bytes(int(vram.get('reserved_bytes') or 0))} reserved "
+                 f"of {_bytes(int(vram.get('total_bytes') or 0))}")
+    return text
+
+
+def _running_pass(entry: Any, now: float) -> tuple[str, str]:
+    """("draft 12s", "drafter") for a pass generating now; ("-", "-") otherwise."""
+    if not isinstance(entry, dict):
+        return "-", "-"
+    name = str(entry.get("pass"))
+    round_ = int(entry.get("round") or 0)
+    label = f"{name}{f' r{round_}' if round_ else ''} {age(now - float(entry['started']))}"
+    adapter = entry.get("adapter")
+    if adapter is None:  # not worn yet (no text so far), or the bare model
+        wanted = entry.get("wanted")
+        adapter = f"{wanted} (asked)" if wanted and not entry.get("pieces") else "bare model"
+    return label, str(adapter)
+
+
+def _bytes(size: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"

@@ -23,7 +23,7 @@ from typing import Any
 
 from persistent import Persistent
 
-from actors import llm
+from actors import conversation, llm
 from actors.mission import MISSIONS, claim, complete_mission
 from kernel.steps import StepContext, handler
 
@@ -63,6 +63,11 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
 def embed_one(text: str) -> list[float]:
     """The embedding of one text by this process's embedder."""
     return [float(x) for x in llm.embedder().embed([text])[0]]
+
+
+def recall_key(mission: Any) -> str:
+    """The text the cache embeds: the question, with a chat's earlier turns before it."""
+    return conversation.recall_text(mission.text, mission.get_slot("context", []) or [])
 
 
 def nearest(memory: Any, vector: Sequence[float]) -> tuple[str, MemoryEntry, float] | None:
@@ -120,8 +125,10 @@ class Hippocampus(Persistent):
             return None
         step.stream("pass", **{"pass": "cache", "phase": "start", "round": 0})
         started = time.perf_counter()
-        mission.embedding = embed_one(mission.text)
-        best = nearest(step.root["memory"], mission.embedding)
+        mission.embedding = embed_one(recall_key(mission))
+        # a chat's answer depends on its earlier turns: never answered from the cache
+        chat = conversation.in_chat(mission.get_slot("context", []) or [])
+        best = None if chat else nearest(step.root["memory"], mission.embedding)
         outcome = classify(best)
         step.root["metrics"].incr(f"memory.{_PLURAL[outcome]}")
         similarity = round(best[2], 6) if best is not None else None
@@ -131,7 +138,8 @@ class Hippocampus(Persistent):
             _take(mission, outcome, best[0], entry, best[2])
         seconds = round(time.perf_counter() - started, 6)
         mission.record_pass({"pass": "cache", "round": 0, "seconds": seconds,
-                             "outcome": outcome, "similarity": similarity})
+                             "outcome": outcome, "similarity": similarity,
+                             **({"skipped": conversation.OPTION} if chat else {})})
         step.emit("pass", **{"pass": "cache", "phase": "end", "round": 0, "outcome": outcome,
                              "similarity": similarity, "seconds": seconds})
         if outcome == "hit":
@@ -149,7 +157,7 @@ class Hippocampus(Persistent):
             return None
         step.stream("pass", **{"pass": "memorize", "phase": "start", "round": mission.round})
         started = time.perf_counter()
-        embedding = mission.embedding or embed_one(mission.text)
+        embedding = mission.embedding or embed_one(recall_key(mission))
         outcome, key = remember(step.root["memory"], mission.id, mission.text,
                                 mission.answer or "", float(mission.confidence or 0.0),
                                 embedding)

@@ -40,7 +40,7 @@ from typing import Any
 
 from persistent import Persistent
 
-from actors import mission_list, thermal
+from actors import conversation, live_passes, mission_list, thermal
 from kernel.steps import StepContext, handler
 from prototypes import Method, UvmObject
 from prototypes.errors import BatosError
@@ -62,7 +62,7 @@ STATES: dict[str, tuple[str, ...]] = {
 }
 FINAL = frozenset({"COMPLETE", "FAILED"})
 DEFAULT_MAX_QUESTION_BYTES = 16_384  # config `missions.max_question_bytes`
-OPTIONS = ("profile",)  # mission options this package reads; others are ignored
+OPTIONS = ("profile", conversation.OPTION)  # mission options this package reads; others are ignored
 
 _ACCEPTS = '''def accepts(self, selector):
     """Whether the current state lets a message with `selector` act on the mission."""
@@ -153,13 +153,28 @@ class Mission(UvmObject):
         self.turn += 1
         step.send(actor, selector, self.id, self.turn)
 
-    def record_pass(self, record: Mapping[str, Any]) -> None:
-        """Append one pass's record and add its seconds to the timings."""
+    def record_pass(self, record: Mapping[str, Any], text: str | None = None) -> None:
+        """Append one pass's record (and the text it wrote, kept beside the records in
+        `pass_texts` so results stay small) and add its seconds to the timings."""
+        self.set_slot("pass_texts", [*self._pass_texts(), text])
         self.set_slot("passes", [*self.get_slot("passes"), dict(record)])
         timings = dict(self.get_slot("timings"))
         name = str(record["pass"])
         timings[name] = round(timings.get(name, 0.0) + float(record.get("seconds", 0.0)), 6)
         self.set_slot("timings", timings)
+
+    def _pass_texts(self) -> list[str | None]:
+        """One entry per pass record (older missions kept no texts: None for those)."""
+        texts: list[str | None] = list(self.get_slot("pass_texts", []) or [])
+        missing = len(self.get_slot("passes")) - len(texts)
+        padding: list[str | None] = [None] * max(0, missing)
+        return padding + texts
+
+    def passes_with_texts(self) -> list[dict[str, Any]]:
+        """The pass records, each with the `text` its pass wrote (generating passes)."""
+        return [{**_plain(record), **({"text": text} if text is not None else {})}
+                for record, text in zip(self.get_slot("passes"), self._pass_texts(),
+                                        strict=False)]
 
     def summary(self) -> dict[str, Any]:
         """Plain data for clients (`missions.status`) and the REPL."""
@@ -170,7 +185,7 @@ class Mission(UvmObject):
             "recalled": _plain(self.recalled), "draft": self.draft, "critique": self.critique,
             "answer": self.answer, "confidence": self.confidence,
             "from_memory": self.from_memory, "memorized": _plain(self.memorized),
-            "passes": _plain(self.passes), "timings": dict(self.timings),
+            "passes": self.passes_with_texts(), "timings": dict(self.timings),
             "context": _plain(self.get_slot("context", [])),
             "sources": _plain(self.get_slot("sources", [])), "error": self.error,
             "created": self.created, "finished": self.finished,
@@ -231,7 +246,7 @@ def check_request(text: Any, options: Any) -> str | None:
     profile = options.get("profile")
     if profile is not None and profile != "auto" and profile not in thermal.PROFILES:
         return f"unknown profile {profile!r} (auto, {', '.join(thermal.PROFILES)})"
-    return None
+    return conversation.problem(options.get(conversation.OPTION))
 
 
 class Missions(Persistent):
@@ -269,11 +284,14 @@ class Missions(Persistent):
         problem = check_request(text, options)
         too_large = self.oversized(text)
         if problem is not None:
-            fail_mission(step, mission, problem)
+            fail_mission(step, mission, problem, **_reason_of(options))
         elif too_large is not None:
             fail_mission(step, mission, str(too_large), reason="question_too_large",
                          bytes=too_large.size, limit=too_large.limit)
         else:
+            block = conversation.context_block(options)
+            if block is not None:  # the earlier turns, for the passes to read
+                mission.set_slot("context", [block])
             mission.advance(step, "hippocampus", "recall")
         return {"mission": mission_id, "state": mission.state_name}
 
@@ -324,9 +342,12 @@ class Missions(Persistent):
 
     @handler
     def status(self, step: StepContext, mission_id: str) -> dict[str, Any] | None:
-        """The mission's summary, or None when no mission has this id."""
+        """The mission's summary, or None when no mission has this id; with the pass
+        generating now in this process, if any (`running_pass`, for `batos watch`)."""
         mission: Mission | None = step.root["missions"].get(mission_id)
-        return None if mission is None else mission.summary()
+        if mission is None:
+            return None
+        return {**mission.summary(), "running_pass": live_passes.snapshot(mission_id)}
 
     @handler
     def list(self, step: StepContext, state: str | None = None,
@@ -338,6 +359,13 @@ class Missions(Persistent):
     def resolve(self, step: StepContext, prefix: str, limit: int = 10) -> Sequence[str]:
         """The mission ids starting with `prefix` (at most `limit` + 1)."""
         return mission_list.matching(step.root["missions"], str(prefix), limit)
+
+
+def _reason_of(options: Any) -> dict[str, str]:
+    """The stable reason code of a refused request, where it has one."""
+    bad = isinstance(options, Mapping) and conversation.problem(
+        options.get(conversation.OPTION)) is not None
+    return {"reason": conversation.REASON} if bad else {}
 
 
 def _plain(value: Any) -> Any:

@@ -18,6 +18,8 @@ import itertools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from actors import live_passes
+
 FINAL_STATES = ("COMPLETE", "FAILED")
 QUESTION_CHARS = 200  # a row carries the start of the question, not all of it
 
@@ -36,6 +38,7 @@ def mission_row(mission: Any) -> dict[str, Any]:
         "confidence": mission.get_slot("confidence", None),
         "error": mission.get_slot("error", None),
         "question": str(mission.get_slot("text", ""))[:QUESTION_CHARS],
+        "running_pass": live_passes.snapshot(mission.id),  # generating now, if any
     }
 
 

@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 
 from persistent import Persistent
 
-from actors import llm, prompts, steward, thermal, tools
+from actors import live_passes, llm, prompts, steward, thermal, tools
 from actors.code.grounding import ground
 from actors.memory import cosine, embed_one
 from actors.mission import Mission, claim
@@ -103,12 +103,14 @@ class PassActor(Persistent):
         seq = itertools.count()
 
         def on_text(text: str) -> None:
+            live_passes.streamed(mission.id)
             step.stream("chunk", **{"pass": name, "round": round_, "seq": next(seq),
                                     "text": text})
 
         steward.prefetch_next(step)  # refresh this pass's adapter, prefetch the next one
         started = time.perf_counter()
-        generation = llm.generator().generate(request, on_text=on_text)
+        with live_passes.running(mission.id, name, round_, request.persona):
+            generation = llm.generator().generate(request, on_text=on_text)
         if generation.stopped_by == "cancel":  # the kernel is stopping: run again next start
             raise StepInterrupted(step.message.actor, step.message.selector,
                                   f"{name} pass after {generation.tokens} tokens")
@@ -122,7 +124,7 @@ class PassActor(Persistent):
             "temperature": request.temperature, "scale": cooled.observation.scale,
             "zone": cooled.observation.zone, "stopped_by": generation.stopped_by,
             "mean_logprob": _finite(generation.mean_logprob),
-            "thermal_wait_s": round(cooled.waited_s, 6)})
+            "thermal_wait_s": round(cooled.waited_s, 6)}, text=generation.text)
         step.emit("pass", **{"pass": name, "phase": "end", "round": round_,
                              "tokens": generation.tokens, "seconds": seconds,
                              "persona": persona, **cuts})

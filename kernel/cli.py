@@ -185,11 +185,14 @@ def mission(
 ) -> None:
     """Send a mission and show its progress live; exit 1 if it FAILED."""
     from kernel import wire
+    from kernel.cli_watch import follow_mission
+    from kernel.mission_view import MissionView
 
     options = {"profile": profile} if profile else {}
     record = wire.Mission(text=text, options=options)
     with _client(image, endpoint, key, server_key, timeout) as client:
-        _follow_mission(client.stream(record, ref=record.id), record.id, as_json)
+        follow_mission(client.stream(record, ref=record.id), record.id, as_json,
+                       MissionView(record.id), console, err_console)
 
 
 @app.command()
@@ -198,12 +201,17 @@ def watch(
     image: ImageOpt = DEFAULT_IMAGE, endpoint: EndpointOpt = None, key: KeyOpt = None,
     server_key: ServerKeyOpt = None, timeout: TimeoutOpt = 900.0, as_json: JsonOpt = False,
 ) -> None:
-    """Re-attach to a running or finished mission (or message) until its result."""
+    """Re-attach to a running or finished mission (or message) until its result:
+    its state, age and passes so far with their texts, then what comes."""
     from kernel import wire
+    from kernel.cli_refs import mission_entry
+    from kernel.cli_watch import follow_mission, seeded_view
 
     with _client(image, endpoint, key, server_key, timeout) as client:
         ref = _full_ref(client, image, ref)
-        _follow_mission(client.stream(wire.Watch(ref=ref), ref=ref), ref, as_json)
+        view = seeded_view(client, mission_entry(image), ref)  # first: it reads replies
+        follow_mission(client.stream(wire.Watch(ref=ref), ref=ref), ref, as_json, view,
+                       console, err_console)
 
 
 @app.command()
@@ -236,25 +244,6 @@ def memory(
         table.add_row(_clip(entry.get("query")), _clip(entry.get("answer")),
                       f"{float(entry.get('confidence', 0)):.2f}")
     console.print(table)
-
-
-def _follow_mission(records: Any, ref: str, as_json: bool) -> None:
-    from kernel.mission_view import MissionView, follow
-
-    view = MissionView(ref)
-    live = console.is_terminal and not as_json
-    try:
-        follow(records, view, live=live, console=err_console if as_json else console)
-    except KeyboardInterrupt:  # detach only: the mission runs on in the kernel
-        err_console.print(f"detached from mission {ref}; it runs on. Re-attach with:\n"
-                          f"  batos watch {ref[:12]}", soft_wrap=True, highlight=False)
-        raise typer.Exit(cli_errors.INTERRUPTED) from None
-    if as_json:
-        print(json.dumps(view.summary(), default=repr))
-    if view.error is not None:
-        if not as_json:
-            err_console.print(f"[red]mission {ref} FAILED:[/] {view.error.message}")
-        raise typer.Exit(1)
 
 
 def _clip(value: Any, width: int = 60) -> str:
@@ -340,7 +329,12 @@ def _json_arg(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"{text!r} is not JSON (quote strings: '\"hi\"')") from exc
+        if text.lstrip()[:1] in ("{", "[", '"') or text.strip() in ("", "-"):
+            # meant as JSON: say where it breaks, not how to quote a string
+            raise typer.BadParameter(f"{text!r} is not valid JSON: {exc.msg} at "
+                                     f"character {exc.pos + 1}") from exc
+        raise typer.BadParameter(f"{text!r} is not JSON (a string needs quotes: "
+                                 f"'\"{text}\"')") from exc
 
 
 def _out(value: Any, as_json: bool, text: str) -> None:

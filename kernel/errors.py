@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -310,3 +311,21 @@ class NotStored(KernelError):
     def __init__(self, what: str) -> None:
         super().__init__(f"{what} is not stored in the image (commit it first)")
         self.what = what
+
+
+class AtOutOfRange(ImageError):
+    """`--at` names a time before the image's first transaction or after its last."""
+
+    def __init__(self, where: str, when: dt.datetime, first: dt.datetime | None,
+                 last: dt.datetime | None) -> None:
+        span = ("the image has no transactions" if first is None or last is None else
+                f"its history runs from {_iso(first)} to {_iso(last)}")
+        side = "before the first" if first is not None and when < first else "after the last"
+        super().__init__(where, f"--at {_iso(when)} is {side} transaction; {span}")
+        self.when = when
+        self.first = first
+        self.last = last
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from kernel import logs
+from kernel import logs, process_figures
 from kernel.actions import (
     Action,
     Address,
@@ -167,7 +167,8 @@ class Executor:
                 "queues": self.scheduler.depths(), "running": self.scheduler.running,
                 "waiting": GATES.describe(self.scheduler.parked()),
                 "connections": self.connections.size() if self.connections else 0,
-                "leases": self._lease_status()}
+                "leases": self._lease_status(),
+                "memory": process_figures.memory()}
 
     def _live_event(self, env: Envelope, event: str, data: dict[str, Any]) -> None:
         """From a worker, during a step: a preview event, sent at once."""

@@ -29,13 +29,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from persistent import Persistent
 from transaction.interfaces import NoTransaction
 from ZODB.Connection import Connection
 
 from kernel.errors import CommitFailed, ImageLocked, ReadOnlyImage
 from kernel.image import DEFAULT_IMAGE, Image, parse_time
 from kernel.leases import lease_lines
-from kernel.repl_show import counted, inspect, label_of, ls, oid_of
+from kernel.repl_show import counted, describe, inspect, label_of, learn_names, ls, oid_of
+from kernel.repl_tools import (
+    ReadOnlyWarning,
+    check_at,
+    install_ipython_completer,
+    make_send,
+    plain_completer,
+)
 from prototypes.errors import BatosError
 
 HELPERS = (
@@ -45,6 +53,7 @@ HELPERS = (
     ("ls(obj=None)", "entries of a mapping/BTree or slots of a UvmObject (root by default)"),
     ("inspect(obj)", "slots, parents and method sources; or class, oid and attributes"),
     ("history(obj)", "committed revisions of a stored object: tid, time, description"),
+    ("send(actor, selector, *args)", "a message through the running kernel; its result"),
     ('commit(note="")', "commit this session's changes, then begin a new transaction"),
     ("abort()", "discard this session's changes, then begin a new transaction"),
     ("leases()", "which kernel runs which actor (several kernels on one ZEO image)"),
@@ -62,6 +71,9 @@ class ReplSession:
         self.conn: Connection = image.connection()
         self.tm = self.conn.transaction_manager
         self.tm.begin()
+        self.guard = None if read_only_reason is None else \
+            ReadOnlyWarning(self.conn, read_only_reason)
+        learn_names(self.conn.root())
 
     def namespace(self) -> dict[str, Any]:
         """The names a user of the REPL starts with."""
@@ -71,6 +83,7 @@ class ReplSession:
             "ls": self.ls, "inspect": inspect, "history": self.history,
             "commit": self.commit, "abort": self.abort, "help_batos": help_batos,
             "leases": self.leases,
+            "send": make_send(self.image.directory),
         }
 
     def pending(self) -> int:
@@ -135,6 +148,8 @@ class ReplSession:
         with contextlib.suppress(NoTransaction):
             self.tm.abort()
         self.tm.begin()
+        if self.guard is not None:
+            self.guard.rearm()
 
 
 # -- opening -----------------------------------------------------------------------------
@@ -146,6 +161,11 @@ def open_session(image_dir: Path, at: str | None, *, write: bool = False) -> Rep
     if at is not None:
         when = parse_time(at)
         image = Image.open(image_dir, create=False, at=when)
+        try:
+            check_at(image.db.storage, str(image_dir), when)
+        except BaseException:
+            image.close()
+            raise
         return ReplSession(image, f"a view of the image as it was at {when.isoformat()}")
     if not write:
         image = Image.open(image_dir, create=False, read_only=True)
@@ -200,8 +220,23 @@ def run_plain(ns: dict[str, Any], text: str, *, interactive: bool) -> None:
     """Run the standard `code` console on `ns`."""
     if interactive:
         _enable_readline(ns)
-    with contextlib.suppress(SystemExit):  # `exit()` ends the console by raising it
-        PlainConsole(locals=ns).interact(banner=text, exitmsg="")
+    shown = sys.displayhook
+    sys.displayhook = _displayhook
+    try:
+        with contextlib.suppress(SystemExit):  # `exit()` ends the console by raising it
+            PlainConsole(locals=ns).interact(banner=text, exitmsg="")
+    finally:
+        sys.displayhook = shown
+
+
+def _displayhook(value: Any) -> None:
+    """Values by name and kind, epoch floats with their date (`repl_show.describe`)."""
+    if value is None:
+        return
+    import builtins
+
+    builtins._ = value  # type: ignore[attr-defined]
+    print(describe(value))
 
 
 def run_ipython(ns: dict[str, Any], text: str) -> None:
@@ -215,6 +250,10 @@ def run_ipython(ns: dict[str, Any], text: str) -> None:
         app.initialize(argv=[])
         shell: Any = app.shell
         shell.set_custom_exc((BatosError,), _ipython_error)
+        plain = shell.display_formatter.formatters["text/plain"]
+        for kind in (Persistent, float):
+            plain.for_type(kind, lambda obj, printer, cycle: printer.text(describe(obj)))
+        install_ipython_completer(shell, ns)
         app.start()
     finally:
         TerminalInteractiveShell.clear_instance()
@@ -230,10 +269,9 @@ def _ipython_error(shell: Any, etype: type, value: BaseException, tb: Any,
 def _enable_readline(ns: dict[str, Any]) -> None:
     try:
         import readline
-        import rlcompleter
     except ImportError:  # not every platform has readline; the console works without it
         return
-    readline.set_completer(rlcompleter.Completer(ns).complete)
+    readline.set_completer(plain_completer(ns))
     readline.parse_and_bind("tab: complete")
 
 

@@ -4,10 +4,18 @@
 Listings stop at `LISTING_LIMIT` entries and say how many more there are;
 values are shortened with `reprlib`, so a large BTree or a long text never
 floods the terminal.
+
+`describe` is how the REPL shows a value (its display hook, and every value
+in a listing): a UvmObject by its kind and name (the key it has under
+`root["prototypes"]` or `root["actors"]`, learned by `learn_names`, else its
+`name`, `id` or `state_name` slot) and, for a mission, its state, loaded
+rather than shown as a ghost; a float that reads as a time since the epoch
+(years 2001 to 2096) with its date beside it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import reprlib
 from typing import Any
 
@@ -18,6 +26,10 @@ from prototypes.method import Method
 from prototypes.uvm import UvmObject, is_parent_name
 
 LISTING_LIMIT = 100  # entries `ls` and `inspect` print before summarising the rest
+
+EPOCH_RANGE = (1e9, 4e9)  # 2001-09-09 .. 2096-10-02: floats shown with their date
+NAME_SLOTS = ("name", "id", "state_name")
+_names: dict[bytes, str] = {}  # oid -> where the object is registered (learn_names)
 
 _short = reprlib.Repr()
 _short.maxstring = _short.maxother = 70
@@ -124,8 +136,52 @@ def _limited(lines: Any) -> list[str]:
     return out
 
 
+def learn_names(root: Any) -> None:
+    """Remember the names of the prototypes and actors, to show objects by them."""
+    for area in ("prototypes", "actors"):
+        for key, obj in (root.get(area) or {}).items():
+            oid = getattr(obj, "_p_oid", None)
+            if oid is not None:
+                _names[oid] = f"{area}[{key!r}]"
+
+
+def describe(value: Any) -> str:
+    """How the REPL shows `value` (see the module note)."""
+    if isinstance(value, UvmObject):
+        return _describe_uvm(value)
+    if isinstance(value, float) and EPOCH_RANGE[0] <= value <= EPOCH_RANGE[1]:
+        return f"{value!r}  ({as_date(value)})"
+    if isinstance(value, Persistent) and value._p_oid in _names:
+        return f"<{type(value).__name__} {_names[value._p_oid]} oid {_oid_text(value)}>"
+    return _short_value(value) if isinstance(value, Persistent) else repr(value)
+
+
+def as_date(seconds: float) -> str:
+    """Seconds since the epoch as a UTC date."""
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _describe_uvm(obj: UvmObject) -> str:
+    obj._p_activate()  # a ghost says nothing; loading it only reads
+    kind = type(obj).__name__
+    name = _names.get(obj._p_oid) if obj._p_oid is not None else None
+    if name is None:
+        found = next((obj.get_slot(n) for n in NAME_SLOTS if obj.has_slot(n)), None)
+        name = _short.repr(found) if found is not None else None
+    state = None
+    if obj.has_slot("state*"):
+        parent = obj.get_slot("state*")
+        if isinstance(parent, UvmObject) and parent.has_slot("state_name"):
+            state = parent.get_slot("state_name")
+    parts = [p for p in (name, None if state is None else f"state {state}") if p]
+    return f"<{kind} {' '.join(parts) + ', ' if parts else ''}oid {_oid_text(obj)}>"
+
+
 def _short_value(value: Any) -> str:
-    if isinstance(value, UvmObject | Method):
+    if isinstance(value, UvmObject) or (
+            isinstance(value, float) and EPOCH_RANGE[0] <= value <= EPOCH_RANGE[1]):
+        return describe(value)
+    if isinstance(value, Method):
         return repr(value)
     if isinstance(value, Persistent):
         kind = type(value).__name__

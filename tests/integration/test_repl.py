@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -34,11 +35,20 @@ TID_LINE = r"[0-9a-f]{16}\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\s+"
 BATOS = [sys.executable, "-c", "from kernel.cli import main; main()"]
 
 
-@pytest.fixture
-def image_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "image"
+@pytest.fixture(scope="module")
+def image_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One image made by `batos init` for the module (it converts the model: slow)."""
+    directory = tmp_path_factory.mktemp("repl-template") / "image"
     subprocess.run([*BATOS, "init", "--image", str(directory)],
-                   check=True, capture_output=True, timeout=120, cwd=REPO)
+                   check=True, capture_output=True, timeout=300, cwd=REPO)
+    return directory
+
+
+@pytest.fixture
+def image_dir(image_template: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the module's image for this test."""
+    directory = tmp_path / "image"
+    shutil.copytree(image_template, directory)
     return directory
 
 
@@ -139,7 +149,8 @@ def test_inspect_shows_slots_parents_and_method_source(image_dir: Path,
     assert "def responds_to(self, selector):" in traits
     assert "return self.has_slot(selector, inherited=True)" in traits
     obj = repl.run('inspect(root["prototypes"]["object"])')
-    assert re.search(r"traits\*\s+<UvmObject oid=0x[0-9a-f]+ .*\(parent\)", obj)
+    assert re.search(r"traits\*\s+<UvmObject prototypes\['traits'\], oid 0x[0-9a-f]+>"
+                     r"\s+\(parent\)", obj)  # by name, not as a ghost
     assert "inherited: copy, describe_slots, is_a, responds_to" in obj
     mapping = repl.run('inspect(root["batos"])')
     assert "class: persistent.mapping.PersistentMapping" in mapping
@@ -216,3 +227,100 @@ def test_ipython_console(image_dir: Path, tmp_path: Path, spawn: SpawnRepl) -> N
     repl.child.expect(pexpect.EOF)
     repl.child.close()
     assert repl.child.exitstatus == 0
+
+
+# -- the console's manners (issue 16, point 6) --------------------------------------------
+
+
+def test_at_outside_the_history_is_a_typed_error_naming_both_times(image_dir: Path) -> None:
+    from kernel.errors import AtOutOfRange
+    from kernel.repl import open_session
+    from kernel.repl_tools import transaction_span
+
+    with Image.open(image_dir, create=False, read_only=True) as image:
+        first, last = transaction_span(image.db.storage)
+    assert first is not None and last is not None
+    for at in ("2020-01-01", "2099-01-01"):
+        with pytest.raises(AtOutOfRange) as caught:
+            open_session(image_dir, at)
+        assert (caught.value.first, caught.value.last) == (first, last)
+        proc = subprocess.run([*BATOS, "repl", "--image", str(image_dir), "--at", at],
+                              cwd=REPO, env=repl_env(), capture_output=True, text=True,
+                              timeout=TIMEOUT, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        for when in (first, last):  # the one line names the image's first and last times
+            assert when.strftime("%Y-%m-%d %H:%M:%S") in proc.stderr
+
+
+def test_objects_by_name_and_kind_times_as_dates_and_a_read_only_warning(
+        image_dir: Path, spawn: SpawnRepl) -> None:
+    repl = spawn(image_dir)
+    idle = repl.run('root["prototypes"]["mission.IDLE"]')
+    assert "prototypes['mission.IDLE']" in idle and "ghost" not in idle
+    created = repl.run('root["batos"]["created"]')
+    assert re.search(r"\(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)", created)
+    first = repl.run('actors["note"] = 1')
+    assert "warning: read-only session" in first
+    assert "warning" not in repl.run('actors["other"] = 2')  # once, at the first change
+    assert "discarded changes" in repl.run("abort()")
+    assert "warning: read-only session" in repl.run('actors["again"] = 3')  # re-armed
+    repl.quit()
+
+
+def test_tab_completes_mapping_and_btree_keys_only(image_dir: Path, spawn: SpawnRepl) -> None:
+    repl = spawn(image_dir)
+    repl.child.send('x = root["ac\t')  # root is a mapping: its key, not a file name
+    repl.child.send(']\r')  # readline closed the quote after the unique key
+    repl.wait()
+    assert repl.run('x is root["actors"]').strip() == "True"
+    repl.child.send('y = root["prototypes"]["mission.ID\t')  # an OOBTree's key
+    repl.child.send(']\r')
+    repl.wait()
+    assert repl.run('y is root["prototypes"]["mission.IDLE"]').strip() == "True"
+    repl.quit()
+
+
+def test_ipython_completion_offers_keys_and_slots_not_magics_or_files(
+        image_dir: Path) -> None:
+    pytest.importorskip("IPython")
+    from IPython.core.completer import provisionalcompleter
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from kernel.repl import open_session
+    from kernel.repl_tools import install_ipython_completer
+
+    session = open_session(image_dir, None)
+    shell = InteractiveShell.instance()
+
+    def lines_after_tab(line: str) -> set[str]:
+        """Each line the completions would leave (IPython's own `completions` API)."""
+        with provisionalcompleter():
+            found = shell.Completer.completions(line, len(line))
+            return {line[:c.start] + c.text + line[c.end:] for c in found}
+
+    try:
+        ns = session.namespace()
+        ns["idle"] = ns["root"]["prototypes"]["mission.IDLE"]
+        shell.user_ns.update(ns)
+        install_ipython_completer(shell, shell.user_ns)
+        assert lines_after_tab("root['ac") == {"root['actors"}
+        states = lines_after_tab("root['prototypes']['mission.")
+        assert "root['prototypes']['mission.IDLE" in states
+        assert all(s.startswith("root['prototypes']['mission.") for s in states)
+        assert lines_after_tab("actors['zz") == set()  # no magics, no file names
+        slots = lines_after_tab("idle.acc")
+        assert {"idle.accepted", "idle.accepts"} <= slots
+    finally:
+        InteractiveShell.clear_instance()
+        session.close()
+
+
+def test_send_goes_through_the_running_kernel(image_dir: Path, spawn: SpawnRepl) -> None:
+    from tests.helpers.kernel import running_kernel
+
+    repl = spawn(image_dir)
+    alone = repl.run('send("system", "echo", "hi")')
+    assert alone.startswith("error:") and "Traceback" not in alone  # no kernel runs
+    with running_kernel(image_dir):
+        assert repl.run('send("system", "echo", "hi")').strip() == "'hi'"
+    repl.quit()

@@ -2,7 +2,9 @@
 
 One `status` (the kernel's uptime, queue depths, running steps and the
 engine's gauges: `actors/engine_stats.py`) and one `missions.list("running")`
-(in-flight missions with their state and last finished pass). Not shown yet:
+(in-flight missions with their state and last finished pass), and the
+passes generating now with their tokens/s (`status`'s live figures, from
+the llama.cpp engine). Not shown yet:
 the kernel's RSS and VRAM, and the adapter worn by the pass now running
 (neither reaches a client today).
 """
@@ -20,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from actors.cli_missions import age, short_ids
+from actors.engine_stats import LIVE_PASSES
 from kernel.cli import (
     EndpointOpt,
     ImageOpt,
@@ -76,6 +79,7 @@ def take(client: Any, entry: str) -> dict[str, Any]:
         "engine": {"backend": backends[0] if backends else None,
                    "threads": counters.get("engine.threads"),
                    "tokens_per_s": counters.get("engine.tokens_per_s")},
+        "passes": list((status.get("live") or {}).get(LIVE_PASSES) or ()),
         "missions": list(client.send(entry, "list", "running", 50) or ()),
     }
 
@@ -95,4 +99,13 @@ def render(snapshot: dict[str, Any], now: float) -> Group:
         table.add_row(shorts[str(row["id"])], str(row.get("state")),
                       age(now - float(row.get("created") or now)),
                       str(row.get("pass") or "-"), str(row.get("question") or "")[:50])
-    return Group(head, Text(f"queues  {queues or 'empty'}"), table)
+    return Group(head, Text(f"queues  {queues or 'empty'}"),
+                 Text(f"passes  {generating(snapshot.get('passes') or [])}"), table)
+
+
+def generating(passes: list[dict[str, Any]]) -> str:
+    """The passes generating now: persona, tokens so far and tokens/s each."""
+    if not passes:
+        return "none generating"
+    return "  ".join(f"{p.get('persona') or 'bare'} {p.get('tokens', 0)} tokens "
+                     f"{p.get('tokens_per_s', 0)} tokens/s" for p in passes)

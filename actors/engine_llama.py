@@ -122,6 +122,10 @@ class LlamaEngine:
         self.sequences = sequences
         self.decoder = BatchDecoder(self, self.ctx, sequences, N_BATCH)
 
+    def running_passes(self) -> list[dict[str, Any]]:
+        """The passes generating now, with their tokens and decode rate so far."""
+        return self.decoder.snapshot()
+
     def close(self) -> None:
         """Stop decoding (waiting passes fail with `EngineClosed`) and free the context."""
         self.decoder.close()

@@ -168,6 +168,15 @@ class BatchDecoder:
     def running(self) -> int:
         return len(self._running)
 
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The passes decoding now: persona worn, tokens so far, their decode rate."""
+        now = time.perf_counter()
+        with self._wake:
+            jobs = [job for job in self._running if job.prefilled]
+            return [{"persona": job.persona, "tokens": len(job.new),
+                     "tokens_per_s": round(len(job.new) / max(1e-9, now - job.prefilled), 1),
+                     "seconds": round(now - job.started, 3)} for job in jobs]
+
     # -- the decoding thread -----------------------------------------------------------
     def _serve(self) -> None:
         while not self._closed:

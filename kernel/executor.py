@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from kernel import logs
+from kernel import live, logs
 from kernel.actions import (
     Action,
     Address,
@@ -160,7 +160,8 @@ class Executor:
                 "endpoints": self.endpoints,
                 "durability": self._durable.stats() if self._durable else None,
                 "queues": self.scheduler.depths(), "running": self.scheduler.running,
-                "connections": self.connections.size() if self.connections else 0}
+                "connections": self.connections.size() if self.connections else 0,
+                "live": live.collect()}
 
     def _live_event(self, env: Envelope, event: str, data: dict[str, Any]) -> None:
         """From a worker, during a step: a preview event, sent at once."""

@@ -18,9 +18,10 @@ from actors.llm import ChatMessage, Generation, GenerationRequest
 
 pytest.importorskip("llama_cpp", reason="the llama.cpp backend is not installed")
 
-from actors import models
+from actors import engine_stats, llm, models
 from actors.engine_llama import LlamaEngine
 from actors.llama_batch import EngineClosed
+from kernel import live
 
 QUESTIONS = ("Why is the sky blue?", "How do bees make honey?",
              "What is a leap year?", "Name three rivers in Europe.")
@@ -115,6 +116,30 @@ def test_streamed_pieces_reach_each_caller_in_its_own_thread(engine: LlamaEngine
         assert "".join(p for _name, p in got) == generation.text
         assert len({name for name, _p in got}) == 1  # one caller thread, not the decoder's
         assert got[0][0] != "batos-llama-decode"
+
+
+def test_status_lists_each_pass_generating_now_with_its_rate(engine: LlamaEngine) -> None:
+    """`engine_stats.install` reports the engine's running passes in `status` (`kernel.live`)."""
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(_piece: str) -> None:
+        inside.set()
+        release.wait(120)
+
+    metered = engine_stats.install(engine)
+    worker = threading.Thread(target=lambda: metered.generate(ask(QUESTIONS[0]), on_text=hold))
+    try:
+        worker.start()
+        assert inside.wait(120)
+        running = live.collect()[engine_stats.LIVE_PASSES]
+    finally:
+        release.set()
+        worker.join(120)
+        llm.install_engine(None, None)
+        live.register(engine_stats.LIVE_PASSES, None)
+    assert [(p["persona"], p["tokens"] >= 1, p["tokens_per_s"] > 0) for p in running] == [
+        (None, True, True)]
+    assert engine.running_passes() == []
 
 
 def test_a_closed_engine_fails_new_passes_with_a_typed_error() -> None:

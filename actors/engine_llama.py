@@ -11,10 +11,13 @@ the 4-bit GGUF that the image stores beside the base model
 - The prompt is the GGUF's own chat template (`tokenizer.chat_template`)
   rendered as transformers renders it (a sandboxed jinja2 environment with
   `trim_blocks` and `lstrip_blocks`), so both engines send the same text.
-- Each `generate` clears the KV cache, evaluates the prompt in batches of
-  `N_BATCH`, then decodes one token at a time: greedy (argmax) at
-  temperature 0, else temperature with top-p `TOP_P`, drawn with torch's
-  global generator so `torch.manual_seed` seeds both engines.
+- `generate` fits and tokenizes the request in the caller's thread and hands
+  it to the decoding thread (`actors.llama_batch`), which evaluates the
+  prompt in its own sequence of the KV cache, in batches of `N_BATCH`, then
+  decodes one token per step, together with the other passes of the same
+  persona running at the time: greedy (argmax) at temperature 0, else
+  temperature with top-p `TOP_P`, drawn with torch's global generator so
+  `torch.manual_seed` seeds both engines.
 - `mean_logprob` is the mean log-softmax of the raw logits at each chosen
   token, as in the torch engine.
 - Stop strings, streaming and cancellation reuse the torch engine's pieces:
@@ -22,8 +25,9 @@ the 4-bit GGUF that the image stores beside the base model
   the decoded tail is checked for a stop string after each token, and the
   cancel event is checked before each token.
 - Personas are GGUF LoRA adapters (`actors.llama_personas`): llama.cpp
-  switches adapters per request, and the cleared KV cache means no state of
-  the previous adapter leaks into the next pass. With no adapter set the
+  switches adapters between batches, and a finished pass's sequence is
+  removed from the KV cache, so no state of the previous adapter leaks into
+  the next pass. With no adapter set the
   logits are the base model's, exactly.
 
 Embeddings come from the same sentence-transformers embedder as the torch
@@ -42,13 +46,13 @@ from typing import Any
 
 import llama_cpp
 import numpy as np
-import torch
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from llama_cpp import _internals as llama_internals
 
 from actors import llm
 from actors.context_fit import Fit, fit_request
-from actors.engine import _load_embedder, stop_events
+from actors.engine import _load_embedder
+from actors.engine_base import EngineBase, stop_events
 from actors.llama_batch import BatchDecoder, DecodeFailed, Job
 from actors.models import ModelError, UnknownModel, materialize
 
@@ -98,7 +102,7 @@ class _Vocab:
         return b"".join([pieces[token] for token in ids]).decode("utf-8", errors="replace")
 
 
-class LlamaEngine:
+class LlamaEngine(EngineBase):
     """One GGUF model served by llama.cpp (and optionally one sentence embedder)."""
 
     backend = "llama"
@@ -107,18 +111,16 @@ class LlamaEngine:
     def __init__(self, llama: Any, embedder: Any = None, *, threads: int,
                  gguf_path: Path | None = None, sequences: int = SEQUENCES,
                  n_ctx: int = N_CTX) -> None:
+        super().__init__(embedder)
         self.llama = llama
-        self.embedder = embedder
         self.threads = threads
         self.gguf_path = gguf_path
-        self.steward: Any = None  # actors.llama_personas.LlamaPersonas, by attach_steward
         self.vocab = _Vocab(llama)
         self._context = _batched_context(llama, threads, sequences, n_ctx)
         self.ctx = self._context.ctx
         self._llama_vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._llama_vocab))
         self._template = _compile_template(llama.metadata.get(TEMPLATE_KEY, ""))
-        self._embed_lock = threading.Lock()
         self.sequences = sequences
         self.decoder = BatchDecoder(self, self.ctx, sequences, N_BATCH)
 
@@ -147,23 +149,12 @@ class LlamaEngine:
         embedder = _load_embedder(Path(embedding_dir), "cpu") if embedding_dir else None
         return cls(llama, embedder, threads=threads, gguf_path=path, n_ctx=n_ctx)
 
-    def install(self) -> None:
-        """Register this engine as the process's generator and embedder."""
-        llm.install_engine(self, self if self.embedder is not None else None)
-
     def attach_steward(self, image: Any) -> Any:
         """Serve personas from the image's adapters as GGUF LoRA (`actors.llama_personas`)."""
         from actors import llama_personas
 
         self.steward = llama_personas.attach(image, self)
         return self.steward
-
-    def activate(self, persona: str | None) -> str | None:
-        """Wear `persona`'s adapter (inside the generate lock); None: the bare model."""
-        if self.steward is None:
-            return None
-        worn: str | None = self.steward.activate(persona)
-        return worn
 
     # -- generation ----------------------------------------------------------
     def prompt(self, request: llm.GenerationRequest) -> str:
@@ -233,19 +224,6 @@ class LlamaEngine:
 
     def is_end(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self._llama_vocab, token))
-
-    # -- embeddings ----------------------------------------------------------
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """Unit-normalised sentence embeddings, one list of floats per text."""
-        if self.embedder is None:
-            raise llm.NoEngine("embedder")
-        if not texts:
-            return []
-        with self._embed_lock, torch.inference_mode():
-            vectors = self.embedder.encode(list(texts), normalize_embeddings=True,
-                                           convert_to_numpy=True, show_progress_bar=False)
-        return [[float(x) for x in row] for row in vectors]
-
 
 def _batched_context(llama: Any, threads: int, sequences: int, n_ctx: int) -> Any:
     """A context of `sequences` sequences of `n_ctx` tokens each, on `llama`'s model.

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from actors import llm
-from actors.engine import TOP_P, _cut_at_stop, _TextPieces, nothing_to_generate
+from actors.engine_base import TOP_P, _cut_at_stop, _TextPieces, nothing_to_generate
 
 log = logging.getLogger(__name__)
 

@@ -86,6 +86,7 @@ class Job:
         self.request, self.ids, self.cancels = request, list(ids), cancels
         self.started, self.extra = started, extra
         self.outbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.abandoned = threading.Event()  # the caller left (its `on_text` raised)
         self.pieces: _TextPieces | None = None
         self.streaming = streaming
         self.sent = self.taken = 0  # pieces put in the outbox / handled by the caller
@@ -101,13 +102,19 @@ class Job:
         self._window = max((len(s) for s in self._stop), default=0) + 8
 
     def wait(self, on_text: llm.OnText | None, wake: threading.Condition) -> llm.Generation:
-        """In the caller's thread: hand pieces to `on_text` until the result comes."""
+        """In the caller's thread: hand pieces to `on_text` until the result comes.
+
+        If `on_text` raises, the pass is abandoned (the decoder ends it at its
+        next step, freeing its sequence) and the error reaches the caller."""
         while True:
             kind, value = self.outbox.get()
             if kind == "text":
                 try:
                     if on_text is not None:
                         on_text(value)
+                except BaseException:
+                    self.abandoned.set()
+                    raise
                 finally:
                     with wake:
                         self.taken += 1
@@ -223,7 +230,8 @@ class BatchDecoder:
             return self._ready_locked()
 
     def _ready_locked(self) -> list[Job]:
-        return [job for job in self._running if job.sent == job.taken and job.logits is not None]
+        return [job for job in self._running if job.logits is not None
+                and (job.sent == job.taken or job.abandoned.is_set())]
 
     def _guarded(self, jobs: list[Job], work: Any, arg: Any) -> None:
         try:
@@ -264,7 +272,7 @@ class BatchDecoder:
 
     def _advance(self, job: Job) -> bool:
         """Pick `job`'s next token; False when the job ended (and was finished)."""
-        if any(event.is_set() for event in job.cancels):
+        if job.abandoned.is_set() or any(event.is_set() for event in job.cancels):
             return self._end(job, "cancel")
         assert job.logits is not None  # `_ready` takes only jobs with logits
         token = pick(job.logits, job.request.temperature)

@@ -8,6 +8,7 @@ log-probabilities, stop and cancellation are its own, as if it ran alone.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -140,6 +141,24 @@ def test_status_lists_each_pass_generating_now_with_its_rate(engine: LlamaEngine
     assert [(p["persona"], p["tokens"] >= 1, p["tokens_per_s"] > 0) for p in running] == [
         (None, True, True)]
     assert engine.running_passes() == []
+
+
+class CallerGone(RuntimeError):
+    """The test's `on_text` gives up."""
+
+
+def test_a_caller_whose_on_text_raises_frees_its_sequence(engine: LlamaEngine) -> None:
+    def gives_up(_piece: str) -> None:
+        raise CallerGone()
+
+    with pytest.raises(CallerGone):
+        engine.generate(ask(QUESTIONS[0], max_new_tokens=40), on_text=gives_up)
+    deadline = time.monotonic() + 120
+    while engine.running_passes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.running_passes() == []  # the abandoned pass ended, its sequence is free
+    alone = engine.generate(ask(QUESTIONS[1]))
+    assert figures(together(engine, [ask(q) for q in QUESTIONS])[1]) == figures(alone)
 
 
 def test_a_closed_engine_fails_new_passes_with_a_typed_error() -> None:

@@ -3,10 +3,11 @@
 One `status` (the kernel's uptime, its memory: RSS and, on CUDA, the device
 memory torch holds (`kernel.process_figures`), queue depths, running steps,
 the actors waiting behind a closed gate such as the video lease, the leases
-this kernel holds, and the engine's gauges: `actors/engine_stats.py`) and one
-`missions.list("running")`: the in-flight missions with their state, and for
-each one generating now its pass, the adapter that pass wears and how long
-it has run (`actors.live_passes`).
+this kernel holds, the engine's gauges: `actors/engine_stats.py`, and the
+passes generating now with their tokens/s: `status`'s live figures, from the
+llama.cpp engine) and one `missions.list("running")`: the in-flight missions
+with their state, and for each one generating now its pass, the adapter that
+pass wears and how long it has run (`actors.live_passes`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from actors.cli_missions import age, short_ids
+from actors.engine_stats import LIVE_PASSES
 from kernel.cli import (
     EndpointOpt,
     ImageOpt,
@@ -80,6 +82,7 @@ def take(client: Any, entry: str) -> dict[str, Any]:
         "engine": {"backend": backends[0] if backends else None,
                    "threads": counters.get("engine.threads"),
                    "tokens_per_s": counters.get("engine.tokens_per_s")},
+        "passes": list((status.get("live") or {}).get(LIVE_PASSES) or ()),
         "missions": list(client.send(entry, "list", "running", 50) or ()),
         "leases": status.get("leases") or {},
     }
@@ -104,6 +107,7 @@ def render(snapshot: dict[str, Any], now: float) -> Group:
                       age(now - float(row.get("created") or now)), now_pass, adapter,
                       str(row.get("pass") or "-"), str(row.get("question") or "")[:50])
     lines = [head, Text(f"queues  {queues or 'empty'}"),
+             Text(f"passes  {generating(snapshot.get('passes') or [])}"),
              Text(lease_line(snapshot.get("leases") or {}))]
     lines += [Text(line) for line in waiting_lines(snapshot.get("waiting") or {})]
     return Group(*lines, table)
@@ -160,3 +164,11 @@ def _bytes(size: int) -> str:
         if size >= scale:
             return f"{size / scale:.1f} {unit}"
     return f"{size} B"
+
+
+def generating(passes: list[dict[str, Any]]) -> str:
+    """The passes generating now: persona, tokens so far and tokens/s each."""
+    if not passes:
+        return "none generating"
+    return "  ".join(f"{p.get('persona') or 'bare'} {p.get('tokens', 0)} tokens "
+                     f"{p.get('tokens_per_s', 0)} tokens/s" for p in passes)

@@ -24,9 +24,9 @@ under the model's *raw* distribution (log-softmax of the logits before
 temperature or top-p), so a confidence read from it means the same at every
 temperature.
 
-Personas (LoRA adapters): `activate` hands the request's persona to the
-attached `actors.vram_steward.VramSteward`, inside the generate lock; without one
-every request runs on the bare model.
+Personas (LoRA adapters): `activate` (`actors.engine_base.EngineBase`)
+hands the request's persona to the attached `actors.vram_steward.VramSteward`,
+inside the generate lock; without one every request runs on the bare model.
 """
 
 from __future__ import annotations
@@ -56,24 +56,28 @@ from transformers import (
     StoppingCriteria,
     StoppingCriteriaList,
 )
-from transformers.generation.streamers import BaseStreamer
 
 from actors import llm
 from actors.context_fit import Fit, fit_request
+from actors.engine_base import (  # re-exported: the llama.cpp engine and tests use them
+    DECODE,
+    TOP_P,
+    EngineBase,
+    _cut_at_stop,
+    _TextPieces,
+    nothing_to_generate,
+    stop_events,
+)
 from actors.models import ModelError, UnknownModel, materialize
-from kernel import stopping
 
 log = logging.getLogger(__name__)
 
-TOP_P = 0.9
 # CPU weights load as float32 whatever their stored dtype. Measured on SmolLM2
 # (2-core AVX-512 Xeon, 1 thread, 64 greedy tokens): ~9-10 tokens/s either
 # way, bfloat16 within noise; but CPUs without AVX-512 run bfloat16 matmuls
 # far slower, and float32 keeps the log-probabilities exact.
 CPU_DTYPE = torch.float32
 CUDA_DTYPE = torch.bfloat16
-PIECE_MAX_CHARS = 32  # a run without whitespace longer than this is sent anyway
-DECODE = {"skip_special_tokens": True, "clean_up_tokenization_spaces": False}
 
 
 class ModelLoadError(ModelError):
@@ -117,18 +121,17 @@ def load_kwargs(device: str, budget_bytes: int | None, has_bnb: bool, *,
     return kwargs
 
 
-class Engine:
+class Engine(EngineBase):
     """One causal LM (and optionally one sentence embedder) serving this process."""
 
     def __init__(self, model: Any, tokenizer: Any, embedder: Any = None, *,
                  device: str = "cpu", base_dir: Path | None = None) -> None:
+        super().__init__(embedder)
         self.model = model
         self.tokenizer = tokenizer
-        self.embedder = embedder
         self.device = device
         self.base_dir = base_dir
         self._generate_lock = threading.Lock()
-        self._embed_lock = threading.Lock()
 
     # -- loading -------------------------------------------------------------
     @classmethod
@@ -142,26 +145,6 @@ class Engine:
         model, tokenizer = _load_causal_lm(Path(base_dir), device, kwargs)
         embedder = _load_embedder(Path(embedding_dir), device) if embedding_dir else None
         return cls(model, tokenizer, embedder, device=device, base_dir=Path(base_dir))
-
-    def install(self) -> None:
-        """Register this engine as the process's generator and embedder."""
-        llm.install_engine(self, self if self.embedder is not None else None)
-
-    # -- personas ------------------------------------------------------------
-    # The adapter tiers (`actors.vram_steward.VramSteward`), attached by `steward.attach`.
-    steward: Any = None
-
-    def activate(self, persona: str | None) -> str | None:
-        """Wear `persona`'s adapter; returns the persona actually worn (None: bare model).
-
-        `generate` calls it inside the generate lock, so a pass always runs
-        with its own adapter however passes interleave. Without a steward,
-        every request runs on the bare model.
-        """
-        if self.steward is None:
-            return None
-        worn: str | None = self.steward.activate(persona)
-        return worn
 
     # -- generation ----------------------------------------------------------
     def prompt(self, request: llm.GenerationRequest) -> str:
@@ -244,19 +227,6 @@ class Engine:
         eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         return "eos" if len(new_ids) and int(new_ids[-1]) in eos_ids else "length"
 
-    # -- embeddings ----------------------------------------------------------
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """Unit-normalised sentence embeddings, one list of floats per text."""
-        if self.embedder is None:
-            raise llm.NoEngine("embedder")
-        if not texts:
-            return []
-        with self._embed_lock, torch.inference_mode():
-            vectors = self.embedder.encode(list(texts), normalize_embeddings=True,
-                                           convert_to_numpy=True, show_progress_bar=False)
-        return [[float(x) for x in row] for row in vectors]
-
-
 def load_from_image(image: Any, *, base: str = "base", embedding: str | None = "embedding",
                     device: str | None = None, budget_bytes: int | None = None) -> Engine:
     """Load the image's `base` model (and `embedding` model) in place from their blobs."""
@@ -301,21 +271,6 @@ def _usable_ram() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 3 // 4)
 
 
-def stop_events(cancel: threading.Event | None) -> tuple[threading.Event, ...]:
-    """What ends a generation early: the caller's `cancel` and the process's stop."""
-    return (stopping.STOPPING,) if cancel is None else (cancel, stopping.STOPPING)
-
-
-def nothing_to_generate(request: llm.GenerationRequest, cancels: Sequence[threading.Event],
-                        persona: str | None) -> llm.Generation | None:
-    """The empty generation when there is no budget or it is cancelled already, else None."""
-    cancelled = any(event.is_set() for event in cancels)
-    if request.max_new_tokens > 0 and not cancelled:
-        return None
-    return llm.Generation("", 0, 0.0, 0.0, persona=persona,
-                          stopped_by="cancel" if cancelled else "length")
-
-
 def _chat(request: llm.GenerationRequest) -> list[dict[str, str]]:
     return [{"role": m.role, "content": m.content} for m in request.messages]
 
@@ -328,12 +283,6 @@ def _pad_token_id(tokenizer: Any, config: Any) -> int | None:
 
 
 # -- generation hooks ----------------------------------------------------------
-
-
-def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    """`text` up to the earliest stop string in it (all of it when none occurs)."""
-    cuts = [index for s in stop if s and (index := text.find(s)) >= 0]
-    return text[:min(cuts)] if cuts else text
 
 
 def _mean_logprob(logits: Sequence[torch.Tensor] | None, new_ids: torch.Tensor) -> float:
@@ -374,56 +323,3 @@ class _StopWatch(StoppingCriteria):
         start = max(self._prompt_tokens, input_ids.shape[1] - self._window)
         tail = self._tokenizer.decode(input_ids[0, start:], **DECODE)
         return any(s in tail for s in self._stop)
-
-
-class _TextPieces(BaseStreamer):
-    """Hands decoded text to `on_text` in word-sized pieces, as tokens arrive.
-
-    It never sends text that a stop string will cut away: everything from the
-    first stop string on, and the last (longest stop - 1) characters, which
-    might begin one, wait. A trailing U+FFFD (a character whose bytes are
-    still arriving) waits too. `finish` sends the rest of the final text.
-    """
-
-    def __init__(self, tokenizer: Any, stop: Sequence[str], on_text: llm.OnText) -> None:
-        self._tokenizer = tokenizer
-        self._stop = [s for s in stop if s]
-        self._hold = max((len(s) for s in self._stop), default=1) - 1
-        self._on_text = on_text
-        self._ids: list[int] = []
-        self._prompt_seen = False
-        self._sent = ""
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self._prompt_seen:  # generate() first puts the prompt itself
-            self._prompt_seen = True
-            return
-        self._ids.extend(int(token) for token in value.reshape(-1).tolist())
-        text = self._tokenizer.decode(self._ids, **DECODE)
-        end = self._piece_end(text)
-        if end > len(self._sent) and text.startswith(self._sent):
-            self._send(text[len(self._sent):end])
-
-    def end(self) -> None:
-        """Nothing: the engine calls `finish` with the final, stop-trimmed text."""
-
-    def finish(self, final_text: str) -> None:
-        if final_text.startswith(self._sent) and len(final_text) > len(self._sent):
-            self._send(final_text[len(self._sent):])
-        elif not final_text.startswith(self._sent):
-            log.warning("streamed text diverged from the final text; rest not streamed")
-
-    def _piece_end(self, text: str) -> int:
-        safe = len(_cut_at_stop(text, self._stop))
-        if safe == len(text):
-            safe = max(0, safe - self._hold)
-        while safe > 0 and text[safe - 1] == "\ufffd":
-            safe -= 1
-        boundary = max(text.rfind(" ", 0, safe), text.rfind("\n", 0, safe))
-        if boundary + 1 > len(self._sent):
-            return boundary + 1
-        return safe if safe - len(self._sent) >= PIECE_MAX_CHARS else 0
-
-    def _send(self, piece: str) -> None:
-        self._sent += piece
-        self._on_text(piece)

@@ -11,10 +11,13 @@ the 4-bit GGUF that the image stores beside the base model
 - The prompt is the GGUF's own chat template (`tokenizer.chat_template`)
   rendered as transformers renders it (a sandboxed jinja2 environment with
   `trim_blocks` and `lstrip_blocks`), so both engines send the same text.
-- Each `generate` clears the KV cache, evaluates the prompt in batches of
-  `N_BATCH`, then decodes one token at a time: greedy (argmax) at
-  temperature 0, else temperature with top-p `TOP_P`, drawn with torch's
-  global generator so `torch.manual_seed` seeds both engines.
+- `generate` fits and tokenizes the request in the caller's thread and hands
+  it to the decoding thread (`actors.llama_batch`), which evaluates the
+  prompt in its own sequence of the KV cache, in batches of `N_BATCH`, then
+  decodes one token per step, together with the other passes of the same
+  persona running at the time: greedy (argmax) at temperature 0, else
+  temperature with top-p `TOP_P`, drawn with torch's global generator so
+  `torch.manual_seed` seeds both engines.
 - `mean_logprob` is the mean log-softmax of the raw logits at each chosen
   token, as in the torch engine.
 - Stop strings, streaming and cancellation reuse the torch engine's pieces:
@@ -22,8 +25,9 @@ the 4-bit GGUF that the image stores beside the base model
   the decoded tail is checked for a stop string after each token, and the
   cancel event is checked before each token.
 - Personas are GGUF LoRA adapters (`actors.llama_personas`): llama.cpp
-  switches adapters per request, and the cleared KV cache means no state of
-  the previous adapter leaks into the next pass. With no adapter set the
+  switches adapters between batches, and a finished pass's sequence is
+  removed from the KV cache, so no state of the previous adapter leaks into
+  the next pass. With no adapter set the
   logits are the base model's, exactly.
 
 Embeddings come from the same sentence-transformers embedder as the torch
@@ -42,26 +46,22 @@ from typing import Any
 
 import llama_cpp
 import numpy as np
-import torch
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from llama_cpp import _internals as llama_internals
 
 from actors import llm
 from actors.context_fit import Fit, fit_request
-from actors.engine import (
-    TOP_P,
-    _cut_at_stop,
-    _load_embedder,
-    _TextPieces,
-    nothing_to_generate,
-    stop_events,
-)
+from actors.engine import _load_embedder
+from actors.engine_base import EngineBase, stop_events
+from actors.llama_batch import BatchDecoder, DecodeFailed, Job
 from actors.models import ModelError, UnknownModel, materialize
 
 log = logging.getLogger(__name__)
 
-N_CTX = 8192  # SmolLM2's trained context; the KV cache is ~190 MB at float16
+N_CTX = 8192  # each sequence's context: SmolLM2's trained one (KV ~190 MB at float16)
 N_BATCH = 512
-CANDIDATE_FLOOR = 1e-6  # top-p looks at tokens this probable first (see `pick`)
+SEQUENCES = 4  # passes decoded together (`actors.llama_batch`), each with its own KV cache
+LOADER_CTX = 64  # the binding's own context, used for nothing but loading
 TEMPLATE_KEY = "tokenizer.chat_template"
 
 
@@ -83,14 +83,6 @@ class PromptTooLong(llm.EngineError):
         self.limit = limit
 
 
-class DecodeFailed(llm.EngineError):
-    """llama_decode returned an error code."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(f"llama_decode failed with code {code}")
-        self.code = code
-
-
 class _Vocab:
     """The `decode` that `_TextPieces` calls, on llama.cpp's vocabulary.
 
@@ -110,26 +102,36 @@ class _Vocab:
         return b"".join([pieces[token] for token in ids]).decode("utf-8", errors="replace")
 
 
-class LlamaEngine:
+class LlamaEngine(EngineBase):
     """One GGUF model served by llama.cpp (and optionally one sentence embedder)."""
 
     backend = "llama"
     device = "cpu"
 
     def __init__(self, llama: Any, embedder: Any = None, *, threads: int,
-                 gguf_path: Path | None = None) -> None:
+                 gguf_path: Path | None = None, sequences: int = SEQUENCES,
+                 n_ctx: int = N_CTX) -> None:
+        super().__init__(embedder)
         self.llama = llama
-        self.embedder = embedder
         self.threads = threads
         self.gguf_path = gguf_path
-        self.steward: Any = None  # actors.llama_personas.LlamaPersonas, by attach_steward
         self.vocab = _Vocab(llama)
-        self._ctx = llama.ctx
+        self._context = _batched_context(llama, threads, sequences, n_ctx)
+        self.ctx = self._context.ctx
         self._llama_vocab = llama_cpp.llama_model_get_vocab(llama.model)
-        self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._llama_vocab))
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._llama_vocab))
         self._template = _compile_template(llama.metadata.get(TEMPLATE_KEY, ""))
-        self._generate_lock = threading.Lock()
-        self._embed_lock = threading.Lock()
+        self.sequences = sequences
+        self.decoder = BatchDecoder(self, self.ctx, sequences, N_BATCH)
+
+    def running_passes(self) -> list[dict[str, Any]]:
+        """The passes generating now, with their tokens and decode rate so far."""
+        return self.decoder.snapshot()
+
+    def close(self) -> None:
+        """Stop decoding (waiting passes fail with `EngineClosed`) and free the context."""
+        self.decoder.close()
+        self._context.close()
 
     @classmethod
     def load(cls, gguf_path: Path | str, embedding_dir: Path | str | None = None, *,
@@ -139,17 +141,13 @@ class LlamaEngine:
         if not path.is_file():
             raise LlamaLoadError(str(path), "no such file")
         try:
-            llama = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=N_BATCH,
-                                    n_threads=threads, n_threads_batch=threads,
-                                    verbose=False)
+            llama = llama_cpp.Llama(model_path=str(path), n_ctx=LOADER_CTX,
+                                    n_batch=LOADER_CTX, n_threads=threads,
+                                    n_threads_batch=threads, verbose=False)
         except (ValueError, RuntimeError) as exc:  # the binding's "failed to load"
             raise LlamaLoadError(str(path), str(exc)) from exc
         embedder = _load_embedder(Path(embedding_dir), "cpu") if embedding_dir else None
-        return cls(llama, embedder, threads=threads, gguf_path=path)
-
-    def install(self) -> None:
-        """Register this engine as the process's generator and embedder."""
-        llm.install_engine(self, self if self.embedder is not None else None)
+        return cls(llama, embedder, threads=threads, gguf_path=path, n_ctx=n_ctx)
 
     def attach_steward(self, image: Any) -> Any:
         """Serve personas from the image's adapters as GGUF LoRA (`actors.llama_personas`)."""
@@ -157,13 +155,6 @@ class LlamaEngine:
 
         self.steward = llama_personas.attach(image, self)
         return self.steward
-
-    def activate(self, persona: str | None) -> str | None:
-        """Wear `persona`'s adapter (inside the generate lock); None: the bare model."""
-        if self.steward is None:
-            return None
-        worn: str | None = self.steward.activate(persona)
-        return worn
 
     # -- generation ----------------------------------------------------------
     def prompt(self, request: llm.GenerationRequest) -> str:
@@ -176,20 +167,27 @@ class LlamaEngine:
         """Generate a reply to `request`, streaming pieces to `on_text` as they come.
 
         Like the torch engine, it stops at `cancel` or the process's stop
-        (`kernel.stopping`), and fits the request to the context window first."""
-        cancels = stop_events(cancel)
-        with self._generate_lock:
-            started = time.perf_counter()
-            persona = self.activate(request.persona)
-            empty = nothing_to_generate(request, cancels, persona)
-            if empty is not None:
-                return empty
-            return self._generate(request, on_text, cancels, started, persona)
+        (`kernel.stopping`), and fits the request to the context window first.
+        Concurrent calls of one persona decode together (`actors.llama_batch`);
+        `on_text` is called in the calling thread."""
+        started = time.perf_counter()
+        fit = self.fit(request)
+        ids = self.llama.tokenize(self.prompt(fit.request).encode("utf-8"), add_bos=False,
+                                  special=True)
+        limit = self.context_window
+        if len(ids) >= limit:
+            raise PromptTooLong(len(ids), limit)
+        job = Job(fit.request, ids, stop_events(cancel), on_text is not None, started,
+                  {**{k: float(v) for k, v in fit.report().items()},
+                   "prompt_tokens": float(len(ids))})
+        job.budget = min(fit.request.max_new_tokens, limit - len(ids))
+        self.decoder.submit(job)
+        return self.decoder.wait(job, on_text)
 
     @property
     def context_window(self) -> int:
         """Tokens the context holds (prompt + answer)."""
-        return int(llama_cpp.llama_n_ctx(self._ctx))
+        return int(llama_cpp.llama_n_ctx_seq(self.ctx))
 
     def _count(self, request: llm.GenerationRequest) -> int:
         return len(self.llama.tokenize(self.prompt(request).encode("utf-8"), add_bos=False,
@@ -203,141 +201,44 @@ class LlamaEngine:
                                                     special=False),
             text=lambda ids: self.vocab.decode(list(ids)))
 
-    def _generate(self, request: llm.GenerationRequest, on_text: llm.OnText | None,
-                  cancels: tuple[threading.Event, ...], started: float,
-                  persona: str | None) -> llm.Generation:
-        fit = self.fit(request)
-        request = fit.request
-        ids = self.llama.tokenize(self.prompt(request).encode("utf-8"), add_bos=False,
-                                  special=True)
-        limit = self.context_window
-        if len(ids) >= limit:
-            raise PromptTooLong(len(ids), limit)
-        self._prefill(ids)
-        prefilled = time.perf_counter()
-        pieces = _TextPieces(self.vocab, request.stop, on_text) if on_text else None
-        if pieces is not None:
-            pieces.put(torch.tensor(ids))  # as generate() does: the prompt first
-        loop = _DecodeLoop(self, request, cancels, pieces, len(ids))
-        loop.run(min(request.max_new_tokens, limit - len(ids)))
-        text = _cut_at_stop(self.vocab.decode(loop.new), request.stop)
-        if pieces is not None:
-            pieces.finish(text)
-        done = time.perf_counter()
-        decode_s = done - prefilled
-        return llm.Generation(
-            text=text, tokens=len(loop.new), mean_logprob=loop.mean_logprob(),
-            seconds=done - started, persona=persona, stopped_by=loop.reason or "length",
-            extra={**{k: float(v) for k, v in fit.report().items()},
-                   "prompt_tokens": float(len(ids)), "prefill_seconds": prefilled - started,
-                   "tokens_per_second": len(loop.new) / decode_s if decode_s > 0 else 0.0})
-
+    # -- one bare sequence, for benchmarks and tests (never while passes are running) -----
     def _prefill(self, ids: Sequence[int]) -> None:
         """Clear the KV cache and evaluate the prompt, in batches of `N_BATCH`."""
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), False)
         for start in range(0, len(ids), N_BATCH):
             self.decode(ids[start:start + N_BATCH])
 
     def decode(self, ids: Sequence[int]) -> None:
         """Evaluate `ids` after what the KV cache holds; the last one's logits come next."""
         array = (llama_cpp.llama_token * len(ids))(*ids)
-        code = int(llama_cpp.llama_decode(self._ctx, llama_cpp.llama_batch_get_one(
+        code = int(llama_cpp.llama_decode(self.ctx, llama_cpp.llama_batch_get_one(
             array, len(ids))))
         if code != 0:
             raise DecodeFailed(code)
 
     def logits(self) -> np.ndarray:
         """The raw logits after the last evaluated token (a copy)."""
-        pointer = llama_cpp.llama_get_logits_ith(self._ctx, -1)
+        pointer = llama_cpp.llama_get_logits_ith(self.ctx, -1)
         floats = ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float))
-        return np.ctypeslib.as_array(floats, shape=(self._n_vocab,)).copy()
+        return np.ctypeslib.as_array(floats, shape=(self.n_vocab,)).copy()
 
     def is_end(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self._llama_vocab, token))
 
-    # -- embeddings ----------------------------------------------------------
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """Unit-normalised sentence embeddings, one list of floats per text."""
-        if self.embedder is None:
-            raise llm.NoEngine("embedder")
-        if not texts:
-            return []
-        with self._embed_lock, torch.inference_mode():
-            vectors = self.embedder.encode(list(texts), normalize_embeddings=True,
-                                           convert_to_numpy=True, show_progress_bar=False)
-        return [[float(x) for x in row] for row in vectors]
+def _batched_context(llama: Any, threads: int, sequences: int, n_ctx: int) -> Any:
+    """A context of `sequences` sequences of `n_ctx` tokens each, on `llama`'s model.
 
-
-class _DecodeLoop:
-    """One generation's token loop: pick, record, stream, stop or cancel, evaluate."""
-
-    def __init__(self, engine: LlamaEngine, request: llm.GenerationRequest,
-                 cancels: tuple[threading.Event, ...], pieces: _TextPieces | None,
-                 prompt_tokens: int) -> None:
-        self.engine, self.request, self.cancels, self.pieces = engine, request, cancels, pieces
-        self.new: list[int] = []
-        self.logprobs: list[float] = []
-        self.reason: str | None = None
-        self._stop = [s for s in request.stop if s]
-        self._window = max((len(s) for s in self._stop), default=0) + 8
-
-    def run(self, budget: int) -> None:
-        while len(self.new) < budget:
-            if any(event.is_set() for event in self.cancels):
-                self.reason = "cancel"
-                return
-            logits = self.engine.logits()
-            token = pick(logits, self.request.temperature)
-            self.new.append(token)
-            self.logprobs.append(logprob_of(logits, token))
-            if self.engine.is_end(token):
-                self.reason = "eos"
-                return
-            if self.pieces is not None:
-                self.pieces.put(torch.tensor([token]))
-            if self._stop and self._stop_in_tail():
-                self.reason = "stop"
-                return
-            if len(self.new) < budget:
-                self.engine.decode([token])
-
-    def _stop_in_tail(self) -> bool:
-        tail = self.engine.vocab.decode(self.new[-self._window:])
-        return any(s in tail for s in self._stop)
-
-    def mean_logprob(self) -> float:
-        return sum(self.logprobs) / len(self.logprobs) if self.logprobs else 0.0
-
-
-def pick(logits: np.ndarray, temperature: float) -> int:
-    """Greedy at temperature 0; else temperature and top-p, drawn with torch's generator.
-
-    Top-p keeps the best tokens until their mass reaches `TOP_P`. Sorting the
-    whole vocabulary for it cost milliseconds a token; the tokens of
-    probability at least `CANDIDATE_FLOOR` outrank every other, so when their
-    mass reaches `TOP_P` the set is among them, sorted alone; otherwise the
-    whole vocabulary is sorted. The same set either way.
-    """
-    if temperature <= 0:
-        return int(np.argmax(logits))
-    scaled = logits.astype(np.float64) / temperature
-    probs = np.exp(scaled - scaled.max())
-    probs /= probs.sum()
-    order = np.flatnonzero(probs >= CANDIDATE_FLOOR)
-    if probs[order].sum() < TOP_P:
-        order = np.arange(probs.size)
-    order = order[np.argsort(-probs[order])]
-    mass = np.cumsum(probs[order])
-    kept = int(np.searchsorted(mass, TOP_P)) + 1  # the best tokens up to TOP_P's mass
-    draw = float(torch.rand((), dtype=torch.float64)) * float(mass[kept - 1])
-    return int(order[min(int(np.searchsorted(mass[:kept], draw, side="right")), kept - 1)])
-
-
-def logprob_of(logits: np.ndarray, token: int) -> float:
-    """log-softmax of the raw logits at `token`."""
-    peak = float(logits.max())
-    total = float(np.log(np.exp(logits - peak).sum(dtype=np.float64)))
-    return float(logits[token]) - peak - total
+    Non-unified KV cache: each sequence attends over its own cells only, so
+    its arithmetic does not depend on what decodes beside it. Freed with
+    the model (the binding's `LlamaContext`)."""
+    params = type(llama.context_params).from_buffer_copy(llama.context_params)
+    params.n_ctx, params.n_batch, params.n_ubatch = n_ctx * sequences, N_BATCH, N_BATCH
+    params.n_seq_max, params.kv_unified = sequences, False
+    params.n_threads = params.n_threads_batch = threads
+    try:
+        return llama_internals.LlamaContext(model=llama._model, params=params, verbose=False)
+    except ValueError as exc:  # the binding's "failed to create llama_context"
+        raise LlamaLoadError("context", str(exc)) from exc
 
 
 def _compile_template(source: str) -> Any:

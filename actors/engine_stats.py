@@ -15,6 +15,10 @@ Counters: `engine.passes`, `engine.tokens`, `engine.decode_ms` (their ratio
 is the mean rate). Gauges (set, not added): `engine.threads`,
 `engine.backend.<name>` = 1 for the backend serving, `engine.tokens_per_s`
 (the last finished pass), `engine.running` (passes generating now).
+
+Live (`kernel.live`, in every `status` reply, not stored): `engine.passes`,
+each pass generating now with its persona, tokens so far and decode rate,
+where the engine can tell (the llama.cpp engine's `running_passes`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from typing import Any
 
 from actors import llm
 from actors.threads import ThreadBudget
+from kernel import live
 
+LIVE_PASSES = "engine.passes"  # `status`'s live figures: the passes generating now
 BACKEND_PREFIX = "engine.backend."
 COUNTERS = frozenset({"engine.passes", "engine.tokens", "engine.decode_ms"})
 BACKEND_NAMES = ("llama", "torch")
@@ -169,8 +175,13 @@ class Metered:
 
 
 def install(engine: Any) -> Metered:
-    """Register `engine`, metered, as the process's generator (and embedder if it has one)."""
+    """Register `engine`, metered, as the process's generator (and embedder if it has one).
+
+    An engine that can say which passes run now (`running_passes`, the
+    llama.cpp engine) reports them live in `batos status`/`ps` (`kernel.live`)."""
     metered = Metered(engine)
     llm.install_engine(metered, metered if getattr(engine, "embedder", None) is not None
                        else None)
+    running = getattr(engine, "running_passes", None)
+    live.register(LIVE_PASSES, running if callable(running) else None)
     return metered

@@ -132,7 +132,7 @@ class LlamaBank:
         return adapter
 
     def _apply(self, index: int | None) -> None:
-        ctx = self.engine.llama.ctx
+        ctx = self.engine.ctx
         if index is None:
             code = llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
         else:

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from kernel import logs, process_figures
+from kernel import live, logs, process_figures
 from kernel.actions import (
     Action,
     Address,
@@ -168,7 +168,8 @@ class Executor:
                 "waiting": GATES.describe(self.scheduler.parked()),
                 "connections": self.connections.size() if self.connections else 0,
                 "leases": self._lease_status(),
-                "memory": process_figures.memory()}
+                "memory": process_figures.memory(),
+                "live": live.collect()}
 
     def _live_event(self, env: Envelope, event: str, data: dict[str, Any]) -> None:
         """From a worker, during a step: a preview event, sent at once."""

@@ -30,8 +30,11 @@ What runs (one process, one image, one thread count for every side)
    (`adapter_slots` "Fusing") timed quiet and under the same load, on a torch
    engine loaded from the same image: the figure the thread discipline is
    about (26 ms quiet, ~5 s loaded before it).
-5. `batch4_throughput_ratio`: four concurrent `generate` calls / one, in
-   aggregate tokens/s (>= 1.8 needs batched passes; today calls serialize).
+5. `batch4_throughput_ratio`: four concurrent `generate` calls (four
+   questions) / the same four one after another, in aggregate tokens/s; the
+   llama.cpp engine decodes concurrent passes together (`actors.llama_batch`).
+   `batch4_cpu_ratio`: the same in tokens per CPU second of this process, the
+   figure a shared machine does not blur.
 
     python scripts/bench_engine.py --json [--threads N] [--image DIR]
 
@@ -236,19 +239,41 @@ def fuse_ms(image: Image) -> float:
         live.close()
 
 
-def batch4(engine: Any) -> float:
-    """Aggregate tokens/s of four concurrent calls over one call's."""
-    def rate(n: int) -> float:
+def batch4(engine: Any) -> dict[str, float]:
+    """Four concurrent calls (four questions) against the same four one after another.
+
+    `batch4_throughput_ratio`: aggregate tokens per wall second, concurrent /
+    one at a time. On a shared machine wall time measures the neighbours too,
+    so `batch4_cpu_ratio` compares tokens per CPU second of this process.
+    `batched_decodes`: llama_decode calls that carried more than one pass.
+    """
+    requests = [llm.GenerationRequest((PROBE.messages[0], llm.ChatMessage("user", q)), 0.0,
+                                      PROBE.max_new_tokens)
+                for q in (*QUESTIONS, PROBE.messages[1].content)]
+
+    def rate(concurrent: bool) -> tuple[float, float]:
         made: list[int] = []
-        workers = [threading.Thread(target=lambda: made.append(engine.generate(PROBE).tokens))
-                   for _ in range(n)]
-        started = time.perf_counter()
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        return sum(made) / (time.perf_counter() - started)
-    return rate(4) / rate(1)
+        wall, cpu = time.perf_counter(), time.process_time()
+        if concurrent:
+            workers = [threading.Thread(target=lambda r=r: made.append(engine.generate(r).tokens))
+                       for r in requests]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+        else:
+            made = [engine.generate(r).tokens for r in requests]
+        return (sum(made) / (time.perf_counter() - wall),
+                sum(made) / max(1e-9, time.process_time() - cpu))
+
+    decoder = getattr(engine, "decoder", None)
+    before = decoder.batches if decoder is not None else 0
+    together, together_cpu = rate(True)
+    batched = (decoder.batches if decoder is not None else 0) - before
+    alone, alone_cpu = rate(False)
+    return {"batch4_throughput_ratio": together / alone,
+            "batch4_cpu_ratio": together_cpu / alone_cpu, "batch4_tps": together,
+            "serial4_tps": alone, "batched_decodes": batched}
 
 
 def run(image_dir: Path, count: int, n_threads: int, load_procs: int) -> dict[str, Any]:
@@ -264,13 +289,13 @@ def run(image_dir: Path, count: int, n_threads: int, load_procs: int) -> dict[st
         with cpu_load(load_procs):
             loaded = direct_rate(engine)
             fuse_loaded = fuse_ms(image)
-    ratio4 = batch4(engine)
+    batched = batch4(engine)
     result = {
         "backend": getattr(engine, "backend", "torch"), "threads": budget.threads,
         "cores": budget.cores, "wait_policy": budget.wait_policy,
         "decode_ratio": pairs["batos_decode_tps"] / pairs["anchor_decode_tps"],
         "loaded_decode_ratio": loaded / quiet,
-        "batch4_throughput_ratio": ratio4,
+        **batched,
         "fuse_ms_quiet": fuse_quiet, "fuse_ms_loaded": fuse_loaded,
         "quiet_decode_tps": quiet, "loaded_decode_tps": loaded, "load_procs": load_procs,
         "kernel_passes": len(paired), "missions": count, **pairs, "targets": TARGETS,

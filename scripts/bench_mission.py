@@ -397,7 +397,7 @@ def bare_llama(engine: Any, request: llm.GenerationRequest, tokens: int) -> Bare
         started, cpu = time.perf_counter(), time.process_time()
         engine._prefill(ids)
         for _ in range(tokens):
-            engine.decode([lib.llama_sampler_sample(chain, engine.llama.ctx, -1)])
+            engine.decode([lib.llama_sampler_sample(chain, engine.ctx, -1)])
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     finally:
         lib.llama_sampler_free(chain)

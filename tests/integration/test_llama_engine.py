@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,11 @@ def ask(persona: str | None = None, max_new_tokens: int = 12) -> GenerationReque
 
 
 @pytest.fixture(scope="module")
-def engine() -> LlamaEngine:
+def engine() -> Iterator[LlamaEngine]:
     torch.set_num_threads(1)
-    return LlamaEngine.load(embedded_models.smollm2_gguf_path(), threads=1)
+    loaded = LlamaEngine.load(embedded_models.smollm2_gguf_path(), threads=1)
+    yield loaded
+    loaded.close()
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +115,25 @@ def test_a_persona_without_an_adapter_runs_bare(engine: LlamaEngine,
     base = engine.generate(ask())
     unknown = engine.generate(ask("nobody"))
     assert unknown.persona is None and figures(unknown) == figures(base)
+
+
+def test_concurrent_passes_of_different_personas_each_wear_their_own(
+        engine: LlamaEngine, worn: VramSteward) -> None:
+    """llama.cpp wears one adapter per context: passes of other personas wait their turn."""
+    personas = ("critic", "drafter", None)
+    alone = {p: figures(engine.generate(ask(p))) for p in personas}
+    together: dict[str | None, Any] = {}
+
+    def run(persona: str | None) -> None:
+        together[persona] = engine.generate(ask(persona))
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in personas]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    assert {p: figures(g) for p, g in together.items()} == alone
+    assert {p: g.persona for p, g in together.items()} == {p: p for p in personas}
 
 
 @pytest.mark.slow

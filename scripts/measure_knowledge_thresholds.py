@@ -33,11 +33,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actors.knowledge import retrieval, vectors  # noqa: E402
-from actors.knowledge.catalog import Catalog, catalog_of  # noqa: E402
-from actors.knowledge.encoder import ImageEncoder  # noqa: E402
-from kernel.image import Image  # noqa: E402
-from scripts.bench_knowledge import DATA, SEED, doc_of, load_set, run_ingest, write_files  # noqa: E402
+from actors.knowledge import retrieval, vectors
+from actors.knowledge.catalog import Catalog, catalog_of
+from actors.knowledge.encoder import ImageEncoder
+from kernel.image import Image
+from scripts.knowledge_bench.data import DATA, SEED, doc_of, load_set, write_files
+from scripts.knowledge_bench.ingest_speed import run_ingest
 
 OFF_TOPIC = [
     "What is the capital of France?", "How do I bake sourdough bread at home?",

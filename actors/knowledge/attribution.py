@@ -33,7 +33,7 @@ import numpy as np
 
 from actors.knowledge.chunking import sentences
 
-ATTRIBUTION_MIN = 0.45  # cosine of an answer sentence and a source chunk to cite it
+ATTRIBUTION_MIN = 0.41  # cosine of an answer sentence and a source chunk to cite it
 MIN_WORDS = 3  # shorter sentences ("Yes.") are not attributed on their own
 MARKER = re.compile(r"\[(\d{1,3})\]")
 _CLOSING = re.compile(r"[.!?:;,]*[\"')\]]*\s*$")

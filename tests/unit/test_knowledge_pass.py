@@ -26,7 +26,7 @@ from tests.unit.test_pipeline import cool, drain, mission_of, start  # noqa: F40
 
 NEEDS_RAG = '{"needs_rag": true, "rag_query": "rocket launch code", "needs_code": false}'
 NO_RAG = '{"needs_rag": false, "rag_query": "", "needs_code": false, "code": ""}'
-QUESTION = "What does my note say about the rocket?"
+QUESTION = "What does my note say about the rocket launch code?"
 
 
 @pytest.fixture

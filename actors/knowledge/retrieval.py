@@ -34,7 +34,10 @@ TOP_K = 4
 DEPTH = 50  # how deep each ranking goes into the fusion
 RRF_K = 60  # the constant of Cormack et al. (2009)
 Fusion = tuple[str, float]  # ("rrf", k) or ("convex", weight of BM25)
-FUSION: Fusion = ("rrf", RRF_K)
+# Chosen on a held-out half of SciFact's claims (300 abstracts; tune half 206
+# claims: RRF k=1 0.943 recall@4, k=60 0.911, best convex 0.933; test half:
+# k=1 0.910 / MRR 0.858 against k=60 0.908 / 0.843, BM25 0.847, dense 0.871).
+FUSION: Fusion = ("rrf", 1)
 MODES = ("hybrid", "bm25", "dense")
 
 Encode = Callable[[Sequence[str]], np.ndarray]

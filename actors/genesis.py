@@ -41,7 +41,7 @@ ACTORS: dict[str, Callable[[Any], Any]] = {
     "thermal": ThermalActor,
     "auditor": lambda config: Auditor(),
     "steward": StewardActor,
-    "knowledge": lambda config: KnowledgeActor(),
+    "knowledge": KnowledgeActor,
     "coder": Coder,
     "learner": Learner,
     "video": VideoActor,
@@ -67,8 +67,9 @@ def install(root: Any, config: Any) -> list[str]:
 
 def refresh_settings(actor: Any, config: Any) -> None:
     """Copy the current settings into an actor that keeps them (if changed): `thermal.*`,
-    `missions.max_question_bytes`, the sandbox and learning settings, `video.*`."""
-    if isinstance(actor, PassActor | Missions | Coder | Learner | VideoActor):
+    `missions.max_question_bytes`, the sandbox, learning and `knowledge.*` settings,
+    `video.*`."""
+    if isinstance(actor, PassActor | Missions | Coder | Learner | VideoActor | KnowledgeActor):
         actor.configure(config)
     elif isinstance(actor, ThermalActor):
         settings = ThermalSettings.from_mapping(config).to_mapping()

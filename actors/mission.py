@@ -187,7 +187,8 @@ class Mission(UvmObject):
             "from_memory": self.from_memory, "memorized": _plain(self.memorized),
             "passes": self.passes_with_texts(), "timings": dict(self.timings),
             "context": _plain(self.get_slot("context", [])),
-            "sources": _plain(self.get_slot("sources", [])), "error": self.error,
+            "sources": _plain(self.get_slot("sources", [])),
+            "citations": _plain(self.get_slot("citations", [])), "error": self.error,
             "created": self.created, "finished": self.finished,
         }
 
@@ -196,7 +197,8 @@ class Mission(UvmObject):
         return {"mission": self.id, "answer": self.answer, "confidence": self.confidence,
                 "cached": self.from_memory, "from_memory": self.from_memory,
                 "attempts": len(self.candidates), "timings": dict(self.timings),
-                "passes": _plain(self.passes), "sources": _plain(self.get_slot("sources", []))}
+                "passes": _plain(self.passes), "sources": _plain(self.get_slot("sources", [])),
+                "citations": _plain(self.get_slot("citations", []))}
 
 
 def claim(step: StepContext, mission_id: str, turn: int, selector: str) -> Mission | None:

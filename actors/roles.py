@@ -364,7 +364,7 @@ class Scorer(Persistent):
         mission.confidence = best["confidence"]
         if not accepted:
             step.root["metrics"].incr("missions.low_confidence")
-        mission.advance(step, "hippocampus", "memorize")
+        tools.after_answer(step, mission)
 
 
 def grounded_answer(step: StepContext, mission: Mission, answer: str) -> str:

@@ -68,6 +68,14 @@ def advance_after(step: StepContext, mission: Mission, done: str | None) -> None
     mission.advance(step, actor, selector)
 
 
+def after_answer(step: StepContext, mission: Mission) -> None:
+    """After the scorer chose the answer: `cite` when the mission has sources, then memorize."""
+    if mission.get_slot("sources", []):
+        mission.advance(step, "knowledge", "cite")
+    else:
+        mission.advance(step, "hippocampus", "memorize")
+
+
 def add_context(mission: Mission, title: str, text: str, **meta: Any) -> None:
     """Append one labelled block of tool output for the later passes to read."""
     block = {"title": title, "text": text, **meta}

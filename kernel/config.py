@@ -135,6 +135,11 @@ SETTINGS: tuple[Setting, ...] = (
             "size of the private /tmp, the only writable place"),
     Setting("sandbox.output_bytes", int, 65_536, "stdout + stderr kept; more stops the run"),
     Setting("sandbox.code_bytes", int, 65_536, "longest program the sandbox accepts"),
+    Setting("knowledge.min_relevance", float, 0.37,
+            "a mission whose router did not ask for documents uses the catalog's top chunks "
+            "only when the best one's cosine to the question is at least this"),
+    Setting("knowledge.cite_min", float, 0.41,
+            "cosine of an answer sentence and a source's chunk for the pipeline to cite it"),
     Setting("learn.actor", str, "learner",
             "the actor that writes a method when a generative actor gets a selector it "
             "does not understand (selector 'learn'); empty: nobody learns"),

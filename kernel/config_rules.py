@@ -160,6 +160,8 @@ RULES: dict[str, Rule] = {
     "sandbox.tmp_bytes": between(64 * 1024, 2**40),
     "sandbox.output_bytes": between(1024, 2**30),
     "sandbox.code_bytes": between(1, 16 * 1024 * 1024),
+    "knowledge.min_relevance": between(-1, 1),
+    "knowledge.cite_min": between(-1, 1),
     "learn.actor": lambda value: None if value == "" else actor_name(value),
     "learn.attempts": between(1, 20),
     "video.seconds": between(0.1, 600),

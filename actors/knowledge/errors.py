@@ -44,3 +44,11 @@ class UnknownMode(KnowledgeError):
     def __init__(self, mode: str) -> None:
         super().__init__(f"unknown retrieval mode {mode!r} (hybrid, bm25 or dense)")
         self.mode = mode
+
+
+class UnknownFusion(KnowledgeError):
+    """A hybrid fusion other than ("rrf", k) or ("convex", weight)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"unknown fusion {kind!r} (rrf or convex)")
+        self.kind = kind

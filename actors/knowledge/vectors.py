@@ -16,6 +16,7 @@ for being actively maintained, by Meta, with CPU wheels for our platforms;
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ class VectorIndex:
     matrix: np.ndarray  # (n, dim) float32, unit rows
     ids: np.ndarray  # (n,) int64 chunk ids
     ann: Any = None  # a faiss index over `matrix`, or None
+    _rows: dict[int, int] | None = None  # chunk id -> row, made on first `rows_of`
 
     @classmethod
     def build(cls, generation: int, matrix: np.ndarray, ids: np.ndarray,
@@ -56,6 +58,19 @@ class VectorIndex:
         scores, rows = self.ann.search(np.asarray(query, dtype=np.float32)[None, :], k)
         return [(int(self.ids[r]), float(s)) for r, s in zip(rows[0], scores[0], strict=True)
                 if r >= 0]
+
+
+    def vectors_of(self, chunk_ids: Sequence[int]) -> np.ndarray:
+        """The unit vectors of `chunk_ids`, one row each (zeros for an id no longer here)."""
+        if self._rows is None:
+            self._rows = {int(c): r for r, c in enumerate(self.ids)}
+        dim = self.matrix.shape[1] if self.matrix.ndim == 2 else 0
+        out = np.zeros((len(chunk_ids), dim), dtype=np.float32)
+        for at, chunk_id in enumerate(chunk_ids):
+            row = self._rows.get(int(chunk_id))
+            if row is not None:
+                out[at] = self.matrix[row]
+        return out
 
 
 def exact_search(matrix: np.ndarray, ids: np.ndarray, query: np.ndarray,

@@ -1,5 +1,11 @@
 """When a mission's `retrieve` pass runs (the `wanted` of its `tools.TOOL_PASSES` entry).
 
+Whenever the catalog holds documents, whatever the router said: a 135M
+router seldom asks for documents even when the question is about them, so
+the pipeline, not the model's whim, decides. The pass itself then keeps the
+sources only when the router asked for them or they are relevant to the
+question (`actor.MIN_RELEVANCE`); with an empty catalog nothing changes.
+
 Kept apart from the pass itself so that `actors.tools` can name it without
 importing the pass (which imports `actors.tools`).
 """
@@ -12,8 +18,5 @@ from actors.knowledge.catalog import has_documents
 
 
 def wants_retrieval(step: Any, mission: Any) -> bool:
-    """The catalog holds documents, and the router asked for them or said nothing usable."""
-    if not has_documents(step.root):
-        return False
-    plan = mission.plan or {}
-    return bool(plan.get("needs_rag")) or plan.get("parsed") == "no_tools"
+    """The catalog holds documents (the pass decides whether they are used)."""
+    return has_documents(step.root)

@@ -1,14 +1,13 @@
-"""A grounded mission with the real SmolLM2: ingested notes, `batos serve`, a cited source.
+"""A grounded mission with the real SmolLM2: ingested notes, `batos serve`, a cited file.
 
 The image is a copy of the session's `batos init` image, so the other real
 tests keep a catalog-free image. The model's wording is not asserted (it
-samples), and neither is the router's decision: SmolLM2 sometimes answers
-`needs_rag: false` in valid JSON, and then, by design, nothing is retrieved.
-What must hold is the pipeline's side of either plan: when the router asked
-(or its JSON was unusable) the retrieve pass ran right after it and the right
-file is the first source, on the mission's result and in `batos mission`;
-otherwise no source was retrieved. The tiny-model test in test_knowledge.py
-covers the retrieving path deterministically.
+samples), and neither is the router's decision: whatever it plans, the
+catalog holds a note relevant to the question, so the pipeline retrieves it
+(the retrieve pass right after the router, the note the first source), and
+the cite pass attributes the answer to it: the answer carries its [n] and a
+"Sources:" footer naming rocket.md, and `citations` name no other file. The
+tiny-model test in test_knowledge.py covers the same path deterministically.
 """
 
 from __future__ import annotations
@@ -55,8 +54,12 @@ def test_a_real_mission_cites_the_ingested_note(real_image: Path, tmp_path: Path
     print(f"sources: {summary['sources']}")
     assert summary["state"] == "COMPLETE"
     passes = [p["pass"] for p in summary["passes"]]
-    if plan["needs_rag"] or plan["parsed"] == "no_tools":
-        assert passes[:3] == ["cache", "route", "retrieve"]
-        assert Path(summary["sources"][0]["path"]).name == "rocket.md"
-    else:
-        assert "retrieve" not in passes and summary["sources"] == []
+    assert passes[:3] == ["cache", "route", "retrieve"]
+    assert passes[-2:] == ["cite", "memorize"]
+    sources = {s["n"]: Path(s["path"]).name for s in summary["sources"]}
+    assert sources[1] == "rocket.md"
+    cited = {sources[c["n"]] for c in summary["citations"]}
+    assert cited == {"rocket.md"}, summary["citations"]
+    body, footer = summary["answer"].rsplit("\n\nSources:\n", 1)
+    assert "rocket.md" in footer and "garden.txt" not in footer
+    assert any(f"[{c['n']}]" in body for c in summary["citations"])

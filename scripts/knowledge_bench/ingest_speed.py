@@ -1,0 +1,70 @@
+"""Ingest speed against its physical limit, bare MiniLM encoding of the same text.
+
+`ingest_ratio` = anchor seconds / ingest seconds, where the anchor encodes
+the very unit texts ingest embeds (`SentenceTransformer.encode`, batch 32,
+the same model object). Both run slice by slice (`SLICE` files), each
+slice's anchor right after its ingest, so both see the same load: on a
+shared machine a whole ingest and then a whole anchor can see different
+neighbours.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from actors.knowledge import chunking, extract, ingest
+from actors.knowledge.encoder import ImageEncoder
+from kernel.image import Image
+
+SLICE = 50  # files per interleaved slice of ingest and anchor
+
+
+def run_ingest(image: Image, files: Sequence[str], enc: ImageEncoder,
+               anchor: bool = True) -> dict[str, Any]:
+    """Ingest `files`; with `anchor`, each slice's bare encoding right after it."""
+    def step(window: list[str]) -> dict[str, Any]:
+        with image.transaction("bench ingest") as root:
+            return ingest.ingest_batch(root, window, enc.embed_array).to_dict()
+    seconds = anchor_s = 0.0
+    units = 0
+    outcomes: list[dict[str, Any]] = []
+    for at in range(0, len(files), SLICE):
+        part = list(files[at:at + SLICE])
+        started = time.perf_counter()
+        outcomes += ingest.drive(part, step)
+        seconds += time.perf_counter() - started
+        if anchor:
+            texts = unit_texts(part)
+            units += len(texts)
+            started = time.perf_counter()
+            enc.model.encode(texts, batch_size=32, normalize_embeddings=True,
+                             show_progress_bar=False)
+            anchor_s += time.perf_counter() - started
+    return summary(outcomes, len(files), seconds, anchor_s if anchor else None, units)
+
+
+def summary(outcomes: list[dict[str, Any]], files: int, seconds: float,
+            anchor_s: float | None, units: int) -> dict[str, Any]:
+    chunks = sum(o["chunks"] for o in outcomes)
+    out: dict[str, Any] = {
+        "files": files, "chunks": chunks, "ingest_s": round(seconds, 2),
+        "ingest_chunks_per_s": round(chunks / seconds, 2), "ingest_ratio": None,
+        "statuses": {s: sum(o["status"] == s for o in outcomes)
+                     for s in {o["status"] for o in outcomes}}}
+    if anchor_s is not None:
+        out |= {"units": units, "anchor_encode_units_s": round(anchor_s, 2),
+                "anchor_chunks_per_s": round(chunks / anchor_s, 2),
+                "ingest_ratio": round(anchor_s / seconds, 3)}
+    return out
+
+
+def unit_texts(files: Sequence[str]) -> list[str]:
+    """The very texts ingest embeds: every unit of every file."""
+    texts: list[str] = []
+    for path in files:
+        text = extract.extract(Path(path), Path(path).read_bytes())
+        texts += [text[u.start:u.end] for u in chunking.split_units(text, "txt")]
+    return texts

@@ -186,6 +186,36 @@ class LlamaEngine:
                 return empty
             return self._generate(request, on_text, cancels, started, persona)
 
+    def continuation_logprobs(self, messages: Sequence[llm.ChatMessage],
+                              continuations: Sequence[str],
+                              persona: str | None = None) -> list[llm.Continuation]:
+        """How likely the model finds each continuation as the start of its reply.
+
+        The prompt (`messages`, templated, ending with the assistant header) is
+        evaluated once; each continuation's tokens are then scored one by one
+        and dropped from the KV cache again (`llama_memory_seq_rm`)."""
+        request = llm.GenerationRequest(messages=tuple(messages), temperature=0.0,
+                                        max_new_tokens=1, persona=persona)
+        with self._generate_lock:
+            self.activate(persona)
+            ids = self.llama.tokenize(self.prompt(request).encode("utf-8"), add_bos=False,
+                                      special=True)
+            self._prefill(ids)
+            first = self.logits()
+            return [self._score_after(first, len(ids), text) for text in continuations]
+
+    def _score_after(self, first: np.ndarray, kept: int, text: str) -> llm.Continuation:
+        tokens = self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        total, logits = 0.0, first
+        for index, token in enumerate(tokens):
+            total += logprob_of(logits, token)
+            if index + 1 < len(tokens):
+                self.decode([token])
+                logits = self.logits()
+        if len(tokens) > 1:
+            llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), 0, kept, -1)
+        return llm.Continuation(text, total, len(tokens))
+
     @property
     def context_window(self) -> int:
         """Tokens the context holds (prompt + answer)."""

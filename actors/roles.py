@@ -26,9 +26,22 @@ Scoring (`score_answer`), from signals that can be defended one by one:
 
 Relevance weighs more than fluency because a small model is often fluently
 wrong; degeneracy multiplies, because no amount of either excuses an empty
-or looping answer. >= 0.55 accepts; otherwise the critic and synthesizer run
-again, at most twice, and then the best-scored answer is accepted with its
-(low) confidence and memorized as such, so a later soft hit can improve it.
+or looping answer. An answer quoting the question is an echo only when it
+repeats at least half of the question's distinct words (a quoted option
+such as "C) violet." is an answer, not an echo).
+
+When the question lists its options and the engine can score continuations,
+the evidence of `actors.confidence` replaces R and F: confidence = the bare
+model's probability of the option the answer names x (1 - D).
+
+Passes that can only help (`actors.verdicts`): the critic opens with a
+verdict, and only "revise" sends the answer to the synthesizer; otherwise
+the reviewed answer goes to the scorer as it is. The scorer scores the
+draft beside every synthesis and keeps the best-scored candidate (the
+earliest on a tie), so a later pass replaces the draft only when it scores
+higher. >= `ACCEPT` accepts; otherwise the critic and synthesizer run again,
+at most twice, and then the best-scored answer is accepted with its (low)
+confidence and memorized as such, so a later soft hit can improve it.
 """
 
 from __future__ import annotations
@@ -44,7 +57,7 @@ from typing import Any, ClassVar
 
 from persistent import Persistent
 
-from actors import llm, prompts, steward, thermal, tools
+from actors import confidence, llm, prompts, steward, thermal, tools, verdicts
 from actors.memory import cosine, embed_one
 from actors.mission import Mission, claim
 from kernel.errors import StepInterrupted
@@ -54,7 +67,8 @@ from kernel.steps import StepContext, handler
 BUDGET_PASS = {"route": "route", "draft": "draft", "critique": "critique",
                "synthesize": "synthesis"}
 
-ACCEPT = 0.55
+ACCEPT = confidence.TRUST
+ECHO_SHARE = 0.5  # an answer repeating this share of the question's words is an echo
 MAX_RETRIES = 2
 WEIGHTS = {"relevance": 0.6, "fluency": 0.4}
 
@@ -204,8 +218,18 @@ class Critic(PassActor):
                                      tools.context_sections(mission))
         generation = self.run_pass(step, mission, user)
         mission.critique = generation.text.strip()
+        verdict = verdicts.parse_verdict(mission.critique)
+        mission.set_slot("verdict", verdict.record())
+        step.root["metrics"].incr(f"critic.{verdict.decision}")
         mission.enter(step, "SYNTHESIZING")
-        mission.advance(step, "synthesizer", "synthesize")
+        if verdict.revise:
+            mission.advance(step, "synthesizer", "synthesize")
+        else:  # nothing named to fix: the reviewed answer is scored as it is
+            reviewed = _previous(mission) or mission.draft or ""
+            mission.candidate = {"answer": reviewed, "round": int(mission.round),
+                                 "tokens": 0, "kept": True,
+                                 "mean_logprob": _pass_logprob(mission, "draft")}
+            mission.advance(step, "scorer", "score")
         return generation.tokens
 
 
@@ -239,6 +263,12 @@ def _previous(mission: Mission) -> str | None:
     return answer
 
 
+def _pass_logprob(mission: Mission, name: str) -> float | None:
+    """The mean token log-probability the first `name` pass recorded."""
+    found = next((p for p in mission.passes if p.get("pass") == name), None)
+    return None if found is None else found.get("mean_logprob")
+
+
 def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
@@ -255,11 +285,15 @@ class Score:
     fluency: float
     degeneracy: float
     flags: tuple[str, ...] = ()
+    evidence: float | None = None  # the named option's probability (actors.confidence)
+    option: str | None = None
 
     def record(self) -> dict[str, Any]:
+        extra = {} if self.evidence is None else {"evidence": round(self.evidence, 6),
+                                                  "option": self.option}
         return {"confidence": self.confidence, "relevance": round(self.relevance, 6),
                 "fluency": round(self.fluency, 6), "degeneracy": round(self.degeneracy, 6),
-                "flags": list(self.flags)}
+                "flags": list(self.flags), **extra}
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -301,15 +335,25 @@ def non_printable_ratio(text: str) -> float:
 
 
 def is_echo(question: str, answer_words: list[str]) -> bool:
-    """True when the answer adds no word to the question (it repeats or parrots it)."""
+    """True when the answer adds no word to the question and repeats at least
+    `ECHO_SHARE` of its distinct words (it parrots it; a quoted option does not)."""
     asked = {w.lower() for w in _WORD.findall(question)}
-    return set(answer_words) <= asked
+    said = set(answer_words)
+    return said <= asked and len(said) >= ECHO_SHARE * len(asked)
 
 
 def repeated_ngram_ratio(words: list[str], n: int = 3) -> float:
     """1 - distinct n-grams / n-grams: 0 for fresh text, near 1 for a loop."""
     grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
     return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def best_candidate(mission: Mission) -> dict[str, Any]:
+    """The best-scored of the draft (scored in round 0) and every scored synthesis;
+    the earliest on a tie, so the draft stays unless a synthesis scores higher."""
+    draft = mission.get_slot("draft_score", None)
+    every = ([draft] if draft else []) + list(mission.candidates)
+    return dict(every[verdicts.select(every)])
 
 
 class Scorer(Persistent):
@@ -324,9 +368,14 @@ class Scorer(Persistent):
         step.stream("pass", **{"pass": "score", "phase": "start", "round": round_})
         started = time.perf_counter()
         candidate = dict(mission.candidate)
+        if round_ == 0 and not candidate.get("kept"):  # the draft competes with the synthesis
+            draft = {"answer": mission.draft or "", "round": 0, "tokens": 0, "kept": True,
+                     "mean_logprob": _pass_logprob(mission, "draft")}
+            mission.set_slot("draft_score", {**draft, **self.judge(mission, draft).record()})
         result = self.judge(mission, candidate)
-        accepted = result.confidence >= ACCEPT
         mission.candidates = [*mission.candidates, {**candidate, **result.record()}]
+        best = best_candidate(mission)
+        accepted = float(best["confidence"]) >= ACCEPT
         seconds = round(time.perf_counter() - started, 6)
         mission.record_pass({"pass": "score", "round": round_, "seconds": seconds,
                              **result.record(), "accepted": accepted})
@@ -343,18 +392,33 @@ class Scorer(Persistent):
         return result.confidence
 
     def judge(self, mission: Mission, candidate: Mapping[str, Any]) -> Score:
-        """The score of one candidate answer (embeds it; the question's is on the mission)."""
+        """The score of one candidate answer (embeds it; the question's is on the mission);
+        with the question's option evidence where there is some (`actors.confidence`)."""
         answer = str(candidate["answer"])
         similarity = 0.0
         if answer.strip():
             question = mission.embedding or embed_one(mission.text)
             similarity = cosine(embed_one(answer), question)
-        return score_answer(mission.text, answer, candidate.get("mean_logprob"), similarity)
+        plain = score_answer(mission.text, answer, candidate.get("mean_logprob"), similarity)
+        evidence = self.evidence(mission)
+        if evidence is None:
+            return plain
+        probability, option = confidence.answer_evidence(evidence, answer)
+        return Score(confidence.evidence_confidence(probability, plain.degeneracy),
+                     plain.relevance, plain.fluency, plain.degeneracy, plain.flags,
+                     probability, option)
+
+    def evidence(self, mission: Mission) -> Mapping[str, Any] | None:
+        """The question's option probabilities, computed once per mission and kept on it."""
+        if not mission.has_slot("evidence"):
+            mission.set_slot("evidence", confidence.question_evidence(llm.generator(),
+                                                                      mission.text))
+        found: Mapping[str, Any] | None = mission.get_slot("evidence")
+        return found
 
     def accept(self, step: StepContext, mission: Mission, accepted: bool) -> None:
-        """The last candidate if accepted, else the best one so far; then memorize."""
-        best = mission.candidates[-1] if accepted else \
-            max(mission.candidates, key=lambda c: c["confidence"])
+        """The best-scored candidate (the earliest on a tie); then memorize."""
+        best = best_candidate(mission)
         mission.answer = best["answer"]
         mission.confidence = best["confidence"]
         if not accepted:

@@ -6,8 +6,8 @@ call them.
 - `parse_verdict`: the critic is asked to open with `Verdict: keep` or
   `Verdict: revise`, then its reasons as bullet points. A small model
   wanders, so the reading is lenient about case, markup and synonyms
-  ("correct", "right", "good" read as keep; "wrong", "incorrect", "fix",
-  "error" as revise) but looks only at the opening line: a verdict buried
+  ("correct", "right", "good", "no problems found" read as keep; "wrong",
+  "incorrect", "fix", "error" as revise) but looks only at the opening line: a verdict buried
   in the middle of a restated answer is no verdict ("unclear"). Only an
   explicit "revise" sends the draft to the synthesizer; "keep" and
   "unclear" hand the draft on as it is — a pass that cannot say what is
@@ -33,7 +33,9 @@ from prototypes.errors import BatosError
 
 KEEP, REVISE, UNCLEAR = "keep", "revise", "unclear"
 _KEEP_WORDS = ("keep", "correct", "right", "good", "accurate", "fine", "ok", "yes")
-_REVISE_WORDS = ("revise", "wrong", "incorrect", "fix", "error", "rewrite", "no", "false")
+_REVISE_WORDS = ("revise", "wrong", "incorrect", "fix", "error", "rewrite", "false")
+_NO_PROBLEM = re.compile(r"^[\s>*_#`-]*no\s+(?:problems?|errors?|issues?|mistakes?)\b",
+                         re.IGNORECASE)
 _OPENING = re.compile(r"^[\s>*_#`-]*(?:verdict|decision)?\s*[:=\-]?\s*[*_`\"']*\s*(\w+)",
                       re.IGNORECASE)
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s*(.+?)\s*$")
@@ -65,7 +67,7 @@ def parse_verdict(text: str) -> Verdict:
     if not lines:
         return Verdict(UNCLEAR)
     opening = _OPENING.match(lines[0])
-    word = opening.group(1).lower() if opening else ""
+    word = "keep" if _NO_PROBLEM.match(lines[0]) else opening.group(1).lower() if opening else ""
     decision = KEEP if word in _KEEP_WORDS else REVISE if word in _REVISE_WORDS else UNCLEAR
     reasons = tuple(found.group(1) for line in lines[1:]
                     if (found := _BULLET.match(line)) is not None)

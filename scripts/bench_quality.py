@@ -245,10 +245,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="acceptance threshold to split at (default: the scorer's)")
     parser.add_argument("--records", type=Path, default=None,
                         help="append one JSON line per question to this file")
+    parser.add_argument("--summarize", type=Path, default=None,
+                        help="run nothing: the summary of a records file (a cut-short run)")
     args = parser.parse_args(argv)
     from actors import roles
 
     threshold = roles.ACCEPT if args.threshold is None else args.threshold
+    if args.summarize is not None:
+        kept = [json.loads(line) for line in args.summarize.read_text().splitlines() if line]
+        print(json.dumps({**summary(kept, args.seed, threshold), "records": str(args.summarize)}))
+        return 0
     print(f"bench_quality: seed {args.seed}", file=sys.stderr)
     image_dir = args.image if args.personas == "on" else Path(f"{args.image}-bare")
     rows = questions(args.data, args.offset, args.limit)

@@ -27,6 +27,9 @@ CHOICES = Choices(("A", "B", "C", "D"), ("a rose", "grass", "the sky", "snow"))
     ("Correct.", KEEP),
     ("- Wrong: grass is green.", REVISE),
     ("Incorrect, the sky is blue", REVISE),
+    ("No problems found.", KEEP),
+    ("No errors: the draft is right", KEEP),
+    ("No, grass is green", UNCLEAR),
     ("A) a rose. B) grass.", UNCLEAR),           # a restated answer is no verdict
     ("The draft says grass. Verdict: revise", UNCLEAR),  # buried, not opening
     ("", UNCLEAR),

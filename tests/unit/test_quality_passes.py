@@ -1,0 +1,130 @@
+"""Passes that can only help, and the confidence with evidence, on a real image.
+
+A scripted model plays the roles; `OptionScorer` adds the engine capability
+the confidence uses (`continuation_logprobs`), with fixed log-probabilities
+per option. Missions are drained step by step with the pipeline test's
+harness (real `StepRunner`, real ZODB).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from actors import confidence, llm
+from actors.answer_options import format_question
+from actors.roles import ACCEPT, degeneracy_of
+from kernel.image import Image
+from tests.helpers.scripted import ScriptedModel
+from tests.unit.test_pipeline import calls, cool, drain, mission_of, start  # noqa: F401
+
+QUESTION = format_question("Which of these is a colour of the rainbow?", list("ABCD"),
+                           ["violet", "black", "brown", "grey"])
+RIGHT, WRONG = "A) violet.", "B) black."
+
+
+@dataclass
+class OptionScorer(ScriptedModel):
+    """A scripted model that also scores continuations: `option_logprob` per label."""
+
+    option_logprob: dict[str, float] = field(default_factory=dict)
+    scored: list[list[str]] = field(default_factory=list)
+
+    def continuation_logprobs(self, messages: Sequence[llm.ChatMessage],
+                              continuations: Sequence[str],
+                              persona: str | None = None) -> list[llm.Continuation]:
+        self.scored.append(list(continuations))
+        return [llm.Continuation(text, self.option_logprob.get(text[0], -5.0) * 2, 2)
+                for text in continuations]
+
+
+def scripted(draft: str, critique: str, synthesis: str,
+             logprobs: dict[str, float] | None = None) -> OptionScorer:
+    model = OptionScorer(option_logprob=logprobs or {"A": -0.1, "B": -3.0})
+    model.scripts.update({"drafter": [draft], "critic": [critique],
+                          "synthesizer": [synthesis]})
+    return model
+
+
+@pytest.fixture
+def installed() -> Iterator[list[ScriptedModel]]:
+    holder: list[ScriptedModel] = []
+    yield holder
+    llm.install_engine(None, None)
+
+
+def run_with(image: Image, model: ScriptedModel, text: str = QUESTION) -> dict[str, Any]:
+    llm.install_engine(model, model)
+    start(image, text)
+    drain(image)
+    return mission_of(image)
+
+
+def test_a_keep_verdict_skips_the_synthesizer(image: Image, installed: list[ScriptedModel]
+                                              ) -> None:
+    model = scripted(RIGHT, "Verdict: keep", WRONG)
+    summary = run_with(image, model)
+    assert calls(model)["synthesizer"] == 0
+    assert summary["answer"] == RIGHT
+    assert [p["pass"] for p in summary["passes"]].count("synthesize") == 0
+
+
+def test_an_unclear_critique_does_not_change_the_answer(image: Image,
+                                                        installed: list[ScriptedModel]) -> None:
+    model = scripted(RIGHT, "A) violet. B) black.", WRONG)
+    summary = run_with(image, model)
+    assert calls(model)["synthesizer"] == 0 and summary["answer"] == RIGHT
+
+
+def test_a_revision_scoring_lower_than_the_draft_is_not_taken(
+        image: Image, installed: list[ScriptedModel]) -> None:
+    model = scripted(RIGHT, "Verdict: revise\n- it is black", WRONG)
+    summary = run_with(image, model)
+    assert calls(model)["synthesizer"] == 1
+    assert summary["answer"] == RIGHT  # the draft named the likelier option
+    assert summary["confidence"] >= ACCEPT
+
+
+def test_a_revision_scoring_higher_replaces_the_draft(image: Image,
+                                                      installed: list[ScriptedModel]) -> None:
+    model = scripted(WRONG, "Verdict: revise\n- black is no colour of the rainbow", RIGHT)
+    summary = run_with(image, model)
+    assert summary["answer"] == RIGHT
+
+
+def test_the_confidence_is_the_named_options_probability(
+        image: Image, installed: list[ScriptedModel]) -> None:
+    model = scripted(RIGHT, "Verdict: keep", WRONG, {"A": -0.5, "B": -1.0, "C": -2.0,
+                                                    "D": -2.0})
+    summary = run_with(image, model)
+    expected = confidence.softmax([-0.5, -1.0, -2.0, -2.0])[0]
+    assert summary["confidence"] == pytest.approx(expected, abs=1e-4)
+    assert model.scored == [["A) violet", "B) black", "C) brown", "D) grey"]]  # once
+
+
+def test_an_answer_naming_no_option_has_no_evidence(image: Image,
+                                                    installed: list[ScriptedModel]) -> None:
+    model = scripted("I like rainbows.", "Verdict: keep", WRONG)
+    summary = run_with(image, model)
+    assert summary["confidence"] == 0.0
+
+
+def test_a_free_form_question_keeps_the_plain_score(image: Image,
+                                                    installed: list[ScriptedModel]) -> None:
+    model = scripted("Paris is the capital of France.", "Verdict: keep", WRONG)
+    summary = run_with(image, model, "What is the capital of France?")
+    assert model.scored == [] and summary["confidence"] > 0.0
+
+
+@pytest.mark.parametrize(("answer", "echo"), [
+    ("C) violet.", False),                        # a quoted option answers the question
+    ("violet", False),
+    (QUESTION, True),                              # the question parroted whole
+    ("Which of these is a colour of the rainbow", True),
+])
+def test_the_echo_check_spares_text_quoted_from_the_question(answer: str, echo: bool) -> None:
+    _, flags = degeneracy_of(QUESTION, answer)
+    assert ("echo" in flags) == echo

@@ -67,7 +67,7 @@ from kernel.steps import StepContext, handler
 BUDGET_PASS = {"route": "route", "draft": "draft", "critique": "critique",
                "synthesize": "synthesis"}
 
-ACCEPT = confidence.TRUST
+ACCEPT = confidence.PLAIN_ACCEPT  # with evidence: confidence.TRUST (accept_bar)
 ECHO_SHARE = 0.5  # an answer repeating this share of the question's words is an echo
 MAX_RETRIES = 2
 WEIGHTS = {"relevance": 0.6, "fluency": 0.4}
@@ -375,7 +375,7 @@ class Scorer(Persistent):
         result = self.judge(mission, candidate)
         mission.candidates = [*mission.candidates, {**candidate, **result.record()}]
         best = best_candidate(mission)
-        accepted = float(best["confidence"]) >= ACCEPT
+        accepted = float(best["confidence"]) >= confidence.accept_bar(best)
         seconds = round(time.perf_counter() - started, 6)
         mission.record_pass({"pass": "score", "round": round_, "seconds": seconds,
                              **result.record(), "accepted": accepted})
@@ -421,6 +421,7 @@ class Scorer(Persistent):
         best = best_candidate(mission)
         mission.answer = best["answer"]
         mission.confidence = best["confidence"]
+        mission.set_slot("trusted", confidence.trusted(best))
         if not accepted:
             step.root["metrics"].incr("missions.low_confidence")
         mission.advance(step, "hippocampus", "memorize")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from actors.memory import HIT_CONFIDENCE, HIT_SIMILARITY
+from actors.memory import HIT_SIMILARITY
 from kernel import mailbox, wire
 from kernel.client import Client
 from tests.integration.test_missions import (
@@ -58,7 +58,7 @@ def test_an_answered_question_is_answered_from_memory(real_image: Path, serve: A
     assert recalled["key"] == first_id and recalled["answer"] == answer["answer"]
     final = second[-1]
     assert isinstance(final, wire.Result) and final.ref == second_id
-    if answer["confidence"] >= HIT_CONFIDENCE:  # answered at once, from memory
+    if answer["trusted"]:  # answered at once, from memory
         assert cache["outcome"] == "hit"
         assert final.value["cached"] is True
         assert (final.value["answer"], final.value["confidence"]) == (

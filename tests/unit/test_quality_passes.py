@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from actors import confidence, llm
+from actors import confidence, llm, training
 from actors.answer_options import format_question
-from actors.roles import ACCEPT, degeneracy_of
+from actors.confidence import TRUST
+from actors.roles import degeneracy_of
 from kernel.image import Image
 from tests.helpers.scripted import ScriptedModel
 from tests.unit.test_pipeline import calls, cool, drain, mission_of, start  # noqa: F401
@@ -85,7 +86,7 @@ def test_a_revision_scoring_lower_than_the_draft_is_not_taken(
     summary = run_with(image, model)
     assert calls(model)["synthesizer"] == 1
     assert summary["answer"] == RIGHT  # the draft named the likelier option
-    assert summary["confidence"] >= ACCEPT
+    assert summary["confidence"] >= TRUST
 
 
 def test_a_revision_scoring_higher_replaces_the_draft(image: Image,
@@ -128,3 +129,46 @@ def test_a_free_form_question_keeps_the_plain_score(image: Image,
 def test_the_echo_check_spares_text_quoted_from_the_question(answer: str, echo: bool) -> None:
     _, flags = degeneracy_of(QUESTION, answer)
     assert ("echo" in flags) == echo
+
+
+# -- what memory and export-training trust ----------------------------------------------
+
+
+def test_a_trusted_answer_is_recalled_at_once(image: Image,
+                                             installed: list[ScriptedModel]) -> None:
+    model = scripted(RIGHT, "Verdict: keep", WRONG)  # p(A) = 0.89 >= TRUST
+    summary = run_with(image, model)
+    with image.reading() as root:
+        assert root["missions"]["m1"].get_slot("trusted") is True
+        assert root["memory"]["m1"].trusted is True
+    start(image, QUESTION, mission_id="m2")
+    drain(image)
+    assert mission_of(image, "m2")["from_memory"] is True
+    assert mission_of(image, "m2")["answer"] == summary["answer"]
+
+
+def test_an_untrusted_answer_is_only_context(image: Image,
+                                            installed: list[ScriptedModel]) -> None:
+    flat = {"A": -1.0, "B": -1.0, "C": -1.0, "D": -1.0}  # p = 0.25 each, under TRUST
+    model = scripted(RIGHT, "Verdict: keep", WRONG, flat)
+    summary = run_with(image, model)
+    assert summary["confidence"] == pytest.approx(0.25) and summary["confidence"] < TRUST
+    start(image, QUESTION, mission_id="m2")
+    drain(image)
+    second = mission_of(image, "m2")
+    assert second["from_memory"] is False and second["recalled"]["outcome"] == "soft_hit"
+
+
+def test_export_training_takes_only_trusted_missions(image: Image,
+                                                     installed: list[ScriptedModel]) -> None:
+    flat = {"A": -1.0, "B": -1.0, "C": -1.0, "D": -1.0}
+    run_with(image, scripted(RIGHT, "Verdict: keep", WRONG, flat))  # m1: untrusted
+    trusting = scripted(RIGHT, "Verdict: keep", WRONG)
+    llm.install_engine(trusting, trusting)
+    start(image, "Which one?\n\nA) violet\nB) black", mission_id="m2")  # trusted
+    drain(image)
+    with image.reading() as root:
+        used = [row["mission"] for row in training.training_rows(root)]
+        assert set(used) == {"m2"}
+        # an explicit bar does not make an untrusted mission trusted
+        assert "m1" not in {row["mission"] for row in training.training_rows(root, 0.0)}

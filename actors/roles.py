@@ -39,9 +39,11 @@ verdict, and only "revise" sends the answer to the synthesizer; otherwise
 the reviewed answer goes to the scorer as it is. The scorer scores the
 draft beside every synthesis and keeps the best-scored candidate (the
 earliest on a tie), so a later pass replaces the draft only when it scores
-higher. >= `ACCEPT` accepts; otherwise the critic and synthesizer run again,
-at most twice, and then the best-scored answer is accepted with its (low)
-confidence and memorized as such, so a later soft hit can improve it.
+higher. A score at or above the bar (`confidence.accept_bar`) accepts;
+otherwise, if the critic asked for a revision, the critic and synthesizer
+run again, at most twice; then (or at once, when the critic found nothing
+to fix) the best-scored answer is taken with its (low) confidence and
+memorized as such, so a later soft hit can improve it.
 """
 
 from __future__ import annotations
@@ -382,7 +384,8 @@ class Scorer(Persistent):
         step.emit("pass", **{"pass": "score", "phase": "end", "round": round_,
                              "confidence": result.confidence, "accepted": accepted,
                              "seconds": seconds})
-        if accepted or round_ >= MAX_RETRIES:
+        # a candidate the critic found nothing to fix in would only be reviewed again
+        if accepted or round_ >= MAX_RETRIES or candidate.get("kept"):
             self.accept(step, mission, accepted)
         else:
             mission.round = round_ + 1

@@ -172,3 +172,20 @@ def test_export_training_takes_only_trusted_missions(image: Image,
         assert set(used) == {"m2"}
         # an explicit bar does not make an untrusted mission trusted
         assert "m1" not in {row["mission"] for row in training.training_rows(root, 0.0)}
+
+
+def test_nothing_to_fix_is_not_reviewed_again(image: Image,
+                                              installed: list[ScriptedModel]) -> None:
+    flat = {"A": -1.0, "B": -1.0, "C": -1.0, "D": -1.0}  # under TRUST: not accepted
+    model = scripted(RIGHT, "Verdict: keep", WRONG, flat)
+    summary = run_with(image, model)
+    assert calls(model)["critic"] == 1 and calls(model)["synthesizer"] == 0
+    assert summary["state"] == "COMPLETE" and summary["trusted"] is False
+
+
+def test_a_weak_revision_is_revised_again(image: Image,
+                                          installed: list[ScriptedModel]) -> None:
+    model = scripted("I like rainbows.", "Verdict: revise\n- name an option", "No idea.")
+    summary = run_with(image, model)
+    assert calls(model)["critic"] == 3 and calls(model)["synthesizer"] == 3
+    assert summary["confidence"] == 0.0 and summary["trusted"] is False

@@ -10,14 +10,17 @@ of the answer given the question, judged by the bare base model on the
 question as asked, with every alternative beside it:
 
 - When the question lists its options (`actors.answer_options`), each
-  option `"X) text"` is scored as the start of the reply to the drafter's
+  option's text is scored as the start of the reply to the drafter's
   prompt (`Scorer.continuation_logprobs`: one prompt evaluation, a few
-  tokens per option), its mean token log-probability taken, and the
+  tokens per option), its summed token log-probability taken, and the
   options' scores soft-maxed into probabilities. A candidate answer's
   evidence is the probability of the option it names first (0 when it
-  names none). Measured on the first 120 ARC-Easy validation questions
-  (docs/OPERATIONS.md, "Answer quality"), this probability alone predicts
-  whether the named option is right with an AUC far above the old score.
+  names none). Chosen on the first 120 ARC-Easy validation questions over
+  four variants (label alone, "X) text" and text, each summed or averaged
+  per token): the text summed ranks right options above wrong ones best
+  (pooled AUC 0.557 against 0.50-0.54) and its most probable option is
+  right 35% of the time (label 28%, "X) text" 20-27%). That is all the
+  135M model knows: see docs/OPERATIONS.md, "Answer quality".
 - Otherwise (a free-form question, or an engine that cannot score
   continuations) there is no such evidence and the old score stands.
 
@@ -60,9 +63,8 @@ def trusted(score: Mapping[str, Any]) -> bool:
 
 
 def option_texts(choices: Choices) -> list[str]:
-    """The continuations scored for each option, as the drafter writes them."""
-    return [f"{label}) {text}" for label, text in zip(choices.labels, choices.texts,
-                                                      strict=True)]
+    """The continuations scored for each option: its text alone (cloze form)."""
+    return list(choices.texts)
 
 
 def softmax(scores: Sequence[float]) -> list[float]:
@@ -81,7 +83,7 @@ def option_probabilities(scorer: Any, question: str,
         return None
     messages = (llm.ChatMessage("system", prompts.DRAFTER), llm.ChatMessage("user", question))
     scored: list[llm.Continuation] = score(messages, option_texts(choices), None)
-    probabilities = softmax([item.mean_logprob for item in scored])
+    probabilities = softmax([item.logprob for item in scored])
     return {label: round(p, 6) for label, p in zip(choices.labels, probabilities,
                                                    strict=True)}
 

@@ -38,7 +38,8 @@ class OptionScorer(ScriptedModel):
                               continuations: Sequence[str],
                               persona: str | None = None) -> list[llm.Continuation]:
         self.scored.append(list(continuations))
-        return [llm.Continuation(text, self.option_logprob.get(text[0], -5.0) * 2, 2)
+        labels = {"violet": "A", "black": "B", "brown": "C", "grey": "D"}
+        return [llm.Continuation(text, self.option_logprob.get(labels.get(text, ""), -5.0), 2)
                 for text in continuations]
 
 
@@ -103,7 +104,7 @@ def test_the_confidence_is_the_named_options_probability(
     summary = run_with(image, model)
     expected = confidence.softmax([-0.5, -1.0, -2.0, -2.0])[0]
     assert summary["confidence"] == pytest.approx(expected, abs=1e-4)
-    assert model.scored == [["A) violet", "B) black", "C) brown", "D) grey"]]  # once
+    assert model.scored == [["violet", "black", "brown", "grey"]]  # once per mission
 
 
 def test_an_answer_naming_no_option_has_no_evidence(image: Image,

@@ -21,6 +21,11 @@ question as asked, with every alternative beside it:
   (pooled AUC 0.557 against 0.50-0.54) and its most probable option is
   right 35% of the time (label 28%, "X) text" 20-27%). That is all the
   135M model knows: see docs/OPERATIONS.md, "Answer quality".
+- The sums are divided by `TEMPERATURE` before the softmax, fitted on the
+  same questions by the log-loss of the right option (T = 1: 2.44 nats,
+  T = 8: 1.384, a uniform guess: 1.386): the untempered probabilities were
+  far too sure (expected calibration error of the top option 0.41; 0.09
+  tempered).
 - Otherwise (a free-form question, or an engine that cannot score
   continuations) there is no such evidence and the old score stands.
 
@@ -45,6 +50,7 @@ from actors import llm, prompts
 from actors.answer_options import Choices, listed_choices, named_option
 
 TRUST = 0.30  # chosen on the dev split; see the module docstring
+TEMPERATURE = 8.0  # divides the options' log-probabilities; fitted on the dev split
 PLAIN_ACCEPT = 0.55  # the design's acceptance bar for the plain score (no evidence)
 PLAIN_TRUST = 0.80  # the design's memory bar for the plain score
 
@@ -83,7 +89,7 @@ def option_probabilities(scorer: Any, question: str,
         return None
     messages = (llm.ChatMessage("system", prompts.DRAFTER), llm.ChatMessage("user", question))
     scored: list[llm.Continuation] = score(messages, option_texts(choices), None)
-    probabilities = softmax([item.logprob for item in scored])
+    probabilities = softmax([item.logprob / TEMPERATURE for item in scored])
     return {label: round(p, 6) for label, p in zip(choices.labels, probabilities,
                                                    strict=True)}
 

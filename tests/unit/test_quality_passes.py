@@ -45,7 +45,7 @@ class OptionScorer(ScriptedModel):
 
 def scripted(draft: str, critique: str, synthesis: str,
              logprobs: dict[str, float] | None = None) -> OptionScorer:
-    model = OptionScorer(option_logprob=logprobs or {"A": -0.1, "B": -3.0})
+    model = OptionScorer(option_logprob=logprobs or {"A": -0.1, "B": -30.0})
     model.scripts.update({"drafter": [draft], "critic": [critique],
                           "synthesizer": [synthesis]})
     return model
@@ -102,7 +102,8 @@ def test_the_confidence_is_the_named_options_probability(
     model = scripted(RIGHT, "Verdict: keep", WRONG, {"A": -0.5, "B": -1.0, "C": -2.0,
                                                     "D": -2.0})
     summary = run_with(image, model)
-    expected = confidence.softmax([-0.5, -1.0, -2.0, -2.0])[0]
+    expected = confidence.softmax([x / confidence.TEMPERATURE
+                                   for x in (-0.5, -1.0, -2.0, -2.0)])[0]
     assert summary["confidence"] == pytest.approx(expected, abs=1e-4)
     assert model.scored == [["violet", "black", "brown", "grey"]]  # once per mission
 
@@ -137,7 +138,7 @@ def test_the_echo_check_spares_text_quoted_from_the_question(answer: str, echo: 
 
 def test_a_trusted_answer_is_recalled_at_once(image: Image,
                                              installed: list[ScriptedModel]) -> None:
-    model = scripted(RIGHT, "Verdict: keep", WRONG)  # p(A) = 0.89 >= TRUST
+    model = scripted(RIGHT, "Verdict: keep", WRONG, {"A": -0.1, "B": -20.0})  # p(A) > TRUST
     summary = run_with(image, model)
     with image.reading() as root:
         assert root["missions"]["m1"].get_slot("trusted") is True
@@ -164,7 +165,7 @@ def test_export_training_takes_only_trusted_missions(image: Image,
                                                      installed: list[ScriptedModel]) -> None:
     flat = {"A": -1.0, "B": -1.0, "C": -1.0, "D": -1.0}
     run_with(image, scripted(RIGHT, "Verdict: keep", WRONG, flat))  # m1: untrusted
-    trusting = scripted(RIGHT, "Verdict: keep", WRONG)
+    trusting = scripted(RIGHT, "Verdict: keep", WRONG, {"A": -0.1, "B": -20.0})
     llm.install_engine(trusting, trusting)
     start(image, "Which one?\n\nA) violet\nB) black", mission_id="m2")  # trusted
     drain(image)

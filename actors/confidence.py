@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The scorer's first confidence (`actors.roles.score_answer`: likeness of the
+The scorer's first confidence (`actors.scoring.score_answer`: likeness of the
 answer to the question's wording, and the pass's own token log-probability)
 measured style, not truth: on ARC-Easy its AUC as a predictor of a right
 answer was 0.41-0.52. What tracks correctness is the model's probability

@@ -17,7 +17,7 @@ import pytest
 from actors import confidence, llm, training
 from actors.answer_options import format_question
 from actors.confidence import TRUST
-from actors.roles import degeneracy_of
+from actors.scoring import degeneracy_of
 from kernel.image import Image
 from tests.helpers.scripted import ScriptedModel
 from tests.unit.test_pipeline import calls, cool, drain, mission_of, start  # noqa: F401

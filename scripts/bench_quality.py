@@ -54,7 +54,17 @@ importlib.import_module("actors")  # first: it sets OpenMP's wait policy before 
 
 import torch  # noqa: E402
 
-from actors import evaluation, gguf_base, hooks, llm, models, prompts, steward, thermal  # noqa: E402
+from actors import (  # noqa: E402
+    confidence,
+    evaluation,
+    gguf_base,
+    hooks,
+    llm,
+    models,
+    prompts,
+    steward,
+    thermal,
+)
 from actors.answer_options import Choices, format_question, named_option  # noqa: E402
 from kernel import wire  # noqa: E402
 from kernel.client import Client, endpoint_for  # noqa: E402
@@ -129,6 +139,7 @@ def mission(client: Client, image: Image, question: str) -> dict[str, Any]:
                  "evidence": kept.get_slot("evidence", None)}
     passes = value.get("passes") or []
     return {"answer": value.get("answer") or "", "confidence": value.get("confidence"),
+            "trusted": value.get("trusted"),
             "draft": draft or "", "critique": critique or "", "candidates": candidates,
             "tokens": sum(int(p.get("tokens") or 0) for p in passes),
             "passes": [p.get("pass") for p in passes], "seconds": seconds, **extra}
@@ -242,15 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--personas", choices=("on", "off"), default="on")
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--threshold", type=float, default=None,
-                        help="acceptance threshold to split at (default: the scorer's)")
+                        help="threshold to split accuracy at (default: the scorer's trust "
+                             "bar with option evidence, actors.confidence.TRUST)")
     parser.add_argument("--records", type=Path, default=None,
                         help="append one JSON line per question to this file")
     parser.add_argument("--summarize", type=Path, default=None,
                         help="run nothing: the summary of a records file (a cut-short run)")
     args = parser.parse_args(argv)
-    from actors import roles
-
-    threshold = roles.ACCEPT if args.threshold is None else args.threshold
+    threshold = confidence.TRUST if args.threshold is None else args.threshold
     if args.summarize is not None:
         kept = [json.loads(line) for line in args.summarize.read_text().splitlines() if line]
         print(json.dumps({**summary(kept, args.seed, threshold), "records": str(args.summarize)}))

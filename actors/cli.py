@@ -68,10 +68,11 @@ def register(app: Any) -> None:
 
 def export_training(
     image: ImageOpt = DEFAULT_IMAGE,
-    min_confidence: Annotated[float, typer.Option(
+    min_confidence: Annotated[float | None, typer.Option(
         "--min-confidence", min=0.0, max=1.0,
-        help="Only missions whose answer scored at least this (default: the 0.55 "
-             "acceptance bar).")] = 0.55,
+        help="Only missions whose answer scored at least this, besides being trusted "
+             "by the scorer (default: trusted ones; missions from before the trust "
+             "flag: at least 0.55).")] = None,
     out: Annotated[str, typer.Option(
         "--out", help="JSONL file to write, or - for standard output.")] = "-",
     persona: Annotated[str | None, typer.Option(

@@ -164,6 +164,14 @@ class Engine(EngineBase):
                 return empty
             return self._generate(request, on_text, cancels, started, persona)
 
+    def continuation_logprobs(self, messages: Sequence[llm.ChatMessage],
+                              continuations: Sequence[str],
+                              persona: str | None = None) -> list[llm.Continuation]:
+        """How likely each text is as the start of the reply (`actors.continuations`)."""
+        from actors import continuations as scoring
+
+        return scoring.score(self, messages, continuations, persona)
+
     @property
     def context_window(self) -> int:
         """Tokens the model attends to at once (prompt + answer)."""

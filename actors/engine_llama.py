@@ -53,7 +53,7 @@ from actors import llm
 from actors.context_fit import Fit, fit_request
 from actors.engine import _load_embedder
 from actors.engine_base import EngineBase, stop_events
-from actors.llama_batch import BatchDecoder, DecodeFailed, Job
+from actors.llama_batch import BatchDecoder, DecodeFailed, Job, logprob_of
 from actors.models import ModelError, UnknownModel, materialize
 
 log = logging.getLogger(__name__)
@@ -183,6 +183,40 @@ class LlamaEngine(EngineBase):
         job.budget = min(fit.request.max_new_tokens, limit - len(ids))
         self.decoder.submit(job)
         return self.decoder.wait(job, on_text)
+
+    def continuation_logprobs(self, messages: Sequence[llm.ChatMessage],
+                              continuations: Sequence[str],
+                              persona: str | None = None) -> list[llm.Continuation]:
+        """How likely the model finds each continuation as the start of its reply.
+
+        The prompt (`messages`, templated, ending with the assistant header) is
+        evaluated once; each continuation's tokens are then scored one by one
+        and dropped from the KV cache again (`llama_memory_seq_rm`). It runs on the
+        decoding thread between batches (`BatchDecoder.call`)."""
+        request = llm.GenerationRequest(messages=tuple(messages), temperature=0.0,
+                                        max_new_tokens=1, persona=persona)
+        ids = self.llama.tokenize(self.prompt(request).encode("utf-8"), add_bos=False,
+                                  special=True)
+
+        def score() -> list[llm.Continuation]:  # on the decoding thread, alone
+            self.activate(persona)
+            self._prefill(ids)
+            first = self.logits()
+            return [self._score_after(first, len(ids), text) for text in continuations]
+
+        return self.decoder.call(score)
+
+    def _score_after(self, first: np.ndarray, kept: int, text: str) -> llm.Continuation:
+        tokens = self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        total, logits = 0.0, first
+        for index, token in enumerate(tokens):
+            total += logprob_of(logits, token)
+            if index + 1 < len(tokens):
+                self.decode([token])
+                logits = self.logits()
+        if len(tokens) > 1:
+            llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self.ctx), 0, kept, -1)
+        return llm.Continuation(text, total, len(tokens))
 
     @property
     def context_window(self) -> int:

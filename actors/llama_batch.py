@@ -34,6 +34,10 @@ with the decoder, is the only thread that calls llama.cpp after loading:
 - A finished sequence's cells are removed from the KV cache and its id
   freed. An error in a step (a failed decode, a persona that cannot be
   worn) fails every job it touched with that typed error; the thread goes on.
+- `call(fn)` runs other work that needs the context (scoring continuations
+  for the confidence) on the decoding thread, alone: no job is admitted
+  while a call waits, the running ones finish first, and the call leaves the
+  KV cache empty.
 """
 
 from __future__ import annotations
@@ -45,8 +49,8 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import llama_cpp
 import numpy as np
@@ -58,6 +62,7 @@ from actors.engine_base import TOP_P, _cut_at_stop, _TextPieces, nothing_to_gene
 log = logging.getLogger(__name__)
 
 WINDOW_S = 0.02  # jobs arriving this close together start in one batch
+T = TypeVar("T")
 IDLE_POLL_S = 0.05  # a decoder waiting for its callers rechecks at least this often
 CANDIDATE_FLOOR = 1e-6  # top-p looks at tokens this probable first (see `pick`)
 
@@ -135,6 +140,16 @@ class Job:
         return sum(self.logprobs) / len(self.logprobs) if self.logprobs else 0.0
 
 
+class _Call:
+    """Work for the decoding thread alone (`BatchDecoder.call`)."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
 class BatchDecoder:
     """The decoding thread and the sequences of one llama.cpp context (see the module note)."""
 
@@ -145,6 +160,7 @@ class BatchDecoder:
         self._free = list(range(sequences))
         self._waiting: deque[Job] = deque()
         self._running: list[Job] = []
+        self._calls: deque[_Call] = deque()
         self._wake = threading.Condition()
         self._closed = False
         self.batches = 0  # decode calls of more than one sequence (for tests and status)
@@ -171,6 +187,20 @@ class BatchDecoder:
     def wait(self, job: Job, on_text: llm.OnText | None) -> llm.Generation:
         return job.wait(on_text, self._wake)
 
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the decoding thread while no pass decodes; its result or error."""
+        task = _Call(fn)
+        with self._wake:
+            if self._closed:
+                raise EngineClosed()
+            self._calls.append(task)
+            self._wake.notify_all()
+        task.done.wait()
+        if task.error is not None:
+            raise task.error
+        result: T = task.result
+        return result
+
     @property
     def running(self) -> int:
         return len(self._running)
@@ -187,6 +217,8 @@ class BatchDecoder:
     # -- the decoding thread -----------------------------------------------------------
     def _serve(self) -> None:
         while not self._closed:
+            if self._run_call():
+                continue
             admitted = self._next_admissions()
             for job in admitted:
                 self._guarded([job], self._start, job)
@@ -196,24 +228,45 @@ class BatchDecoder:
         with self._wake:
             left = [*self._running, *self._waiting]
             self._waiting.clear()
+            calls = list(self._calls)
+            self._calls.clear()
+        for task in calls:
+            task.error = EngineClosed()
+            task.done.set()
         for job in left:
             if job in self._running:
                 self._finish(job, error=EngineClosed())
             else:
                 job.outbox.put(("error", EngineClosed()))
 
+    def _run_call(self) -> bool:
+        """Run the oldest waiting call if no pass is running; True if one ran."""
+        with self._wake:
+            if not self._calls or self._running:
+                return False
+            task = self._calls.popleft()
+        try:
+            task.result = task.fn()
+        except Exception as exc:  # the caller gets it, typed; the thread goes on
+            task.error = exc
+        finally:
+            llama_cpp.llama_memory_clear(self._memory, False)
+            task.done.set()
+        return True
+
     def _next_admissions(self) -> list[Job]:
         """Wait for work; take the jobs that may start now (see the module note)."""
         with self._wake:
-            while not self._waiting and not self._running and not self._closed:
+            while (not self._waiting and not self._running and not self._calls
+                   and not self._closed):
                 self._wake.wait()
-            if self._closed:
+            if self._closed or (self._calls and not self._running):
                 return []
             if not self._running and self._waiting:
                 self._wake.wait(WINDOW_S)  # let jobs sent together arrive together
             admitted: list[Job] = []
             persona = self._running[0].request.persona if self._running else None
-            while self._waiting and self._free:
+            while self._waiting and self._free and not self._calls:
                 job = self._waiting[0]
                 if (self._running or admitted) and job.request.persona != persona:
                     break

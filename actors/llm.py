@@ -65,6 +65,20 @@ class Generation:
     extra: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    """How likely a text is as the start of the model's reply: the sum of its
+    tokens' log-probabilities and their count (`Scorer` engines)."""
+
+    text: str
+    logprob: float
+    tokens: int
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.logprob / self.tokens if self.tokens else 0.0
+
+
 OnText = Callable[[str], None]
 
 
@@ -73,6 +87,15 @@ class Generator(Protocol):
 
     def generate(self, request: GenerationRequest, *, on_text: OnText | None = None,
                  cancel: threading.Event | None = None) -> Generation: ...
+
+
+class Scorer(Protocol):
+    """Engines that can say how likely given texts are as a reply (optional capability:
+    the pipeline's confidence uses it where the installed generator has it)."""
+
+    def continuation_logprobs(self, messages: Sequence[ChatMessage],
+                              continuations: Sequence[str],
+                              persona: str | None = None) -> list[Continuation]: ...
 
 
 class Embedder(Protocol):

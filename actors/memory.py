@@ -7,8 +7,9 @@ embeds the question and scans every entry for the most similar question
 a vector index can replace `nearest` without changing the handlers.
 
 Thresholds (the design's numbers):
-- recall: similarity >= 0.85 and confidence >= 0.80 answers at once (a hit);
-  similarity >= 0.85 with a lower confidence is carried into the draft as
+- recall: similarity >= 0.85 and a trusted answer (`actors.confidence.trusted`,
+  kept on the entry; entries from before the flag: confidence >= 0.80) answers
+  at once (a hit); similarity >= 0.85 with an untrusted one is carried into the draft as
   context (a soft hit); anything else is a miss.
 - memorize: a question with similarity >= 0.95 to a remembered one is the
   same question; the better-scored answer stays and the other goes.
@@ -35,8 +36,10 @@ SAME_QUESTION = 0.95
 class MemoryEntry(Persistent):
     """One remembered answer: the question, its embedding, the answer and its score."""
 
+    trusted: bool | None = None  # entries made before the flag existed
+
     def __init__(self, mission: str, query: str, answer: str, confidence: float,
-                 embedding: Sequence[float]) -> None:
+                 embedding: Sequence[float], trusted: bool | None = None) -> None:
         self.mission = mission
         self.query = query
         self.answer = answer
@@ -44,6 +47,13 @@ class MemoryEntry(Persistent):
         self.embedding = tuple(float(x) for x in embedding)
         self.created = time.time()
         self.hits = 0  # times recalled as a hit or soft hit
+        self.trusted: bool | None = trusted  # None: scored before `trusted` existed
+
+    def answers(self) -> bool:
+        """Whether recall may answer with this entry at once (a hit, not a soft hit)."""
+        if self.trusted is None:
+            return self.confidence >= HIT_CONFIDENCE
+        return self.trusted
 
     def describe(self) -> dict[str, Any]:
         """Plain data (no embedding) for `hippocampus.list`."""
@@ -88,7 +98,7 @@ def similar(memory: Any, vector: Sequence[float],
 
 
 def remember(memory: Any, mission: str, query: str, answer: str, confidence: float,
-             embedding: Sequence[float]) -> tuple[str, str]:
+             embedding: Sequence[float], trusted: bool | None = None) -> tuple[str, str]:
     """Store an answer; returns (outcome, key of the entry that now holds the question).
 
     outcome: "duplicate" (this mission is already remembered), "kept" (an answer
@@ -103,7 +113,7 @@ def remember(memory: Any, mission: str, query: str, answer: str, confidence: flo
         return "kept", max(better, key=lambda item: item[1].confidence)[0]
     for key, _entry in same:
         del memory[key]
-    memory[mission] = MemoryEntry(mission, query, answer, confidence, embedding)
+    memory[mission] = MemoryEntry(mission, query, answer, confidence, embedding, trusted)
     return ("replaced" if same else "stored"), mission
 
 
@@ -111,7 +121,7 @@ def classify(best: tuple[str, MemoryEntry, float] | None) -> str:
     """"hit", "soft_hit" or "miss" for the nearest entry."""
     if best is None or best[2] < HIT_SIMILARITY:
         return "miss"
-    return "hit" if best[1].confidence >= HIT_CONFIDENCE else "soft_hit"
+    return "hit" if best[1].answers() else "soft_hit"
 
 
 class Hippocampus(Persistent):
@@ -160,7 +170,7 @@ class Hippocampus(Persistent):
         embedding = mission.embedding or embed_one(recall_key(mission))
         outcome, key = remember(step.root["memory"], mission.id, mission.text,
                                 mission.answer or "", float(mission.confidence or 0.0),
-                                embedding)
+                                embedding, mission.get_slot("trusted", None))
         mission.memorized = {"outcome": outcome, "key": key}
         step.root["metrics"].incr(f"memory.{outcome}")
         seconds = round(time.perf_counter() - started, 6)
@@ -189,4 +199,5 @@ def _take(mission: Any, outcome: str, key: str, entry: MemoryEntry, similarity: 
     if outcome == "hit":
         mission.answer = entry.answer
         mission.confidence = entry.confidence
+        mission.set_slot("trusted", True)  # only a trusted entry answers at once
         mission.from_memory = True

@@ -184,6 +184,7 @@ class Mission(UvmObject):
             "attempts": len(self.candidates), "plan": _plain(self.plan),
             "recalled": _plain(self.recalled), "draft": self.draft, "critique": self.critique,
             "answer": self.answer, "confidence": self.confidence,
+            "trusted": self.get_slot("trusted", None),
             "from_memory": self.from_memory, "memorized": _plain(self.memorized),
             "passes": self.passes_with_texts(), "timings": dict(self.timings),
             "context": _plain(self.get_slot("context", [])),
@@ -195,6 +196,7 @@ class Mission(UvmObject):
     def result(self) -> dict[str, Any]:
         """The value of the mission's final `result` message."""
         return {"mission": self.id, "answer": self.answer, "confidence": self.confidence,
+                "trusted": self.get_slot("trusted", None),
                 "cached": self.from_memory, "from_memory": self.from_memory,
                 "attempts": len(self.candidates), "timings": dict(self.timings),
                 "passes": _plain(self.passes), "sources": _plain(self.get_slot("sources", [])),

@@ -28,8 +28,10 @@ DRAFTER = (
     "If context is given, use what helps and ignore the rest."
 )
 CRITIC = (
-    "You are the critic. Review the answer to the question. List its factual errors, "
-    "gaps and unclear parts as short bullet points. Do not rewrite the answer."
+    "You are the critic. Check the answer to the question. Begin with one line, "
+    "'Verdict: keep' if the answer is correct or 'Verdict: revise' if it is wrong. "
+    "If you say revise, list its factual errors as short bullet points. "
+    "Do not rewrite the answer."
 )
 SYNTHESIZER = (
     "You are the synthesizer. Write the final answer to the question: keep what the "

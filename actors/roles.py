@@ -12,42 +12,40 @@ The roles hold no per-mission state: everything a pass produces is written
 to the mission, so a doomed step leaves nothing behind, and the actors
 themselves are never written by a pass.
 
-Scoring (`score_answer`), from signals that can be defended one by one:
+Scoring: `actors.scoring` (the plain score) and `actors.confidence` (the
+evidence that replaces it where the question lists its options).
 
-    relevance  R = clamp(cos(embed(answer), embed(question)), 0, 1)
-    fluency    F = exp(mean token log-probability of the synthesis)
-                   (the geometric-mean token probability, 1 / perplexity)
-    degeneracy D = the worst of: empty (no letters or digits) 1.0,
-                   non-printable characters over 5% 1.0, an echo of the
-                   question (no word the question lacks) 1.0, shorter than 3
-                   letters or digits 0.5, repeated word trigrams
-                   clamp((ratio - 0.2) / 0.4)
-    confidence = (0.6 R + 0.4 F) x (1 - D)
+When the question lists its options and the engine can score continuations,
+the evidence of `actors.confidence` replaces R and F: confidence = the bare
+model's probability of the option the answer names x (1 - D).
 
-Relevance weighs more than fluency because a small model is often fluently
-wrong; degeneracy multiplies, because no amount of either excuses an empty
-or looping answer. >= 0.55 accepts; otherwise the critic and synthesizer run
-again, at most twice, and then the best-scored answer is accepted with its
-(low) confidence and memorized as such, so a later soft hit can improve it.
+Passes that can only help (`actors.verdicts`): the critic opens with a
+verdict, and only "revise" sends the answer to the synthesizer; otherwise
+the reviewed answer goes to the scorer as it is. The scorer scores the
+draft beside every synthesis and keeps the best-scored candidate (the
+earliest on a tie), so a later pass replaces the draft only when it scores
+higher. A score at or above the bar (`confidence.accept_bar`) accepts;
+otherwise, if the critic asked for a revision, the critic and synthesizer
+run again, at most twice; then (or at once, when the critic found nothing
+to fix) the best-scored answer is taken with its (low) confidence and
+memorized as such, so a later soft hit can improve it.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import re
 import time
-import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from persistent import Persistent
 
-from actors import live_passes, llm, prompts, steward, thermal, tools
+from actors import confidence, live_passes, llm, prompts, steward, thermal, tools, verdicts
 from actors.code.grounding import ground
 from actors.memory import cosine, embed_one
 from actors.mission import Mission, claim
+from actors.scoring import Score, score_answer
 from kernel.errors import StepInterrupted
 from kernel.steps import StepContext, handler
 
@@ -55,9 +53,8 @@ from kernel.steps import StepContext, handler
 BUDGET_PASS = {"route": "route", "draft": "draft", "critique": "critique",
                "synthesize": "synthesis"}
 
-ACCEPT = 0.55
+ACCEPT = confidence.PLAIN_ACCEPT  # with evidence: confidence.TRUST (accept_bar)
 MAX_RETRIES = 2
-WEIGHTS = {"relevance": 0.6, "fluency": 0.4}
 
 CUT_KEYS = ("prompt_cut_tokens", "budget_cut_tokens")  # reported by the engine's fit
 RAG_NOTE = "document search is not available yet: answered without documents"
@@ -208,8 +205,18 @@ class Critic(PassActor):
                                      tools.context_sections(mission))
         generation = self.run_pass(step, mission, user)
         mission.critique = generation.text.strip()
+        verdict = verdicts.parse_verdict(mission.critique)
+        mission.set_slot("verdict", verdict.record())
+        step.root["metrics"].incr(f"critic.{verdict.decision}")
         mission.enter(step, "SYNTHESIZING")
-        mission.advance(step, "synthesizer", "synthesize")
+        if verdict.revise:
+            mission.advance(step, "synthesizer", "synthesize")
+        else:  # nothing named to fix: the reviewed answer is scored as it is
+            reviewed = _previous(mission) or mission.draft or ""
+            mission.candidate = {"answer": reviewed, "round": int(mission.round),
+                                 "tokens": 0, "kept": True,
+                                 "mean_logprob": _pass_logprob(mission, "draft")}
+            mission.advance(step, "scorer", "score")
         return generation.tokens
 
 
@@ -243,6 +250,12 @@ def _previous(mission: Mission) -> str | None:
     return answer
 
 
+def _pass_logprob(mission: Mission, name: str) -> float | None:
+    """The mean token log-probability the first `name` pass recorded."""
+    found = next((p for p in mission.passes if p.get("pass") == name), None)
+    return None if found is None else found.get("mean_logprob")
+
+
 def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
@@ -250,70 +263,12 @@ def _finite(value: float) -> float | None:
 # -- scoring -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Score:
-    """A confidence and the signals it came from."""
-
-    confidence: float
-    relevance: float
-    fluency: float
-    degeneracy: float
-    flags: tuple[str, ...] = ()
-
-    def record(self) -> dict[str, Any]:
-        return {"confidence": self.confidence, "relevance": round(self.relevance, 6),
-                "fluency": round(self.fluency, 6), "degeneracy": round(self.degeneracy, 6),
-                "flags": list(self.flags)}
-
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def score_answer(question: str, answer: str, mean_logprob: float | None,
-                 similarity: float) -> Score:
-    """The confidence of `answer` (formula in the module docstring)."""
-    relevance = min(1.0, max(0.0, similarity))
-    fluency = math.exp(min(0.0, mean_logprob)) if mean_logprob is not None else 0.0
-    degeneracy, flags = degeneracy_of(question, answer)
-    raw = WEIGHTS["relevance"] * relevance + WEIGHTS["fluency"] * fluency
-    confidence = round(min(1.0, max(0.0, raw * (1.0 - degeneracy))), 4)
-    return Score(confidence, relevance, fluency, degeneracy, tuple(flags))
-
-
-def degeneracy_of(question: str, answer: str) -> tuple[float, list[str]]:
-    """(D in [0, 1], the names of the checks that fired)."""
-    words = [w.lower() for w in _WORD.findall(answer)]
-    alnum = sum(ch.isalnum() for ch in answer)
-    checks = {
-        "empty": 1.0 if alnum == 0 else 0.0,
-        "non_printable": 1.0 if non_printable_ratio(answer) > 0.05 else 0.0,
-        "echo": 1.0 if words and is_echo(question, words) else 0.0,
-        "too_short": 0.5 if 0 < alnum < 3 else 0.0,
-        "repetitive": min(1.0, max(0.0, (repeated_ngram_ratio(words) - 0.2) / 0.4)),
-    }
-    fired = [name for name, value in checks.items() if value > 0]
-    return max(checks.values()), fired
-
-
-def non_printable_ratio(text: str) -> float:
-    """Share of characters that are control/unassigned (or U+FFFD), whitespace aside."""
-    if not text:
-        return 0.0
-    bad = sum(1 for ch in text if ch == "\ufffd" or (
-        not ch.isspace() and unicodedata.category(ch) in ("Cc", "Cf", "Cn", "Co", "Cs")))
-    return bad / len(text)
-
-
-def is_echo(question: str, answer_words: list[str]) -> bool:
-    """True when the answer adds no word to the question (it repeats or parrots it)."""
-    asked = {w.lower() for w in _WORD.findall(question)}
-    return set(answer_words) <= asked
-
-
-def repeated_ngram_ratio(words: list[str], n: int = 3) -> float:
-    """1 - distinct n-grams / n-grams: 0 for fresh text, near 1 for a loop."""
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
-    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+def best_candidate(mission: Mission) -> dict[str, Any]:
+    """The best-scored of the draft (scored in round 0) and every scored synthesis;
+    the earliest on a tie, so the draft stays unless a synthesis scores higher."""
+    draft = mission.get_slot("draft_score", None)
+    every = ([draft] if draft else []) + list(mission.candidates)
+    return dict(every[verdicts.select(every)])
 
 
 class Scorer(Persistent):
@@ -328,16 +283,22 @@ class Scorer(Persistent):
         step.stream("pass", **{"pass": "score", "phase": "start", "round": round_})
         started = time.perf_counter()
         candidate = dict(mission.candidate)
+        if round_ == 0 and not candidate.get("kept"):  # the draft competes with the synthesis
+            draft = {"answer": mission.draft or "", "round": 0, "tokens": 0, "kept": True,
+                     "mean_logprob": _pass_logprob(mission, "draft")}
+            mission.set_slot("draft_score", {**draft, **self.judge(mission, draft).record()})
         result = self.judge(mission, candidate)
-        accepted = result.confidence >= ACCEPT
         mission.candidates = [*mission.candidates, {**candidate, **result.record()}]
+        best = best_candidate(mission)
+        accepted = float(best["confidence"]) >= confidence.accept_bar(best)
         seconds = round(time.perf_counter() - started, 6)
         mission.record_pass({"pass": "score", "round": round_, "seconds": seconds,
                              **result.record(), "accepted": accepted})
         step.emit("pass", **{"pass": "score", "phase": "end", "round": round_,
                              "confidence": result.confidence, "accepted": accepted,
                              "seconds": seconds})
-        if accepted or round_ >= MAX_RETRIES:
+        # a candidate the critic found nothing to fix in would only be reviewed again
+        if accepted or round_ >= MAX_RETRIES or candidate.get("kept"):
             self.accept(step, mission, accepted)
         else:
             mission.round = round_ + 1
@@ -347,21 +308,37 @@ class Scorer(Persistent):
         return result.confidence
 
     def judge(self, mission: Mission, candidate: Mapping[str, Any]) -> Score:
-        """The score of one candidate answer (embeds it; the question's is on the mission)."""
+        """The score of one candidate answer (embeds it; the question's is on the mission);
+        with the question's option evidence where there is some (`actors.confidence`)."""
         answer = str(candidate["answer"])
         similarity = 0.0
         if answer.strip():
             question = mission.embedding or embed_one(mission.text)
             similarity = cosine(embed_one(answer), question)
-        return score_answer(mission.text, answer, candidate.get("mean_logprob"), similarity)
+        plain = score_answer(mission.text, answer, candidate.get("mean_logprob"), similarity)
+        evidence = self.evidence(mission)
+        if evidence is None:
+            return plain
+        probability, option = confidence.answer_evidence(evidence, answer)
+        return Score(confidence.evidence_confidence(probability, plain.degeneracy),
+                     plain.relevance, plain.fluency, plain.degeneracy, plain.flags,
+                     probability, option)
+
+    def evidence(self, mission: Mission) -> Mapping[str, Any] | None:
+        """The question's option probabilities, computed once per mission and kept on it."""
+        if not mission.has_slot("evidence"):
+            mission.set_slot("evidence", confidence.question_evidence(llm.generator(),
+                                                                      mission.text))
+        found: Mapping[str, Any] | None = mission.get_slot("evidence")
+        return found
 
     def accept(self, step: StepContext, mission: Mission, accepted: bool) -> None:
-        """The last candidate if accepted, else the best one so far, stating what the
-        mission's code computed when it does not (`actors.code.grounding`); then memorize."""
-        best = mission.candidates[-1] if accepted else \
-            max(mission.candidates, key=lambda c: c["confidence"])
+        """The best-scored candidate (the earliest on a tie), stating what the mission's
+        code computed when it does not (`actors.code.grounding`); then cite and memorize."""
+        best = best_candidate(mission)
         mission.answer = grounded_answer(step, mission, str(best["answer"]))
         mission.confidence = best["confidence"]
+        mission.set_slot("trusted", confidence.trusted(best))
         if not accepted:
             step.root["metrics"].incr("missions.low_confidence")
         tools.after_answer(step, mission)

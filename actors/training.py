@@ -40,7 +40,8 @@ from actors import prompts
 PASS_PERSONAS = {"route": "router", "draft": "drafter", "critique": "critic",
                  "synthesize": "synthesizer"}
 PERSONAS = tuple(PASS_PERSONAS.values())
-DEFAULT_MIN_CONFIDENCE = 0.55  # the scorer's acceptance bar (actors.roles.ACCEPT)
+DEFAULT_MIN_CONFIDENCE: float | None = None  # trust is the scorer's (`trusted` slot)
+LEGACY_MIN_CONFIDENCE = 0.55  # missions scored before `trusted` existed
 PLAN_KEYS = tuple(prompts.NO_TOOLS)  # needs_rag, rag_query, needs_code, code
 
 
@@ -57,10 +58,16 @@ class ExportStats:
                 "total_rows": sum(self.rows.values())}
 
 
-def eligible(mission: Any, min_confidence: float) -> bool:
-    """COMPLETE, answered by the pipeline (not from memory), confident enough."""
+def eligible(mission: Any, min_confidence: float | None) -> bool:
+    """COMPLETE, answered by the pipeline (not from memory), confident enough, and
+    trusted by the scorer (`actors.confidence.trusted`; missions scored before the
+    flag existed need `LEGACY_MIN_CONFIDENCE` unless `min_confidence` is given)."""
     confidence = getattr(mission, "confidence", None)
+    trusted = mission.get_slot("trusted", None) if hasattr(mission, "get_slot") else None
+    if min_confidence is None:
+        min_confidence = LEGACY_MIN_CONFIDENCE if trusted is None else 0.0
     return (getattr(mission, "state_name", None) == "COMPLETE"
+            and trusted is not False
             and not getattr(mission, "from_memory", False)
             and confidence is not None and float(confidence) >= min_confidence
             and bool(_text(getattr(mission, "answer", None))))
@@ -89,7 +96,7 @@ def mission_rows(mission: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def training_rows(root: Any, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+def training_rows(root: Any, min_confidence: float | None = DEFAULT_MIN_CONFIDENCE,
                   persona: str | None = None,
                   stats: ExportStats | None = None) -> Iterator[dict[str, Any]]:
     """The rows of every eligible mission in `root["missions"]`, in mission id order."""
@@ -106,7 +113,7 @@ def training_rows(root: Any, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
             yield row
 
 
-def export_training(image: Any, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+def export_training(image: Any, min_confidence: float | None = DEFAULT_MIN_CONFIDENCE,
                     out: TextIO | None = None, persona: str | None = None) -> ExportStats:
     """Write the image's training rows to `out` as JSONL (one row a line); returns counts.
 

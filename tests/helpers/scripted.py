@@ -29,7 +29,7 @@ Script = Sequence[str] | Callable[[GenerationRequest], str]
 
 ROUTE_JSON = '{"needs_rag": false, "rag_query": "", "needs_code": false, "code": ""}'
 DRAFT = "Paris is the capital. DRAFT-TEXT"
-CRITIQUE = "- say more about the city. CRITIQUE-TEXT"
+CRITIQUE = "Verdict: revise\n- say more about the city. CRITIQUE-TEXT"
 ANSWER = "The capital of France is Paris, a city on the Seine."
 BAD_ANSWER = "Bananas grow in warm places."
 

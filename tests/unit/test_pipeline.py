@@ -360,6 +360,7 @@ def test_any_router_answer_goes_on(image: Image, model: ScriptedModel, text: str
 
 
 def test_a_low_score_is_retried_at_most_twice(image: Image, model: ScriptedModel) -> None:
+    model.scripts["drafter"] = [BAD_ANSWER]  # a good draft would be kept at once
     model.scripts["synthesizer"] = [BAD_ANSWER]
     start(image)
     run = drain(image)
@@ -379,6 +380,7 @@ def test_a_low_score_is_retried_at_most_twice(image: Image, model: ScriptedModel
 
 
 def test_a_retry_that_scores_well_is_accepted(image: Image, model: ScriptedModel) -> None:
+    model.scripts["drafter"] = [BAD_ANSWER]
     model.scripts["synthesizer"] = [BAD_ANSWER, ANSWER]
     start(image)
     run = drain(image)

@@ -171,6 +171,7 @@ class LlamaEngine(EngineBase):
         Concurrent calls of one persona decode together (`actors.llama_batch`);
         `on_text` is called in the calling thread."""
         started = time.perf_counter()
+        self.decoder.check_open()  # before the context is read: a closed one is freed
         fit = self.fit(request)
         ids = self.llama.tokenize(self.prompt(fit.request).encode("utf-8"), add_bos=False,
                                   special=True)

@@ -168,6 +168,11 @@ class BatchDecoder:
                                         daemon=True)
         self._thread.start()
 
+    def check_open(self) -> None:
+        """Raise `EngineClosed` once `close` has begun (the context may be freed)."""
+        if self._closed:
+            raise EngineClosed()
+
     def submit(self, job: Job) -> None:
         with self._wake:
             if self._closed:

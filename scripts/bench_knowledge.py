@@ -68,7 +68,8 @@ def prepare(image: Image, image_dir: Path, work: Path, real_models: bool) -> Ima
         shutil.copytree(image_dir, work / "baseline",
                         ignore=shutil.ignore_patterns("*.lock", "kernel.sock"))
     else:
-        from actors.models import embedded_embedding_dir, ingest_model_dir
+        from actors.embedded_models import embedded_embedding_dir
+        from actors.models import ingest_model_dir
 
         ingest_model_dir(image, embedded_embedding_dir(), "embedding", kind="embedding",
                          progress=lambda line: None)

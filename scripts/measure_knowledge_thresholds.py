@@ -148,7 +148,8 @@ def main() -> None:
         with image.reading() as root:
             ready = catalog_of(root) is not None
         if not ready:
-            from actors.models import embedded_embedding_dir, ingest_model_dir
+            from actors.embedded_models import embedded_embedding_dir
+            from actors.models import ingest_model_dir
 
             ingest_model_dir(image, embedded_embedding_dir(), "embedding", kind="embedding",
                              progress=lambda line: None)

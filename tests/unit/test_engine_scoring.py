@@ -25,8 +25,8 @@ MESSAGES = (ChatMessage("system", "Be brief."),
 
 def llama_engine() -> Any:
     pytest.importorskip("llama_cpp", reason="the llama.cpp backend is not installed")
+    from actors.embedded_models import smollm2_gguf_path
     from actors.engine_llama import LlamaEngine
-    from actors.models import smollm2_gguf_path
 
     return LlamaEngine.load(smollm2_gguf_path(), None, threads=1)
 

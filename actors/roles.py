@@ -41,7 +41,17 @@ from typing import Any, ClassVar
 
 from persistent import Persistent
 
-from actors import confidence, live_passes, llm, prompts, steward, thermal, tools, verdicts
+from actors import (
+    confidence,
+    engine_stats,
+    live_passes,
+    llm,
+    prompts,
+    steward,
+    thermal,
+    tools,
+    verdicts,
+)
 from actors.code.grounding import ground
 from actors.memory import cosine, embed_one
 from actors.mission import Mission, claim
@@ -281,6 +291,7 @@ class Scorer(Persistent):
             return None
         round_ = int(mission.round)
         step.stream("pass", **{"pass": "score", "phase": "start", "round": round_})
+        engine_stats.flush_into(step.root)  # the last pass's figures: it may end the mission
         started = time.perf_counter()
         candidate = dict(mission.candidate)
         if round_ == 0 and not candidate.get("kept"):  # the draft competes with the synthesis

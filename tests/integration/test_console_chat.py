@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,9 +104,13 @@ def test_chat_streams_answers_keeps_context_cancels_and_leaves(
         child.sendintr()
         child.expect_exact("cancelled")
         child.expect_exact(PROMPT)
-        release.set()
+        release.set()  # the held step finishes; then the mission is marked FAILED
+        deadline = time.monotonic() + WAIT_S
         with Client(endpoint_for(image_dir), timeout=WAIT_S) as client:
             held = client.send("missions", "list", None, 1)[0]
+            while held["state"] != "FAILED" and time.monotonic() < deadline:
+                time.sleep(0.1)
+                held = client.send("missions", "list", None, 1)[0]
         assert (held["question"], held["state"], held["error"]) == \
             ("HOLD this one", "FAILED", "cancelled")
         with Client(endpoint_for(image_dir), timeout=WAIT_S) as client:

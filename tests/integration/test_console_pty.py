@@ -33,23 +33,28 @@ from tests.helpers.scripted import ANSWER, CRITIQUE, DRAFT, ROUTE_JSON, Scripted
 WAIT_S = 60
 
 
-@pytest.fixture
-def held() -> Iterator[tuple[threading.Event, threading.Event]]:
-    """(release, reached): the router's pass sets `reached`, then waits for `release`."""
+def _hold(role: str, reply: str) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """(release, reached): `role`'s pass sets `reached`, then waits for `release`."""
     release = threading.Event()
     reached = threading.Event()
 
-    def route(request: GenerationRequest) -> str:
+    def hold(request: GenerationRequest) -> str:
         reached.set()
         release.wait(WAIT_S)
-        return ROUTE_JSON
+        return reply
 
     model = ScriptedModel()
-    model.scripts["router"] = route
+    model.scripts[role] = hold
     llm.install_engine(model, model)
     yield release, reached
     release.set()
     llm.install_engine(None, None)
+
+
+@pytest.fixture
+def held() -> Iterator[tuple[threading.Event, threading.Event]]:
+    """The router's pass is held."""
+    yield from _hold("router", ROUTE_JSON)
 
 
 def test_ctrl_c_in_mission_detaches_and_names_batos_watch(
@@ -98,21 +103,8 @@ def test_ps_watch_refreshes_until_ctrl_c(
 
 @pytest.fixture
 def held_critic() -> Iterator[tuple[threading.Event, threading.Event]]:
-    """(release, reached): the critic's pass sets `reached`, then waits for `release`."""
-    release = threading.Event()
-    reached = threading.Event()
-
-    def critique(request: GenerationRequest) -> str:
-        reached.set()
-        release.wait(WAIT_S)
-        return CRITIQUE
-
-    model = ScriptedModel()
-    model.scripts["critic"] = critique
-    llm.install_engine(model, model)
-    yield release, reached
-    release.set()
-    llm.install_engine(None, None)
+    """The critic's pass is held."""
+    yield from _hold("critic", CRITIQUE)
 
 
 def test_watch_attached_late_shows_the_true_state_and_the_passes_done(

@@ -282,7 +282,6 @@ def test_tab_completes_mapping_and_btree_keys_only(image_dir: Path, spawn: Spawn
 
 def test_ipython_completion_offers_keys_and_slots_not_magics_or_files(
         image_dir: Path) -> None:
-    pytest.importorskip("IPython")
     from IPython.core.completer import provisionalcompleter
     from IPython.core.interactiveshell import InteractiveShell
 

@@ -16,10 +16,12 @@ import contextlib
 import io
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ZODB.fsrecover import recover as zodb_recover
+from ZODB import fsrecover
+from ZODB.utils import u64
 
 from kernel import integrity, perms
 from kernel.errors import ImageError
@@ -65,12 +67,57 @@ def _run_fsrecover(data_fs: Path, out: Path) -> str:
     """ZODB's fsrecover, its progress text captured; its `die` (SystemExit) made typed."""
     text = io.StringIO()
     try:
-        with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
-            zodb_recover(str(data_fs), str(out))
+        with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text), \
+                _scan_that_ends():
+            fsrecover.recover(str(data_fs), str(out))
     except SystemExit as exc:
         out.unlink(missing_ok=True)
         raise ImageError(str(data_fs), f"fsrecover gave up: {text.getvalue().strip()}") from exc
     return text.getvalue()
+
+
+SCAN_BLOCK = 8096  # fsrecover.scan's read size
+
+
+def scan_to_end(f: io.BufferedReader, pos: int) -> int:
+    """`fsrecover.scan` (ZODB 6), with its end-of-file case fixed.
+
+    The original looks for a pickle's closing "." followed by a plausible 8-byte
+    transaction length; a "." less than 9 bytes before the end of the file makes
+    it seek back to that "." and read the same short tail forever (garbage
+    appended to a `Data.fs` ends like this about one time in thirty). Here a tail too
+    short to hold a length ends the scan: 0, fsrecover's "nothing more".
+    """
+    while True:
+        f.seek(pos)
+        data = f.read(SCAN_BLOCK)
+        if not data:
+            return 0
+        start = 0
+        while True:
+            dot = data.find(b".", start)
+            if dot < 0:
+                pos += len(data)
+                break
+            start = dot + 1
+            if start > len(data) - 8:
+                if len(data) < SCAN_BLOCK:  # the file ends before a length could
+                    return 0
+                pos += dot
+                break
+            if u64(data[start:start + 8]) < pos:
+                return pos + start + 8
+
+
+@contextlib.contextmanager
+def _scan_that_ends() -> Iterator[None]:
+    """fsrecover calls its module's `scan`; give it the fixed one for this call only."""
+    original = fsrecover.scan
+    fsrecover.scan = scan_to_end
+    try:
+        yield
+    finally:
+        fsrecover.scan = original
 
 
 def _copy_beside(source: Path, target: Path) -> None:

@@ -132,6 +132,16 @@ class Attach:
 
 
 @dataclass(frozen=True, slots=True)
+class Relay:
+    """Publish `record` (an event or a final answer of `ref`) to the other kernels
+    on a shared image; those whose clients wait for `ref` pass it on
+    (`kernel.routing_relay`)."""
+
+    ref: str
+    record: wire.Record
+
+
+@dataclass(frozen=True, slots=True)
 class Log:
     """A log line about a peer; the server rate-limits these by `topic`."""
 
@@ -141,4 +151,5 @@ class Log:
     args: tuple[Any, ...] = ()
 
 
-Action = Send | RunSend | RunStep | Admit | Complete | Bury | Probe | Report | Attach | Log
+Action = (Send | RunSend | RunStep | Admit | Complete | Bury | Probe | Report | Attach | Relay
+          | Log)

@@ -29,8 +29,8 @@ Rules (PROTOCOL.md):
 - A known key whose role may not send a kind gets `forbidden`; a key the
   kernel does not know never gets here (CURVE refused it).
 
-Mixed in: `QueryRouting` (`kernel.routing_queries`: watch, status, cancel)
-and `ExternalRouting` (`kernel.routing_external`: register, reply, heartbeats).
+Mixed in: `QueryRouting` (watch, status, cancel), `ExternalRouting` (register,
+reply, heartbeats), `LeaseRouting` and `RelayRouting` (a shared image).
 """
 
 from __future__ import annotations
@@ -53,19 +53,18 @@ from kernel.peers import PeerTable
 from kernel.routing_external import ExternalRouting, delivery_id
 from kernel.routing_leases import LeaseRouting
 from kernel.routing_queries import QueryRouting
+from kernel.routing_relay import RETRYABLE_CODES, RelayRouting
 from kernel.steps import StepResult
 
 RECENT_RESULTS = 10_000  # finished refs whose final answer is replayed to a resend
 OWNERS_KEPT = 4 * RECENT_RESULTS  # owners of finished refs; the oldest are forgotten
 TO_KERNEL = wire.CLIENT_KINDS | wire.ACTOR_KINDS
-# Failures a client may retry with the same id: they leave no record.
-RETRYABLE = frozenset({wire.ErrorCode.OVERLOADED, wire.ErrorCode.UNAVAILABLE,
-                       wire.ErrorCode.SHUTTING_DOWN})
+RETRYABLE = RETRYABLE_CODES  # failures a client may retry with the same id: no record
 
 Roles = Callable[[str], str | None]  # authenticated key -> role; "" (ipc) is the owner
 
 
-class Router(QueryRouting, ExternalRouting, LeaseRouting):
+class Router(QueryRouting, ExternalRouting, LeaseRouting, RelayRouting):
     """The kernel core. See the module docstring."""
 
     def __init__(self, *, entry: str, capacity: int, liveness: int, heartbeat_s: float,
@@ -86,6 +85,7 @@ class Router(QueryRouting, ExternalRouting, LeaseRouting):
         self.stopping = False
         ExternalRouting.__init__(self, PeerTable(liveness, delivery_id), heartbeat_s)
         LeaseRouting.__init__(self, kernel)
+        RelayRouting.__init__(self)
 
     # -- input: a record from a peer -------------------------------------------------
     def on_message(self, address: Address, msg: wire.Message, now: float) -> list[Action]:
@@ -363,7 +363,7 @@ class Router(QueryRouting, ExternalRouting, LeaseRouting):
         reply = self.reply_address(env)
         if reply is not None and ref in self.watchers:
             targets.add(reply)
-        return [self._out(address, record) for address in targets]
+        return [*self._relay(ref, record), *(self._out(address, record) for address in targets)]
 
     def _finish(self, ref: str, record: wire.Record, env: Envelope | None) -> list[Action]:
         if ref in self.recent:  # answered already (e.g. cancelled, then the step ended)
@@ -377,10 +377,13 @@ class Router(QueryRouting, ExternalRouting, LeaseRouting):
         self.missions.discard(ref)
         self.failures.pop(ref, None)
         self.seen_state.pop(ref, None)
-        reply = self.reply_address(env) if env is not None else None
+        self._relay_forget(ref)
+        if env is None:  # followed or relayed: another kernel's step, published there
+            return [self._out(address, record) for address in targets]
+        reply = self.reply_address(env)
         if reply is not None:
             targets.add(reply)
-        return [self._out(address, record) for address in targets]
+        return [*self._relay(ref, record), *(self._out(address, record) for address in targets)]
 
     def _error(self, address: Address, code: wire.ErrorCode, text: str, ref: str | None,
                details: dict[str, Any] | None = None) -> SendAction:

@@ -20,10 +20,12 @@ Rules:
 - While the image is unreachable, `send` and `mission` get a typed
   `unavailable` error (retryable with the same id); work already taken in
   stays in the image and goes on when it is back.
+- A client's `send` to an actor another kernel holds is forwarded to it
+  through the image (`kernel.routing_relay`).
 - A mission's client attached here hears its state changes and its final
   answer from the image (a `watch` probe) when another kernel runs its
-  steps; the live `chunk` and `pass` events of those steps stay on the kernel
-  that ran them.
+  steps; their live `chunk` and `pass` events come by relay
+  (`kernel.routing_relay`), which then tells the states too.
 """
 
 from __future__ import annotations
@@ -56,6 +58,12 @@ class LeaseRouting:
 
         def _finish(self, ref: str, record: wire.Record,
                     env: Envelope | None) -> list[Action]: ...
+
+        def forward(self, env: Envelope) -> list[Action]: ...
+
+        def follow_may_finish(self, ref: str) -> bool: ...
+
+        def follow_tells_states(self, ref: str) -> bool: ...
 
     def __init__(self, kernel: str | None) -> None:
         self.kernel_id = kernel  # None: the only kernel on its image (every actor is its)
@@ -110,9 +118,11 @@ class LeaseRouting:
         holder (here, once the image is back). None for any other failure."""
         if not isinstance(result.error, NotLeaseHolder | ImageUnavailable):
             return None
-        if result.key.startswith("direct."):
-            return self._finish(env.id, wire.error_reply(result.error, ref=env.id), env)
-        return []
+        if not result.key.startswith("direct."):
+            return []
+        if isinstance(result.error, NotLeaseHolder) and env.id in self.watchers:
+            return self.forward(env)  # its holder runs it (`kernel.routing_relay`)
+        return self._finish(env.id, wire.error_reply(result.error, ref=env.id), env)
 
     def reply_address(self, env: Envelope) -> Address | None:
         """The client `env` answers, if it is attached to this kernel."""
@@ -139,13 +149,15 @@ class LeaseRouting:
 
     def _followed_one(self, ref: str, found: dict[str, Any]) -> list[Action]:
         final = found.get("final")
+        if final is not None and not self.follow_may_finish(ref):
+            return []  # the relay brings it after the events before it
         if final == "result":
             return self._finish(ref, wire.Result(ref=ref, value=found.get("value")), None)
         if final == "failed":
             return self._finish(ref, wire.error_reply(
                 wire.ErrorCode.STEP_FAILED, str(found.get("error")), ref=ref), None)
         state = str(found.get("state"))
-        if self.seen_state.get(ref) == state:
+        if not self.follow_tells_states(ref) or self.seen_state.get(ref) == state:
             return []
         self.seen_state[ref] = state
         event = wire.Event(ref=ref, event="state", data={"state": state})

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 EXTENSION_KEY = "batos.answer"
 SCANNED_AT_START = 50_000  # newest transactions read for answers when the kernel starts
+SCANNED_FOR_FORWARDED = 5_000  # read for a forwarded send the relay did not answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,14 @@ def recorded(db: Any, transactions: int = SCANNED_AT_START) -> list[tuple[str, A
         log.warning("answers of sends before this start unknown: %r", exc)
         return []
     return list(_parse(reversed(log_entries)))
+
+
+def lookup(db: Any, ids: set[str], transactions: int = SCANNED_FOR_FORWARDED
+           ) -> dict[str, Answer]:
+    """The answers of `ids` among the newest `transactions` transactions (the sends
+    another kernel ran for a client here, `kernel.routing_relay`)."""
+    return {message_id: answer for message_id, answer in recorded(db, transactions)
+            if message_id in ids}
 
 
 def _parse(entries: Iterable[dict[str, Any]]) -> Iterable[tuple[str, Answer]]:

@@ -8,6 +8,9 @@ Layout under the image's `keys/` directory:
     admins/NAME.key
     issued/NAME.key, NAME.key_secret   keypairs made by `batos keys add`, to hand
                                        to the peer (then delete the secret here)
+    kernels/NAME.key                   the other kernels sharing the image (their
+                                       server.key): only they may subscribe to this
+                                       kernel's events over tcp (`kernel.relay`)
 
 A `tcp://` endpoint requires CURVE: the ZAP authenticator starts before the
 socket binds, enforces the `batos` domain and accepts only keys in a role
@@ -31,6 +34,8 @@ from zmq.auth.thread import ThreadAuthenticator
 from kernel.errors import KernelError
 
 ZAP_DOMAIN = "batos"
+KERNELS_ZAP_DOMAIN = "batos.kernels"  # the event publisher's: other kernels only
+KERNELS_DIR = "kernels"
 ROLES = ("client", "actor", "admin")
 ROLE_DIRS = {"client": "clients", "actor": "actors", "admin": "admins"}
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -154,6 +159,24 @@ class KeyRing:
         self._roles, self._stamp = roles, stamp
 
 
+class KernelKeys:
+    """ZAP credentials of the event publisher: the keys in `keys/kernels/`, re-read
+    when the folder changes."""
+
+    def __init__(self, image_dir: Path) -> None:
+        self.folder = keys_dir(image_dir) / KERNELS_DIR
+        self._stamp = -1.0
+        self._keys: frozenset[bytes] = frozenset()
+
+    def callback(self, domain: str, key_z85: bytes) -> bool:
+        stamp = self.folder.stat().st_mtime if self.folder.exists() else 0.0
+        if stamp != self._stamp:
+            self._keys = frozenset(_load(path, need_secret=False)[0]
+                                   for path in sorted(self.folder.glob("*.key")))
+            self._stamp = stamp
+        return domain == KERNELS_ZAP_DOMAIN and key_z85 in self._keys
+
+
 def start_authenticator(ctx: zmq.Context[Any], keyring: KeyRing) -> ThreadAuthenticator:
     """Start ZAP before any CURVE socket binds; only allowed keys get through."""
     auth = ThreadAuthenticator(ctx)
@@ -162,13 +185,14 @@ def start_authenticator(ctx: zmq.Context[Any], keyring: KeyRing) -> ThreadAuthen
     return auth
 
 
-def make_curve_server(sock: zmq.Socket[Any], keyring: KeyRing) -> None:
-    """Make `sock` a CURVE server in the enforced `batos` ZAP domain."""
+def make_curve_server(sock: zmq.Socket[Any], keyring: KeyRing,
+                      domain: str = ZAP_DOMAIN) -> None:
+    """Make `sock` a CURVE server in an enforced ZAP domain (`batos` by default)."""
     public, secret = keyring.server_keys()
     sock.curve_secretkey = secret
     sock.curve_publickey = public
     sock.curve_server = True
-    sock.zap_domain = ZAP_DOMAIN.encode()
+    sock.zap_domain = domain.encode()
     sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
 
 

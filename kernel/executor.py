@@ -25,6 +25,7 @@ from kernel.actions import (
     Complete,
     Log,
     Probe,
+    Relay,
     Report,
     RunSend,
     RunStep,
@@ -62,6 +63,10 @@ class Executor:
 
         def _lease_status(self) -> dict[str, Any]: ...
 
+        def _relay_publish(self, action: Relay) -> None: ...
+
+        def _relay_sync(self) -> None: ...
+
     # -- executing the core's actions --------------------------------------------------
     def _execute(self, actions: list[Action]) -> None:
         for action in actions:
@@ -97,11 +102,15 @@ class Executor:
                                      a.register.name, a.register.selectors, a.address.user),
                                  lambda pending, err, a=action: self._heard(
                                      self.router.attached(a, pending, err)))
+                case Relay():
+                    self._relay_publish(action)
                 case Log():
                     self._logs.emit(action.level, action.topic, action.text, action.args,
                                     self.router.counters)
                 case _:
                     log.error("no executor for %r", action)
+        if self.router.kernel_id is not None:  # a shared image: hear what clients wait for
+            self._relay_sync()
 
     def _audit_posted(self, actor: str, key: str, env: Envelope) -> list[Action]:
         return self.router.startup((), [(actor, key, env)])

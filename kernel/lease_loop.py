@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from kernel import leases
+from kernel import answers, leases
 from kernel.errors import KernelIdInUse
 from kernel.router import Router
 
@@ -74,6 +74,10 @@ class SharedImage:
 
     if TYPE_CHECKING:  # provided by `Kernel`, `Executor` and `Chores`
         def _worker(self) -> Any: ...
+
+        def _relay_peers(self, kernels: dict[str, dict[str, Any]], now: float) -> None: ...
+
+        def _relay_status(self) -> dict[str, Any]: ...
 
         def _execute(self, actions: list[Any]) -> None: ...
 
@@ -162,12 +166,22 @@ class SharedImage:
             return
         self._took(found)
         await self._redeliver()
+        await self._answers_of_forwarded()
+
+    async def _answers_of_forwarded(self) -> None:
+        """Sends another kernel ran for clients here whose answer the relay did not
+        bring: read from the image's answer log (`kernel.routing_relay`)."""
+        due = set(self.router.forwarded_due())
+        if due:
+            found = await self._loop_run(lambda: answers.lookup(self.image.db, due))
+            self._execute(self.router.answered_elsewhere(found))
 
     def _took(self, found: leases.LeaseRound) -> None:
         assert self.lease_guard is not None
         before = self.lease_guard.held
         self.lease_guard.update(found)
         self._lease_round = found
+        self._relay_peers(found.kernels, time.time())
         if found.held - before:
             log.info("leases taken: %s", ", ".join(sorted(found.held - before)))
         if before - found.held:
@@ -213,4 +227,5 @@ class SharedImage:
                 "image": "up" if self.router.available else "unreachable",
                 "held": sorted(found.held) if found else [],
                 "table": found.table if found else {},
-                "kernels": found.kernels if found else {}}
+                "kernels": found.kernels if found else {},
+                "relay": self._relay_status()}

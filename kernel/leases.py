@@ -61,7 +61,11 @@ SAFETY = 0.8  # a kernel trusts its own record for this part of its ttl only
 
 
 class KernelRecord(Persistent):
-    """One kernel's liveness: renewed by that kernel alone."""
+    """One kernel's liveness, and where it publishes its events: renewed by that
+    kernel alone."""
+
+    events: tuple[str, ...] = ()  # its publisher's endpoints (`kernel.relay`)
+    events_key: str = ""  # the publisher's CURVE public key (z85), for its tcp endpoint
 
     def __init__(self, kernel: str, incarnation: str, expires: float) -> None:
         self.kernel = kernel
@@ -95,6 +99,8 @@ class LeaseSpec:
     patterns: tuple[str, ...]
     ttl_s: float
     incarnation: str = field(default_factory=lambda: uuid.uuid4().hex)
+    events: tuple[str, ...] = ()  # where this kernel publishes its events
+    events_key: str = ""
 
     def eligible(self, actor: str) -> bool:
         return any(fnmatchcase(actor, pattern) for pattern in self.patterns)
@@ -160,6 +166,8 @@ def _claim(root: Any, spec: LeaseSpec, now: float) -> LeaseRound:
     if record is None or record.incarnation != spec.incarnation:
         record = kernels[spec.kernel] = KernelRecord(spec.kernel, spec.incarnation, 0.0)
     record.expires = now + spec.ttl_s
+    if (record.events, record.events_key) != (spec.events, spec.events_key):
+        record.events, record.events_key = spec.events, spec.events_key
     for name, actor in root["actors"].items():
         if isinstance(actor, ExternalActorRecord) or not spec.eligible(name):
             continue  # an external actor follows the kernel it attaches to
@@ -184,7 +192,8 @@ def _leases_view(leases: Any) -> dict[str, dict[str, Any]]:
 
 
 def _kernels_view(kernels: Any) -> dict[str, dict[str, Any]]:
-    return {name: {"host": r.host, "pid": r.pid, "expires": r.expires}
+    return {name: {"host": r.host, "pid": r.pid, "expires": r.expires,
+                   "events": list(r.events), "events_key": r.events_key}
             for name, r in kernels.items()}
 
 

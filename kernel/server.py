@@ -46,6 +46,7 @@ from kernel.gates import GATES
 from kernel.image import Image
 from kernel.lease_loop import SharedImage
 from kernel.lifecycle import Chores
+from kernel.relay import EventRelay
 from kernel.router import Router
 from kernel.scheduler import Scheduler
 from kernel.serving import Worker
@@ -56,7 +57,7 @@ DRAIN_BATCH = 256  # messages taken per FD event before other callbacks run
 SHUTDOWN_S = 30  # running steps get this long to finish at SIGTERM
 
 
-class Kernel(Executor, Chores, SharedImage):
+class Kernel(Executor, Chores, SharedImage, EventRelay):
     """Serve one image on its endpoints until `stop()` (or SIGINT/SIGTERM)."""
 
     def __init__(self, image: Image, endpoints: list[str] | None = None) -> None:
@@ -88,6 +89,7 @@ class Kernel(Executor, Chores, SharedImage):
         self._durable: SyncGroup | None = None
         self._logs = logs.RateLimited(log)
         self.connections: sk.Connections | None = None
+        self._relay_setup()
 
     # compatibility views of the core's tables (tests and the REPL read them)
     @property
@@ -134,6 +136,7 @@ class Kernel(Executor, Chores, SharedImage):
                 self._loop.add_reader(sk.fd_of(sock), self._readable, index)
             for index, monitor in enumerate(self.connections.monitors()):
                 self._loop.add_reader(sk.fd_of(monitor), self._closed, index)
+            self._relay_watch()
             tasks = [asyncio.create_task(self._heartbeat_loop()),
                      asyncio.create_task(self._audit_loop()),
                      asyncio.create_task(self._metrics_loop()),
@@ -153,6 +156,7 @@ class Kernel(Executor, Chores, SharedImage):
                 self._bind_plain(plain)
             if secure:
                 self._bind_curve(secure)
+            self._relay_bind()  # a shared image: where this kernel publishes its events
         except zmq.ZMQError as exc:
             raise KernelError(f"cannot bind {', '.join(self.endpoints)}: {exc}") from exc
 
@@ -216,6 +220,7 @@ class Kernel(Executor, Chores, SharedImage):
                 sock.disable_monitor()
         if self.connections is not None:
             self.connections.close()
+        self._relay_close()
         for sock in self.sockets:
             sock.close(linger=200)
         if self._auth is not None:

@@ -204,7 +204,7 @@ class StepRunner:
         txn = self.tm.begin()
         try:
             done = self._step(actor, key, direct, attempt)
-            if remember:
+            if remember or (direct is None and is_client_send(done[0])):  # a forwarded send
                 answers.note(txn, done[0].id, Answer(True, done[1], answers.owner_of(done[0])))
             txn.note(step_note(actor, done[0].selector, key))
             self.tm.commit()
@@ -355,8 +355,10 @@ class StepRunner:
         else:
             error = StepFailed(actor, selector, msg_id, _describe(exc),
                                type(exc).__name__ if exc is not None else "")
+        kept = remember or (direct is None and envelope is not None
+                            and is_client_send(envelope))  # a forwarded send
         self._record_failure(actor, key, envelope if direct else None, error, exc, exhausted,
-                             envelope if remember else None)
+                             envelope if kept else None)
         error.__cause__ = exc  # the handler's own typed error, for callers in this process
         log.warning("%s", error)
         return StepResult(actor, key, envelope, ok=False, error=error, attempts=attempts,

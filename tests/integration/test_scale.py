@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from kernel import wire
-from kernel.client import Client, RemoteError
+from kernel.client import Client
 from kernel.image import Image
 from tests.helpers.zeo import ZeoServer, kernel_dir, step_log, zeo_server
 
@@ -87,6 +87,17 @@ def assert_steps_ran_once_on_their_holders(address: str, holder_of: Any) -> set[
     return {str(step.kernel) for step in steps}
 
 
+def assert_streamed(records: list[wire.Message], name: str, chunked: bool) -> None:
+    """The pass `name` was told as it ran: its start, its chunks in order, its end."""
+    told = [r for r in records if isinstance(r, wire.Event) and r.event in ("pass", "chunk")
+            and r.data.get("pass") == name]
+    phases = [r.data.get("phase", "chunk") for r in told if r.data.get("round", 0) == 0]
+    assert phases and phases[0] == "start" and phases[-1] == "end", phases
+    chunks = [r.data["seq"] for r in told if r.event == "chunk"]
+    assert chunks == sorted(set(chunks)), chunks  # in order, none twice
+    assert bool(chunks) == chunked, chunks
+
+
 @pytest.mark.slow
 def test_two_kernels_split_the_actors_and_missions_complete_at_either(
         shared: ZeoServer, tmp_path: Path, serve: Any) -> None:
@@ -98,7 +109,10 @@ def test_two_kernels_split_the_actors_and_missions_complete_at_either(
         assert "router" not in view["held"] and "missions" not in view["held"]
         table = view["table"]
         assert {table[n]["kernel"] for n in PIPELINE} == {"a", "b"}
+        wait_for(kb.endpoint, lambda v: "a" in v["relay"]["hears"], "b hears a's events")
+        wait_for(ka.endpoint, lambda v: "b" in v["relay"]["hears"], "a hears b's events")
         results: dict[str, Any] = {}
+        heard: dict[str, list[wire.Message]] = {}
         for endpoint, text in ((ka.endpoint, "What is the capital of France?"),
                                (kb.endpoint, "Name a prime number.")):
             record = wire.Mission(text=text)
@@ -108,6 +122,10 @@ def test_two_kernels_split_the_actors_and_missions_complete_at_either(
             final = records[-1]
             assert isinstance(final, wire.Result)
             results[record.id] = final.value
+            heard[endpoint] = records
+        # each client heard, live and in order, the passes the other kernel ran
+        assert_streamed(heard[ka.endpoint], "draft", chunked=True)  # the drafter is b's
+        assert_streamed(heard[kb.endpoint], "cache", chunked=False)  # the hippocampus is a's
         for endpoint in (ka.endpoint, kb.endpoint):  # `watch` works from any kernel
             for mission_id, final in results.items():
                 with Client(endpoint, timeout=RECEIVE_S) as client:
@@ -115,17 +133,21 @@ def test_two_kernels_split_the_actors_and_missions_complete_at_either(
                     seen = list(client.stream(watch, ref=mission_id, timeout=RECEIVE_S))
                 last = seen[-1]
                 assert isinstance(last, wire.Result) and last.value == final
+        echo = wire.Send(actor="system", selector="echo", args=[1])
         with Client(kb.endpoint, timeout=RECEIVE_S) as client:  # `system` is a's
             assert client.send("system", "stats", "missions.")  # a read: any kernel answers
-            with pytest.raises(RemoteError) as refused:
-                client.send("system", "echo", 1)  # a write: only its holder runs it
-            assert refused.value.code == wire.ErrorCode.UNAVAILABLE
+            for _ in range(2):  # a write goes to its holder, a; the resend is replayed
+                answers = [r for r in client.stream(echo, ref=echo.id, timeout=RECEIVE_S)
+                           if not isinstance(r, wire.Accepted)]
+                assert [(type(r), r.ref) for r in answers] == [(wire.Result, echo.id)]
+                assert isinstance(answers[0], wire.Result) and answers[0].value == 1
         with Client(ka.endpoint, timeout=RECEIVE_S) as client:
             assert client.send("system", "echo", 2) == 2
         table = leases_of(ka.endpoint)["table"]
     ran = assert_steps_ran_once_on_their_holders(
         shared.address, lambda step: table[step.actor]["kernel"])
     assert ran == {"a", "b"}
+    assert [s.kernel for s in step_log(shared.address) if s.key.endswith(echo.id)] == ["a"]
     with read_shared(a) as root:
         # the tiny embedder finds any two questions near-identical: the better answer stays
         assert len(root["memory"]) == 1 and set(root["memory"].keys()) <= set(results)

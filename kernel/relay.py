@@ -83,6 +83,7 @@ class EventRelay:
         self._sub: zmq.Socket[bytes] | None = None
         self._subscribed: set[str] = set()
         self._peers: dict[str, str] = {}  # kernel id -> the endpoint connected to
+        self._wanted_of_us = 0  # topics other kernels subscribed to here
 
     # -- binding -------------------------------------------------------------------
     def _relay_bind(self) -> None:
@@ -184,10 +185,12 @@ class EventRelay:
         self._relay_subscriptions()
 
     def _relay_subscriptions(self) -> None:
-        """The XPUB hands subscriptions to the application: take them (unused)."""
+        """The XPUB hands the application each new topic a peer wants (and each one no
+        peer wants any more): count them (`status`)."""
         pub = self._pub
         while pub is not None and not pub.closed and sk.waiting(pub):
-            pub.recv(zmq.NOBLOCK)
+            change = pub.recv(zmq.NOBLOCK)
+            self._wanted_of_us += 1 if change[:1] == b"\x01" else -1
 
     def _relay_sync(self) -> None:
         """Subscribe to the refs clients here wait for, and to no other."""
@@ -231,7 +234,8 @@ class EventRelay:
 
     def _relay_status(self) -> dict[str, Any]:
         return {"publishes": list(self.lease_spec.events) if self.lease_spec else [],
-                "hears": dict(self._peers), "topics": len(self._subscribed)}
+                "hears": dict(self._peers), "topics": len(self._subscribed),
+                "topics_wanted_of_us": self._wanted_of_us}
 
 
 def _endpoint_for(row: dict[str, Any]) -> str | None:

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from kernel import answers
 from kernel import mailbox as mb
+from kernel.actions import Address
 from kernel.errors import RetriesExhausted, StepFailed, UnknownSelector
 from kernel.image import Image
 from kernel.mailbox import Envelope
@@ -165,3 +167,21 @@ def test_unknown_selector_error_is_typed(image: Image) -> None:
     with pytest.raises(UnknownSelector) as info:
         resolve_handler(Recorder(), "a", "nope")
     assert (info.value.actor, info.value.selector) == ("a", "nope")
+
+
+def test_a_send_forwarded_through_a_mailbox_keeps_its_answer_in_the_log(image: Image) -> None:
+    """A client's send another kernel posted for this actor's holder: its answer (or
+    its failure) is kept with the step, where that kernel reads it if the relay
+    did not bring it (`kernel.routing_relay`); a mission's message keeps none."""
+    _setup(image, "a", "b")
+    client = Address(0, b"\x00c", "KEY", 1).encode()
+    sent = Envelope("a", "forward", ("b", 1), reply_to=client, origin="k2")
+    failing = Envelope("a", "explode", ("x",), reply_to=client, origin="k2")
+    of_mission = Envelope("a", "forward", ("b", 2), reply_to=client, mission="m1")
+    for env in (sent, failing, of_mission):
+        _run(image, "a", _post(image, env))
+    found = dict(answers.recorded(image.db))
+    assert set(found) == {sent.id, failing.id}
+    assert found[sent.id].ok and found[sent.id].value == "sent"
+    assert found[sent.id].owner == "KEY"
+    assert not found[failing.id].ok and found[failing.id].error_type == "RuntimeError"

@@ -363,7 +363,7 @@ class Router(QueryRouting, ExternalRouting, LeaseRouting, RelayRouting):
         reply = self.reply_address(env)
         if reply is not None and ref in self.watchers:
             targets.add(reply)
-        return [*self._relay(ref, record), *(self._out(address, record) for address in targets)]
+        return [*self._relay(ref, record, env), *(self._out(a, record) for a in targets)]
 
     def _finish(self, ref: str, record: wire.Record, env: Envelope | None) -> list[Action]:
         if ref in self.recent:  # answered already (e.g. cancelled, then the step ended)
@@ -383,7 +383,7 @@ class Router(QueryRouting, ExternalRouting, LeaseRouting, RelayRouting):
         reply = self.reply_address(env)
         if reply is not None:
             targets.add(reply)
-        return [*self._relay(ref, record), *(self._out(address, record) for address in targets)]
+        return [*self._relay(ref, record, env), *(self._out(a, record) for a in targets)]
 
     def _error(self, address: Address, code: wire.ErrorCode, text: str, ref: str | None,
                details: dict[str, Any] | None = None) -> SendAction:

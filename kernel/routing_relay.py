@@ -73,9 +73,10 @@ class RelayRouting:
         self.forwarded: dict[str, float] = {}  # send id -> when it went to its holder
 
     # -- this kernel's steps, published -------------------------------------------------
-    def _relay(self, ref: str, record: wire.Record) -> list[Action]:
-        """What this kernel's step told about `ref`, for the other kernels' clients."""
-        if self.kernel_id is None:
+    def _relay(self, ref: str, record: wire.Record, env: Envelope) -> list[Action]:
+        """What this kernel's step told about `ref`, for the other kernels' clients
+        (none can wait for a message no client sent, outside any mission)."""
+        if self.kernel_id is None or (env.reply_to is None and env.mission is None):
             return []
         if isinstance(record, wire.Error) and record.code in RETRYABLE_CODES:
             return []  # not an end: the work goes on

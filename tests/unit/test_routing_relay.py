@@ -118,13 +118,18 @@ def test_only_refs_waited_for_here_are_told_and_retryable_errors_end_nothing() -
     assert isinstance(end, wire.Error) and end.code == wire.ErrorCode.STEP_FAILED
 
 
-def test_a_sole_kernel_publishes_nothing() -> None:
+def test_a_sole_kernel_and_a_step_nobody_can_wait_for_publish_nothing() -> None:
     clock = Clock()
     sole = core(None, set(), clock)
     env = Envelope(actor="missions", selector="go", mission="m1", reply_to=CLIENT.encode())
     sole.startup((), [("missions", "k1", env)])
     done = StepResult("missions", "k1", env, ok=True, events=(("state", {"state": "X"}),))
     assert carried(sole.step_done(env, done, None)) == [] and sole.wanted_topics() == set()
+    shared = core("b", {"relay"}, clock)  # a message no client sent, in no mission
+    chained = Envelope(actor="relay", selector="relay", args=(1,))
+    shared.redeliver([("relay", "k2", chained)])
+    done = StepResult("relay", "k2", chained, ok=True, value=None)
+    assert carried(shared.step_done(chained, done, None)) == []
 
 
 def send_at_a(a: Router) -> tuple[wire.Send, Envelope, list[Action]]:

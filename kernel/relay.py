@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,7 +99,8 @@ class EventRelay:
         published, key = [], ""
         ipc = [e for e in self.endpoints if e.startswith("ipc://")]
         if ipc:
-            path = Path(ipc[0][len("ipc://"):]).parent / EVENTS_SOCKET
+            # absolute: the other kernels read it in the image, from their own cwd
+            path = Path(os.path.abspath(ipc[0][len("ipc://"):])).parent / EVENTS_SOCKET
             self._ipc_paths.append(sk.bind_ipc(pub, f"ipc://{path}"))
             published.append(f"ipc://{path}")
         tcp = [e for e in self.endpoints if e.startswith("tcp://")]

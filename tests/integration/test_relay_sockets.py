@@ -19,6 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import zmq
 
 from kernel import auth, wire
@@ -134,11 +135,14 @@ def test_over_tcp_only_the_kernels_allowed_hear_and_in_order(tmp_path: Path) -> 
     asyncio.run(run())
 
 
-def test_a_subscriber_that_never_reads_never_blocks_the_publisher(tmp_path: Path) -> None:
+def test_a_subscriber_that_never_reads_never_blocks_the_publisher(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # `--image a`: a relative socket path
+
     async def run() -> None:
-        a = RelayHost(tmp_path / "a", "a", [f"ipc://{tmp_path}/a/kernel.sock"])
+        a = RelayHost(tmp_path / "a", "a", ["ipc://a/kernel.sock"])
         try:
-            [endpoint] = a.lease_spec.events
+            [endpoint] = a.lease_spec.events  # absolute: other kernels have their own cwd
             assert endpoint == f"ipc://{tmp_path}/a/events.sock"
             hung = a._ctx.socket(zmq.SUB)  # connected, subscribed, never read
             hung.setsockopt(zmq.LINGER, 0)

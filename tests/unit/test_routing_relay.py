@@ -193,3 +193,21 @@ def test_a_forwarded_send_refused_at_the_door_is_answered_typed() -> None:
     assert isinstance(error, wire.Error) and error.code != wire.ErrorCode.UNAVAILABLE
     clock.now += 10 * RELAY_GRACE_S
     assert a.forwarded_due() == []
+
+
+def test_a_watch_at_a_third_kernel_hears_the_events_live_too() -> None:
+    clock = Clock()
+    a, b, c = (core("a", set(), clock), core("b", {"missions"}, clock),
+               core("c", set(), clock))
+    mission, env = mission_at_a(a)
+    watch = wire.Watch(ref=mission.id)
+    [probe] = c.on_message(CLIENT, watch, 0.0)
+    assert isinstance(probe, Probe) and probe.start is None
+    [accepted, where] = told(c.probed(probe, {"state": "DECOMPOSING", "final": None}))
+    assert isinstance(accepted, wire.Accepted) and isinstance(where, wire.Event)
+    assert c.wanted_topics() == {mission.id}
+    b.redeliver([("missions", "k1", env)])
+    published = b.live_event(env, "chunk", {"text": "Par"})
+    for hearer in (a, c):
+        [heard] = relay(published, hearer)
+        assert isinstance(heard, wire.Event) and heard.data == {"text": "Par"}

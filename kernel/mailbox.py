@@ -103,6 +103,11 @@ class Mailbox(Persistent):
         """Pending keys, oldest first."""
         return list(self.pending.keys())
 
+    def key_of(self, message_id: str) -> str | None:
+        """The key of the pending message `message_id`, if it waits here."""
+        suffix = f".{message_id}"
+        return next((key for key in self.pending.keys() if key.endswith(suffix)), None)
+
     def __len__(self) -> int:
         return int(self.size())
 

@@ -17,7 +17,7 @@ from kernel.errors import NameReserved, UnknownSelector
 from kernel.image import Image
 from kernel.mailbox import Envelope
 from kernel.peers import ExternalActorRecord
-from kernel.steps import StepRunner
+from kernel.steps import StepRunner, is_client_send
 
 
 class Worker:
@@ -57,6 +57,12 @@ class Worker:
             else:
                 resolve_handler(actor, envelope.actor, envelope.selector)
 
+        if is_client_send(envelope):  # a resend of a send still pending (another kernel's
+            with self._reading() as root:  # client, or before a restart): the same message
+                box = root["mailboxes"].get(envelope.actor)
+                key = box.key_of(envelope.id) if box is not None else None
+            if key is not None:
+                return key
         return self.runner.admit(envelope, check=check)
 
     def pending(self) -> tuple[list[str], list[tuple[str, str, Envelope]]]:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 from kernel import mailbox as mb
+from kernel.actions import Address
 from kernel.errors import MessageGone, Overloaded
 from kernel.image import Image
 from kernel.mailbox import Envelope
+from kernel.serving import Worker
+from tests.helpers.actors import Recorder
 
 
 def test_post_take_order_and_survival_across_reopen(image: Image) -> None:
@@ -59,3 +62,21 @@ def test_bury_and_requeue_keep_the_message(image: Image) -> None:
 def test_envelope_state_round_trip() -> None:
     env = Envelope("a", "s", (1, [2]), {"x": None}, reply_to="id", mission="m", attempt=2)
     assert Envelope.from_state(env.to_state()) == env
+
+
+def test_a_resent_client_send_still_pending_is_admitted_once(image: Image) -> None:
+    """A send forwarded to another kernel's actor and resent (to this kernel after a
+    restart, or to another kernel) is the same pending message, not a second one."""
+    with image.transaction() as root:
+        root["actors"]["relay"] = Recorder()
+    worker = Worker(image)
+    sent = Envelope("relay", "note", (1,), reply_to=Address(0, b"c", "", 1).encode(),
+                    origin="a")
+    first = worker.admit(sent)
+    assert worker.admit(sent) == first
+    assert worker.admit(Envelope("relay", "note", (1,), id=sent.id, mission="m")) != first
+    with image.reading() as root:
+        box = root["mailboxes"]["relay"]
+        assert len(box) == 2 and box.key_of(sent.id) == first
+        assert box.key_of("unknown") is None
+    worker.conn.close()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark a video job against the bare pipeline calls it makes, in one run.
 
-    python scripts/bench_video.py --json [--jobs 6] [--size 64] [--steps 8]
+    python scripts/bench_video.py --json [--jobs 6] [--size 64] [--steps 8] [--previews]
 
 What runs (everything tiny and random, built here; nothing is downloaded):
 
@@ -16,11 +16,14 @@ What runs (everything tiny and random, built here; nothing is downloaded):
 4. The anchor, next to each job and with the job's settings and seed: the
    bare calls the actor makes, in this process: `SectionPipeline.load`,
    `condition`, every `section` in the same order with the same context,
-   `decode`, `write_mp4`, `unload`. The pairs alternate their order (job
-   first, then bare first) so a drift in the machine's load cancels out.
-   Jobs run without previews (the bare calls make none); the previews' own
-   cost is timed apart, on the bare run's sections (`preview_s_per_section`
-   against `section_s`, the job's own time per section).
+   `decode`, `write_mp4`, `unload` (the job's last step unloads before the
+   job's `finished`, so the anchor's time includes it too). The pairs
+   alternate their order (job first, then bare first) so a drift in the
+   machine's load cancels out. By default jobs run without previews and the
+   previews' own cost is timed apart, on the bare run's sections, outside the
+   anchor (`preview_s_per_section` against `section_s`, the job's own time
+   per section); with `--previews` the jobs make them and so does the anchor
+   (`pipe.preview` after each section, as the actor does).
 
 Figures (ratios against anchors measured in the same run):
 
@@ -84,8 +87,10 @@ ONE_TOKEN = llm.GenerationRequest(messages=(llm.ChatMessage("user", "a fox"),),
 
 
 def bare_job(folder: Path, settings: JobSettings, device: str, out: Path) -> dict[str, float]:
-    """The pipeline calls a job makes, timed; the actor's logic left out."""
+    """The pipeline calls a job makes, timed; the actor's logic left out. With the
+    job's `previews`, a preview of each section too (as the actor makes them)."""
     started = time.perf_counter()
+    preview_s = 0.0
     pipe = SectionPipeline.load(folder, device)
     loaded = time.perf_counter()
     grey = PILImage.new("RGB", (settings.width, settings.height), (128, 128, 128))
@@ -105,15 +110,22 @@ def bare_job(folder: Path, settings: JobSettings, device: str, out: Path) -> dic
             cond, left=done.get(ctx.left), left_gap=ctx.left_gap, right=right,
             right_gap=ctx.right_gap, guidance=s.guidance, steps=settings.steps,
             window=settings.window, seed=settings.seed + s.index)
+        if settings.previews:
+            previewed = time.perf_counter()
+            pipe.preview(done[s.index])
+            preview_s += time.perf_counter() - previewed
     frames = pipe.decode(cond.image_latents, [done[i] for i in range(settings.sections)])
     write_mp4(frames, settings.fps, out)
-    bare_s = time.perf_counter() - started
-    previewed = time.perf_counter()  # not part of the anchor: the jobs make none
-    for latents in done.values():
-        pipe.preview(latents)
-    preview_s = (time.perf_counter() - previewed) / len(done)
-    pipe.unload()
-    return {"bare_s": bare_s, "pipeline_load_s": loaded - started, "preview_s": preview_s}
+    if not settings.previews:  # timed apart, outside the anchor (the job makes none)
+        previewed = time.perf_counter()
+        for latents in done.values():
+            pipe.preview(latents)
+        preview_s = time.perf_counter() - previewed
+    pipe.unload()  # the job's last step unloads before it ends: so does its anchor
+    outside = 0.0 if settings.previews else preview_s
+    bare_s = time.perf_counter() - started - outside
+    return {"bare_s": bare_s, "pipeline_load_s": loaded - started,
+            "preview_s": preview_s / len(done)}
 
 
 def run_job(client: Client, options: dict[str, Any]) -> dict[str, Any]:
@@ -140,11 +152,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--device", default=os.environ.get("BATOS_VIDEO_DEVICE", "cpu"))
+    parser.add_argument("--previews", action="store_true",
+                        help="jobs make previews, and so does their anchor")
     args = parser.parse_args()
     torch.set_num_threads(1)
     options = {"fps": 8, "width": args.size, "height": args.size, "steps": args.steps,
                "window": 2, "seconds": args.seconds, "refine": False, "device": args.device,
-               "previews": False}
+               "previews": args.previews}
     with tempfile.TemporaryDirectory(prefix="bench-video-") as tmp, \
             contextlib.redirect_stdout(sys.stderr):  # the helpers' seeds: stdout is the JSON
         result = bench(Path(tmp), options, args)

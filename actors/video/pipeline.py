@@ -106,6 +106,7 @@ class SectionPipeline:
         self.pipe = pipe
         self.device = device
         self.offloaded = offloaded
+        self._execution_device: torch.device | None = None
         pipe.set_progress_bar_config(disable=True)
 
     @classmethod
@@ -136,7 +137,11 @@ class SectionPipeline:
 
     @property
     def execution_device(self) -> torch.device:
-        return torch.device(self.pipe._execution_device)
+        """Where the models run (fixed once placed; diffusers walks every module and
+        hook to say it, so it is asked once)."""
+        if self._execution_device is None:
+            self._execution_device = torch.device(self.pipe._execution_device)
+        return self._execution_device
 
     # -- once per job -------------------------------------------------------------
     @torch.inference_mode()
@@ -249,7 +254,11 @@ class SectionPipeline:
         for module in _modules(self.pipe):
             module.to("meta")
         self.pipe = None
-        release_memory(self.device)
+        if self.device.startswith("cuda"):
+            release_memory(self.device)
+        # On the CPU the weights went with `to("meta")` (nothing cyclic holds them: a
+        # test checks it), so no full collection: it walks the whole heap (0.2-1 s in a
+        # served kernel) for nothing. On CUDA the LLM needs the cache handed back.
 
 
 def release_memory(device: str) -> None:

@@ -169,6 +169,16 @@ class StepFailed(KernelError):
         self.error_type = error_type
 
 
+class QueryWrote(KernelError):
+    """A `@query` handler posted, emitted or changed something (a query only reads);
+    what it changed was aborted."""
+
+    def __init__(self, actor: str, selector: str) -> None:
+        super().__init__(f"query {actor}.{selector} tried to write; a query only reads")
+        self.actor = actor
+        self.selector = selector
+
+
 class RetriesExhausted(StepFailed):
     """A step kept hitting write conflicts and ran out of attempts."""
 

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from kernel import live, logs, process_figures
+from kernel import live, logs, process_figures, queries
 from kernel.actions import (
     Action,
     Address,
@@ -34,6 +34,7 @@ from kernel.actions import (
 from kernel.durability import SyncGroup
 from kernel.errors import KernelError, StepFailed, UnknownActor, UnknownSelector
 from kernel.gates import GATES
+from kernel.handler import QUERY_SELECTORS
 from kernel.mailbox import Envelope
 from kernel.router import Router
 from kernel.scheduler import Scheduler
@@ -75,6 +76,8 @@ class Executor:
                     self._send(action.address, action.record)
                 case RunSend() | RunStep() | Complete() if self.router.stopping:
                     pass  # no new step: the message stays in its mailbox for the next start
+                case RunSend(env=env) if env.selector in QUERY_SELECTORS:
+                    self._submit_query(env)
                 case RunSend(env=env):
                     self.scheduler.submit(env.actor, self._job_direct(env), self._on_step(env))
                 case RunStep(actor=actor, key=key, env=env):
@@ -125,6 +128,20 @@ class Executor:
 
     def _job_direct(self, env: Envelope) -> Any:
         return lambda: self._worker().runner.run_message(env, remember=True)
+
+    def _submit_query(self, env: Envelope) -> None:
+        """A selector some actor answers as a `@query`: read-only, on a queue beside the
+        actor's steps (`kernel.queries`); run as a step where this actor's is not one."""
+        step_done = self._on_step(env)
+
+        def done(result: StepResult | None, error: BaseException | None) -> None:
+            if result is None and error is None:  # not a query on this actor
+                self.scheduler.submit(env.actor, self._job_direct(env), step_done)
+            else:
+                step_done(result, error)
+
+        self.scheduler.submit(queries.queue_of(env.actor),
+                              lambda: queries.answer(self._worker().conn, env), done)
 
     def _job_step(self, actor: str, key: str) -> Any:
         return lambda: self._worker().runner.run(actor, key)

@@ -45,6 +45,7 @@ from actors.video.errors import BadVideoRequest, UnknownJob
 from actors.video.job import JobSettings, VideoJob
 from actors.video.lease import LEASE
 from kernel.blobs import committed_path, consume_into, scratch_dir
+from kernel.handler import query
 from kernel.steps import StepContext, handler
 
 if TYPE_CHECKING:  # torch and diffusers load with the first job, not at genesis
@@ -100,16 +101,16 @@ class VideoActor(Persistent):
             self.queue.append(job_id)
         return job.summary()
 
-    @handler
+    @query
     def status(self, step: StepContext, job_id: str) -> dict[str, Any] | None:
         job: VideoJob | None = self.jobs.get(job_id)
         return None if job is None else {**job.summary(), "events": _with_previews(job)}
 
-    @handler
+    @query
     def ls(self, step: StepContext) -> list[dict[str, Any]]:
         return [job.summary() for job in self.jobs.values()]
 
-    @handler
+    @query
     def get(self, step: StepContext, job_id: str) -> dict[str, Any]:
         """Where the job's MP4 is (a committed blob file on this machine)."""
         job = self._job(job_id)

@@ -77,8 +77,8 @@ def video(
     options = {**_configured(image), **{k: v for k, v in flags.items() if v is not None}}
     with _client(image, endpoint, key, server_key, CONNECT_S) as probe:
         probe.ping()  # no kernel: a clear error now, not after the long wait below
-    # A status query is a step of the video actor: it waits for the section in
-    # progress, which takes minutes with real weights.
+    # `status`, `ls` and `get` are read-only queries (answered at once, also while a
+    # section runs); `start` is a step, which may wait behind the actor's current one.
     with _client(image, endpoint, key, server_key, WAIT_S) as client:
         if head == "ls" and not rest:
             _print_jobs(client.send("video", "ls"), as_json)

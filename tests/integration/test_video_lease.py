@@ -6,7 +6,9 @@ readings are CUDA's `mem_get_info` and the eviction must free the weights).
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +51,23 @@ def test_the_lease_evicts_the_llm_and_it_reloads_on_the_next_pass(engine: Engine
     assert engine.model is not None
     assert llm.generator() is engine
     assert after == before  # the same weights came back
+
+
+def test_the_eviction_frees_the_weights_without_a_garbage_collection(engine: Engine) -> None:
+    """On the CPU the eviction makes no full collection: reference counting alone
+    must free every parameter of the model, also after a pass ran."""
+    engine.generate(REQUEST)
+    assert engine.model is not None
+    params = [weakref.ref(p) for p in engine.model.parameters()]
+    lease = VramLease()
+    gc.disable()
+    try:
+        lease.acquire("job-1", DEVICE)
+        alive = sum(ref() is not None for ref in params)
+    finally:
+        gc.enable()
+        lease.release("job-1")
+    assert params and alive == 0
 
 
 def test_a_pass_during_the_lease_waits_for_its_release(engine: Engine) -> None:

@@ -5,7 +5,9 @@ Runs on the CPU, or on the device named by TEST_VIDEO_DEVICE.
 
 from __future__ import annotations
 
+import gc
 import random
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +108,24 @@ def test_an_unsupported_pipeline_is_refused() -> None:
     with pytest.raises(UnsupportedPipeline) as caught:
         SectionPipeline(OtherPipeline(), "cpu")
     assert caught.value.class_name == "OtherPipeline"
+
+
+def test_unload_frees_the_weights_without_a_garbage_collection(seed: int) -> None:
+    """`unload` skips the full collection on the CPU: reference counting alone must
+    free every parameter, also after a section ran (a cycle would keep them)."""
+    pipeline = SectionPipeline.place(build_tiny_video_pipeline(), DEVICE)
+    image = Image.new("RGB", (SIZE, SIZE), (10, 200, 30))
+    cond = pipeline.condition("a fox", image, SIZE, SIZE, seed, template=PROMPT_TEMPLATE)
+    pipeline.section(cond, left=None, left_gap=0, right=None, right_gap=0, guidance=7.0,
+                     steps=1, window=WINDOW, seed=seed)
+    params = [weakref.ref(p) for m in pipeline.pipe.components.values()
+              if isinstance(m, torch.nn.Module) for p in m.parameters()]
+    assert params
+    gc.disable()
+    try:
+        pipeline.unload()
+        alive = sum(ref() is not None for ref in params)
+    finally:
+        gc.enable()
+    assert alive == 0
+    assert pipeline.pipe is None

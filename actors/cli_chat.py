@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -73,9 +72,7 @@ class ChatSession:
 
         options = {**self.options,
                    conversation.OPTION: self.turns[-conversation.MAX_TURNS:]}
-        # a random id, not the process's prefix + counter: the missions of one chat
-        # then differ in their first characters, so short ids name them
-        record = wire.Mission(id=secrets.token_hex(16), text=text, options=options)
+        record = wire.Mission(text=text, options=options)
         self.last_mission = record.id
         printer = AnswerPrinter(console)
         try:

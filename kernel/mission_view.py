@@ -36,6 +36,7 @@ from rich.text import Text
 from kernel import wire
 
 WAITING = "waiting for the first token"
+UNCITED = "retrieved, not cited:"
 LIVE_PASS_CHARS = 400  # a finished pass's text in the live panel (all of it in --json)
 LIVE_CURRENT_CHARS = 1500
 FIXED_LINES = 14  # the head, pass lines, panel borders, answer: kept free of pass texts
@@ -300,10 +301,17 @@ def _one_line(text: Any, limit: int = 120) -> str:
 
 
 def source_lines(result: dict[str, Any]) -> list[str]:
-    """"[n] path (chars a-b, score s)" for each source a mission's answer may cite."""
-    return [f"[{s.get('n')}] {s.get('path')} (chars {s.get('start')}-{s.get('end')}, "
-            f"score {float(s.get('score') or 0):.4f})"
-            for s in result.get("sources") or () if isinstance(s, dict)]
+    """The sources a mission retrieved that its answer does not cite, under a heading:
+    "[n] path (chars a-b, score s)" each.
+
+    The cited ones are named by the answer's own "Sources:" footer (the
+    result's `citations` say which), so each source shows once."""
+    cited = {c.get("n") for c in result.get("citations") or () if isinstance(c, dict)}
+    lines = [f"[{s.get('n')}] {s.get('path')} (chars {s.get('start')}-{s.get('end')}, "
+             f"score {float(s.get('score') or 0):.4f})"
+             for s in result.get("sources") or ()
+             if isinstance(s, dict) and s.get("n") not in cited]
+    return [UNCITED, *lines] if lines else []
 
 
 def _pass_detail(p: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from kernel import wire
-from kernel.mission_view import WAITING, MissionView, live_rate, render
+from kernel.mission_view import UNCITED, WAITING, MissionView, live_rate, render
 
 MISSION = "a" * 32
 
@@ -94,3 +94,27 @@ def test_a_view_seeded_mid_pass_counts_on_from_the_running_pass() -> None:
 ])
 def test_live_rate(tokens: int, seconds: float, shown: str | None) -> None:
     assert live_rate(tokens, seconds) == shown
+
+
+SOURCES = [{"n": n, "path": f"/notes/{name}.md", "start": 0, "end": 40, "score": 0.03}
+           for n, name in ((1, "rocket"), (2, "garden"))]
+FOOTED = "Rockets burn fuel [1].\n\nSources:\n[1] /notes/rocket.md, chars 0-40 (score 0.0300)"
+
+
+@pytest.mark.parametrize(("answer", "citations", "listed"), [
+    (FOOTED, [{"n": 1, "start": 0, "end": 21}], ["/notes/garden.md"]),
+    ("Rockets burn fuel.", [], ["/notes/rocket.md", "/notes/garden.md"]),
+    (FOOTED + "\n[2] /notes/garden.md, chars 0-40 (score 0.0300)", [{"n": 1}, {"n": 2}], []),
+])
+def test_each_source_shows_once(answer: str, citations: list[dict[str, object]],
+                                listed: list[str]) -> None:
+    view = MissionView(MISSION)
+    view.apply(wire.Result(ref=MISSION, value={
+        "answer": answer, "confidence": 0.9, "sources": SOURCES, "citations": citations}))
+    text = shown(view)
+    for source in SOURCES:
+        assert text.count(str(source["path"])) == 1, source
+    assert (UNCITED in text) == bool(listed)
+    if listed:
+        assert [p for p in (str(s["path"]) for s in SOURCES)
+                if p in text.split(UNCITED, 1)[1]] == listed

@@ -31,14 +31,8 @@ from rich.table import Table
 
 from actors import conversation
 from actors.chat_stream import AnswerPrinter
-from kernel.cli import (
-    EndpointOpt,
-    ImageOpt,
-    KeyOpt,
-    ServerKeyOpt,
-    TimeoutOpt,
-    console,
-)
+from kernel.cli import console
+from kernel.cli_options import EndpointOpt, ImageOpt, KeyOpt, ServerKeyOpt, TimeoutOpt
 from kernel.image import DEFAULT_IMAGE
 
 HISTORY_FILE = "chat_history"

@@ -24,15 +24,8 @@ from rich.text import Text
 
 from actors.cli_missions import age, short_ids
 from actors.engine_stats import LIVE_PASSES
-from kernel.cli import (
-    EndpointOpt,
-    ImageOpt,
-    JsonOpt,
-    KeyOpt,
-    ServerKeyOpt,
-    TimeoutOpt,
-    console,
-)
+from kernel.cli import console
+from kernel.cli_options import EndpointOpt, ImageOpt, JsonOpt, KeyOpt, ServerKeyOpt, TimeoutOpt
 from kernel.image import DEFAULT_IMAGE
 
 BACKEND = "engine.backend."

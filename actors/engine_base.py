@@ -138,9 +138,11 @@ class _TextPieces(BaseStreamer):
     def end(self) -> None:
         """Nothing: the engine calls `finish` with the final, stop-trimmed text."""
 
-    def finish(self, final_text: str, tokens: int) -> None:
-        """Send the rest of `final_text`, with the rest of the generation's `tokens`."""
-        self._counted = max(0, tokens - self._tokens_sent)
+    def finish(self, final_text: str, tokens: int | None = None) -> None:
+        """Send the rest of `final_text`, with the rest of the generation's `tokens`
+        (None: the tokens `put` since the last piece)."""
+        if tokens is not None:
+            self._counted = max(0, tokens - self._tokens_sent)
         rest = ""
         if final_text.startswith(self._sent):
             rest = final_text[len(self._sent):]

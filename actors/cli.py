@@ -29,16 +29,8 @@ from actors.code.cli import methods_app
 from actors.dashboard.cli import dashboard
 from actors.knowledge.cli import app as knowledge_app
 from actors.video import cli as video_cli
-from kernel.cli import (
-    EndpointOpt,
-    ImageOpt,
-    JsonOpt,
-    KeyOpt,
-    ServerKeyOpt,
-    TimeoutOpt,
-    console,
-    err_console,
-)
+from kernel.cli import console, err_console
+from kernel.cli_options import EndpointOpt, ImageOpt, JsonOpt, KeyOpt, ServerKeyOpt, TimeoutOpt
 from kernel.image import DEFAULT_IMAGE
 
 INGEST_TIMEOUT_S = 600.0  # hashing and storing a few adapters; generous on a slow disk

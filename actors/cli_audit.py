@@ -22,16 +22,8 @@ from rich.table import Table
 from rich.text import Text
 
 from actors import audit_view
-from kernel.cli import (
-    EndpointOpt,
-    ImageOpt,
-    JsonOpt,
-    KeyOpt,
-    ServerKeyOpt,
-    TimeoutOpt,
-    console,
-    err_console,
-)
+from kernel.cli import console, err_console
+from kernel.cli_options import EndpointOpt, ImageOpt, JsonOpt, KeyOpt, ServerKeyOpt, TimeoutOpt
 from kernel.image import DEFAULT_IMAGE
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,14 +31,8 @@ from rich.table import Table
 
 from actors import conversation
 from actors.chat_stream import AnswerPrinter
-from kernel.cli import (
-    EndpointOpt,
-    ImageOpt,
-    KeyOpt,
-    ServerKeyOpt,
-    TimeoutOpt,
-    console,
-)
+from kernel.cli import console
+from kernel.cli_options import EndpointOpt, ImageOpt, KeyOpt, ServerKeyOpt, TimeoutOpt
 from kernel.image import DEFAULT_IMAGE
 
 HISTORY_FILE = "chat_history"
@@ -73,9 +66,7 @@ class ChatSession:
 
         options = {**self.options,
                    conversation.OPTION: self.turns[-conversation.MAX_TURNS:]}
-        # a random id, not the process's prefix + counter: the missions of one chat
-        # then differ in their first characters, so short ids name them
-        record = wire.Mission(id=secrets.token_hex(16), text=text, options=options)
+        record = wire.Mission(text=text, options=options)
         self.last_mission = record.id
         printer = AnswerPrinter(console)
         try:

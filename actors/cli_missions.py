@@ -19,15 +19,8 @@ from rich import box
 from rich.table import Table
 
 from actors import mission_list
-from kernel.cli import (
-    EndpointOpt,
-    ImageOpt,
-    JsonOpt,
-    KeyOpt,
-    ServerKeyOpt,
-    TimeoutOpt,
-    console,
-)
+from kernel.cli import console
+from kernel.cli_options import EndpointOpt, ImageOpt, JsonOpt, KeyOpt, ServerKeyOpt, TimeoutOpt
 from kernel.image import DEFAULT_IMAGE
 
 SHORT_ID = 8

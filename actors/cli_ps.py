@@ -7,7 +7,7 @@ this kernel holds, the engine's gauges: `actors/engine_stats.py`, and the
 passes generating now with their tokens/s: `status`'s live figures, from the
 llama.cpp engine) and one `missions.list("running")`: the in-flight missions
 with their state, and for each one generating now its pass, the adapter that
-pass wears and how long it has run (`actors.live_passes`).
+pass wears, how long it has run and its tokens/s so far (`actors.live_passes`).
 """
 
 from __future__ import annotations
@@ -24,15 +24,8 @@ from rich.text import Text
 
 from actors.cli_missions import age, short_ids
 from actors.engine_stats import LIVE_PASSES
-from kernel.cli import (
-    EndpointOpt,
-    ImageOpt,
-    JsonOpt,
-    KeyOpt,
-    ServerKeyOpt,
-    TimeoutOpt,
-    console,
-)
+from kernel.cli import console
+from kernel.cli_options import EndpointOpt, ImageOpt, JsonOpt, KeyOpt, ServerKeyOpt, TimeoutOpt
 from kernel.image import DEFAULT_IMAGE
 
 BACKEND = "engine.backend."
@@ -146,12 +139,19 @@ def memory_line(memory: dict[str, Any]) -> str:
 
 
 def _running_pass(entry: Any, now: float) -> tuple[str, str]:
-    """("draft 12s", "drafter") for a pass generating now; ("-", "-") otherwise."""
+    """("draft 12s 9.5 tok/s", "drafter") for a pass generating now; ("-", "-") otherwise.
+
+    The rate is the pass's tokens so far over its time so far (as a finished
+    pass's tokens/s is), shown once its first tokens came."""
     if not isinstance(entry, dict):
         return "-", "-"
     name = str(entry.get("pass"))
     round_ = int(entry.get("round") or 0)
-    label = f"{name}{f' r{round_}' if round_ else ''} {age(now - float(entry['started']))}"
+    seconds = now - float(entry["started"])
+    label = f"{name}{f' r{round_}' if round_ else ''} {age(seconds)}"
+    tokens = int(entry.get("tokens") or 0)
+    if tokens and seconds > 0:
+        label += f" {tokens / seconds:.1f} tok/s"
     adapter = entry.get("adapter")
     if adapter is None:  # not worn yet (no text so far), or the bare model
         wanted = entry.get("wanted")

@@ -203,7 +203,7 @@ class Engine(EngineBase):
         new_ids = out.sequences[0, prompt_tokens:]
         text = _cut_at_stop(self.tokenizer.decode(new_ids, **DECODE), request.stop)
         if pieces is not None:
-            pieces.finish(text)
+            pieces.finish(text, len(new_ids))
         seconds = time.perf_counter() - started
         return llm.Generation(
             text=text, tokens=len(new_ids), mean_logprob=_mean_logprob(out.logits, new_ids),

@@ -103,6 +103,13 @@ class _TextPieces(BaseStreamer):
     first stop string on, and the last (longest stop - 1) characters, which
     might begin one, wait. A trailing U+FFFD (a character whose bytes are
     still arriving) waits too. `finish` sends the rest of the final text.
+
+    Each piece is an `llm.TextPiece` carrying the tokens generated since the
+    previous piece; `finish` is told the generation's token count and gives
+    the last piece whatever was not counted yet (the end-of-generation token,
+    which the llama.cpp engine does not `put`), so the pieces' tokens add up
+    to the generation's. When the text was all sent already and tokens remain,
+    that last piece is empty.
     """
 
     def __init__(self, tokenizer: Any, stop: Sequence[str], on_text: llm.OnText) -> None:
@@ -113,12 +120,16 @@ class _TextPieces(BaseStreamer):
         self._ids: list[int] = []
         self._prompt_seen = False
         self._sent = ""
+        self._counted = 0  # tokens put since the last piece
+        self._tokens_sent = 0  # tokens carried by the pieces sent so far
 
     def put(self, value: torch.Tensor) -> None:
         if not self._prompt_seen:  # generate() first puts the prompt itself
             self._prompt_seen = True
             return
-        self._ids.extend(int(token) for token in value.reshape(-1).tolist())
+        new = [int(token) for token in value.reshape(-1).tolist()]
+        self._ids.extend(new)
+        self._counted += len(new)
         text = self._tokenizer.decode(self._ids, **DECODE)
         end = self._piece_end(text)
         if end > len(self._sent) and text.startswith(self._sent):
@@ -127,11 +138,18 @@ class _TextPieces(BaseStreamer):
     def end(self) -> None:
         """Nothing: the engine calls `finish` with the final, stop-trimmed text."""
 
-    def finish(self, final_text: str) -> None:
-        if final_text.startswith(self._sent) and len(final_text) > len(self._sent):
-            self._send(final_text[len(self._sent):])
-        elif not final_text.startswith(self._sent):
+    def finish(self, final_text: str, tokens: int | None = None) -> None:
+        """Send the rest of `final_text`, with the rest of the generation's `tokens`
+        (None: the tokens `put` since the last piece)."""
+        if tokens is not None:
+            self._counted = max(0, tokens - self._tokens_sent)
+        rest = ""
+        if final_text.startswith(self._sent):
+            rest = final_text[len(self._sent):]
+        else:
             log.warning("streamed text diverged from the final text; rest not streamed")
+        if rest or self._counted:
+            self._send(rest)
 
     def _piece_end(self, text: str) -> int:
         safe = len(_cut_at_stop(text, self._stop))
@@ -146,4 +164,6 @@ class _TextPieces(BaseStreamer):
 
     def _send(self, piece: str) -> None:
         self._sent += piece
-        self._on_text(piece)
+        tokens, self._tokens_sent = self._counted, self._tokens_sent + self._counted
+        self._counted = 0
+        self._on_text(llm.TextPiece(piece, tokens))

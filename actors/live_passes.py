@@ -8,7 +8,9 @@ is what the mission entry's `list` adds to the rows of running missions
 it asked for (`wanted`), the adapter actually worn (`adapter`: read from the
 process's steward when the first piece of text arrives, since the engine
 wears the adapter just before it generates; None until then or on the bare
-model), when it started and the pieces of text it has streamed.
+model), when it started, the pieces of text it has streamed and the tokens
+they took (`llm.TextPiece.tokens`; a generator that does not count them adds
+none), from which `batos ps` shows the pass's tokens/s.
 
 Nothing here is persistent: a restart begins with no passes running.
 """
@@ -30,7 +32,8 @@ def running(mission: str, name: str, round_: int, wanted: str | None) -> Iterato
     """Mark `mission`'s pass `name` as generating for the duration of the block."""
     with _lock:
         _running[mission] = {"pass": name, "round": round_, "wanted": wanted,
-                             "adapter": None, "started": time.time(), "pieces": 0}
+                             "adapter": None, "started": time.time(), "pieces": 0,
+                             "tokens": 0}
     try:
         yield
     finally:
@@ -38,13 +41,15 @@ def running(mission: str, name: str, round_: int, wanted: str | None) -> Iterato
             _running.pop(mission, None)
 
 
-def streamed(mission: str) -> None:
-    """One more piece of text; the first one records the adapter now worn."""
+def streamed(mission: str, tokens: int | None = None) -> None:
+    """One more piece of text (of `tokens` tokens); the first one records the adapter
+    now worn."""
     with _lock:
         entry = _running.get(mission)
         if entry is None:
             return
         entry["pieces"] += 1
+        entry["tokens"] += tokens or 0
         if entry["pieces"] == 1:
             entry["adapter"] = worn_now()
 

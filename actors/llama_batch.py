@@ -377,7 +377,7 @@ class BatchDecoder:
         job.reason = reason
         text = _cut_at_stop(self.engine.vocab.decode(job.new), job.request.stop)
         if job.pieces is not None:
-            job.pieces.finish(text)
+            job.pieces.finish(text, len(job.new))
         done = time.perf_counter()
         decode_s = done - job.prefilled
         self._finish(job, result=llm.Generation(

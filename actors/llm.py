@@ -79,7 +79,29 @@ class Continuation:
         return self.logprob / self.tokens if self.tokens else 0.0
 
 
-OnText = Callable[[str], None]
+class TextPiece(str):
+    """A piece of streamed text that knows how many generated tokens it took.
+
+    Engines hand `on_text` these; a consumer that wants only the text uses it
+    as the `str` it is. The tokens of a generation are counted once: the
+    pieces' `tokens` add up to `Generation.tokens`. So the last piece may be
+    empty: it carries the tokens that added no text (the end-of-generation
+    token, a stop string that was cut away)."""
+
+    tokens: int
+
+    def __new__(cls, text: str, tokens: int) -> TextPiece:
+        piece = super().__new__(cls, text)
+        piece.tokens = tokens
+        return piece
+
+
+def piece_tokens(text: str) -> int | None:
+    """The tokens a streamed piece took, or None when its generator did not count them."""
+    return text.tokens if isinstance(text, TextPiece) else None
+
+
+OnText = Callable[[str], None]  # called with `TextPiece`s by the engines
 
 
 class Generator(Protocol):

@@ -110,9 +110,11 @@ class PassActor(Persistent):
         seq = itertools.count()
 
         def on_text(text: str) -> None:
-            live_passes.streamed(mission.id)
+            tokens = llm.piece_tokens(text)
+            live_passes.streamed(mission.id, tokens)
+            counted = {} if tokens is None else {"tokens": tokens}
             step.stream("chunk", **{"pass": name, "round": round_, "seq": next(seq),
-                                    "text": text})
+                                    "text": str(text), **counted})
 
         steward.prefetch_next(step)  # refresh this pass's adapter, prefetch the next one
         started = time.perf_counter()

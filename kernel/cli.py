@@ -17,6 +17,15 @@ from rich.table import Table
 from kernel import cli_console, cli_errors, perms
 from kernel import config as config_mod
 from kernel import zeo as zeo_cli
+from kernel.cli_options import (  # also importable from here, as older modules do
+    EndpointOpt,
+    ImageOpt,
+    JsonOpt,
+    KeyOpt,
+    ServerKeyOpt,
+    SetOpt,
+    TimeoutOpt,
+)
 from kernel.client import KernelUnreachable
 from kernel.image import DEFAULT_IMAGE, Image
 from kernel.image_cli import image_app, print_info
@@ -34,22 +43,6 @@ app.command("zeo")(zeo_cli.zeo)
 
 console = Console()
 err_console = Console(stderr=True)
-
-ImageOpt = Annotated[Path, typer.Option(
-    "--image", envvar="BATOS_IMAGE", help="Image directory (or BATOS_IMAGE).")]
-SetOpt = Annotated[list[str] | None, typer.Option(
-    "--set", help="Override a setting: section.key=value (repeatable).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
-EndpointOpt = Annotated[str | None, typer.Option(
-    "--endpoint", envvar="BATOS_ENDPOINT",
-    help="Kernel endpoint (default: ipc socket of --image).")]
-KeyOpt = Annotated[Path | None, typer.Option(
-    "--key", envvar="BATOS_KEY", help="Your CURVE secret key file (tcp endpoints).")]
-ServerKeyOpt = Annotated[Path | None, typer.Option(
-    "--server-key", help="The kernel's public key file (default: IMAGE/keys/server.key).")]
-TimeoutOpt = Annotated[float, typer.Option(
-    "--timeout", envvar="BATOS_TIMEOUT", help="Seconds to wait for the kernel.")]
-
 
 def overrides_from(assignments: list[str] | None) -> dict[str, Any]:
     """`--set` flags as a dict of dotted keys (values are typed later)."""

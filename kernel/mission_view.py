@@ -15,8 +15,10 @@ current and says its earlier text is not shown; the summary's `running_pass`
 (the pass generating now, if any) names it before its next chunk comes, or
 shows it waiting when it has written nothing yet. Until a pass's first chunk
 the pane says "waiting for the first token"; while it streams, the live rate
-is in pieces per second (the engine streams word-sized pieces, not tokens);
-each finished pass shows its exact tokens and tokens/s from its `end` event.
+is in tokens per second: each chunk carries the tokens it took (`tokens`,
+PROTOCOL.md section 7; a view seeded mid-pass starts from the running pass's
+count), over the pass's time so far. Each finished pass shows its exact
+tokens and tokens/s from its `end` event.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from rich.text import Text
 from kernel import wire
 
 WAITING = "waiting for the first token"
+UNCITED = "retrieved, not cited:"
 LIVE_PASS_CHARS = 400  # a finished pass's text in the live panel (all of it in --json)
 LIVE_CURRENT_CHARS = 1500
 FIXED_LINES = 14  # the head, pass lines, panel borders, answer: kept free of pass texts
@@ -54,7 +57,7 @@ class MissionView:
     error: wire.Error | None = None
     created: float = field(default_factory=time.time)  # the mission's, once seeded
     pass_started: float = field(default_factory=time.monotonic)
-    pieces: int = 0  # chunks of the current pass seen
+    tokens: int = 0  # tokens of the current pass so far (chunks' counts, seeded)
     joined_mid_pass: bool = False
 
     def seed(self, summary: dict[str, Any] | None) -> None:
@@ -71,6 +74,7 @@ class MissionView:
         if isinstance(running, dict) and self.state not in ("COMPLETE", "FAILED"):
             self._begin(str(running.get("pass")), int(running.get("round") or 0),
                         joined=bool(running.get("pieces")))
+            self.tokens = int(running.get("tokens") or 0)
             began = running.get("started")
             if isinstance(began, int | float):  # its own start, on this clock
                 self.pass_started = time.monotonic() - max(0.0, time.time() - float(began))
@@ -112,11 +116,12 @@ class MissionView:
         if name != self.current_pass:  # attached while this pass was writing
             self._begin(name, int(data.get("round", 0)), joined=True)
         self.text += str(data.get("text", ""))
-        self.pieces += 1
+        tokens = data.get("tokens")
+        self.tokens += tokens if isinstance(tokens, int) else 0
 
     def _begin(self, name: str, round_: int, *, joined: bool) -> None:
         self.current_pass, self.round, self.text = name, round_, ""
-        self.pass_started, self.pieces, self.joined_mid_pass = time.monotonic(), 0, joined
+        self.pass_started, self.tokens, self.joined_mid_pass = time.monotonic(), 0, joined
 
     @property
     def finished(self) -> bool:
@@ -189,10 +194,16 @@ def _current_panel(view: MissionView, chars: int) -> Panel:
     if not view.text:
         return Panel(Text(f"{WAITING}… {seconds:.1f}s", style="dim"), title=label,
                      border_style="cyan")
-    rate = view.pieces / seconds if seconds > 0 else 0.0
     note = "(attached mid-pass: its earlier text is not shown)\n" if view.joined_mid_pass else ""
     return Panel(Text(note + _tail(view.text, chars)), border_style="cyan",
-                 title=f"{label}  {seconds:.1f}s", subtitle=f"{rate:.1f} pieces/s")
+                 title=f"{label}  {seconds:.1f}s", subtitle=live_rate(view.tokens, seconds))
+
+
+def live_rate(tokens: int, seconds: float) -> str | None:
+    """"N tokens, R tokens/s" of a pass still writing (None when no chunk counted any)."""
+    if tokens <= 0 or seconds <= 0:
+        return None
+    return f"{tokens} tokens, {tokens / seconds:.1f} tokens/s"
 
 
 def _tail(text: str, chars: int) -> str:
@@ -290,10 +301,17 @@ def _one_line(text: Any, limit: int = 120) -> str:
 
 
 def source_lines(result: dict[str, Any]) -> list[str]:
-    """"[n] path (chars a-b, score s)" for each source a mission's answer may cite."""
-    return [f"[{s.get('n')}] {s.get('path')} (chars {s.get('start')}-{s.get('end')}, "
-            f"score {float(s.get('score') or 0):.4f})"
-            for s in result.get("sources") or () if isinstance(s, dict)]
+    """The sources a mission retrieved that its answer does not cite, under a heading:
+    "[n] path (chars a-b, score s)" each.
+
+    The cited ones are named by the answer's own "Sources:" footer (the
+    result's `citations` say which), so each source shows once."""
+    cited = {c.get("n") for c in result.get("citations") or () if isinstance(c, dict)}
+    lines = [f"[{s.get('n')}] {s.get('path')} (chars {s.get('start')}-{s.get('end')}, "
+             f"score {float(s.get('score') or 0):.4f})"
+             for s in result.get("sources") or ()
+             if isinstance(s, dict) and s.get("n") not in cited]
+    return [UNCITED, *lines] if lines else []
 
 
 def _pass_detail(p: dict[str, Any]) -> str:

@@ -26,7 +26,8 @@ from rich import box
 from rich.syntax import Syntax
 from rich.table import Table
 
-from kernel.cli import EndpointOpt, ImageOpt, JsonOpt, TimeoutOpt, console, err_console
+from kernel.cli import console, err_console
+from kernel.cli_options import EndpointOpt, ImageOpt, JsonOpt, TimeoutOpt
 from kernel.image import DEFAULT_IMAGE
 
 LEARNER = "learner"
@@ -65,16 +66,8 @@ def methods_show(owner: OwnerArg, selector: SelectorArg, image: ImageOpt = DEFAU
                  endpoint: EndpointOpt = None, timeout: TimeoutOpt = 10.0,
                  as_json: JsonOpt = False) -> None:
     """One generated method's source and provenance."""
-    from actors.code import methods
-
-    shown = _call(image, endpoint, timeout, "show", methods.show, owner, selector,
-                  write=False)
-    if as_json:
-        print(json.dumps(shown, default=repr))
-        return
-    console.print(f"[bold]{owner}.{selector}[/]  oid {shown['oid']}  mission "
-                  f"{shown['mission']}  model {shown['model']}  {_when(shown['time'])}")
-    console.print(Syntax(shown["source"], "python"))
+    shown = _on_method("show", owner, selector, image, endpoint, timeout)
+    _answer(shown, as_json, lambda found: _print_method(owner, selector, found))
 
 
 @methods_app.command("rm")
@@ -82,14 +75,9 @@ def methods_rm(owner: OwnerArg, selector: SelectorArg, image: ImageOpt = DEFAULT
                endpoint: EndpointOpt = None, timeout: TimeoutOpt = 10.0,
                as_json: JsonOpt = False) -> None:
     """Remove a generated method (its versions stay in the image's history)."""
-    from actors.code import methods
-
-    removed = _call(image, endpoint, timeout, "forget", methods.remove, owner, selector,
-                    write=True)
-    if as_json:
-        print(json.dumps(removed, default=repr))
-    else:
-        console.print(f"removed {owner}.{selector} (oid {removed['oid']})")
+    removed = _on_method("forget", owner, selector, image, endpoint, timeout)
+    _answer(removed, as_json,
+            lambda gone: console.print(f"removed {owner}.{selector} (oid {gone['oid']})"))
 
 
 @methods_app.command("generative")
@@ -104,10 +92,8 @@ def methods_generative(
 
     done = _call(image, endpoint, timeout, "generative", methods.set_generative, owner, on,
                  write=True)
-    if as_json:
-        print(json.dumps(done))
-    else:
-        console.print(f"{owner}: generative {'on' if on else 'off'}")
+    _answer(done, as_json, lambda _done: console.print(
+        f"{owner}: generative {'on' if on else 'off'}"))
 
 
 @methods_app.command("refused")
@@ -125,6 +111,29 @@ def methods_refused(image: ImageOpt = DEFAULT_IMAGE, endpoint: EndpointOpt = Non
             console.print(f"  {reason}")
     if not rows:
         console.print("no refused learns")
+
+
+def _on_method(selector: str, owner: str, name: str, image: Path, endpoint: str | None,
+               timeout: float) -> Any:
+    """The learner's `show` or `forget` of the method `owner.name` (see `_call`)."""
+    from actors.code import methods
+
+    local, write = {"show": (methods.show, False), "forget": (methods.remove, True)}[selector]
+    return _call(image, endpoint, timeout, selector, local, owner, name, write=write)
+
+
+def _answer(value: Any, as_json: bool, show: Callable[[Any], None]) -> None:
+    """Print `value`: one JSON object with `--json`, else as `show` writes it."""
+    if as_json:
+        print(json.dumps(value, default=repr))
+    else:
+        show(value)
+
+
+def _print_method(owner: str, selector: str, shown: dict[str, Any]) -> None:
+    console.print(f"[bold]{owner}.{selector}[/]  oid {shown['oid']}  mission "
+                  f"{shown['mission']}  model {shown['model']}  {_when(shown['time'])}")
+    console.print(Syntax(shown["source"], "python"))
 
 
 def _call(image: Path, endpoint: str | None, timeout: float, selector: str,

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from actors.llm import EngineError, Generation, GenerationRequest, OnText
+from actors.llm import EngineError, Generation, GenerationRequest, OnText, TextPiece
 
 DIMENSIONS = 1024
 _WORD = re.compile(r"[a-z0-9]+")
@@ -66,7 +66,7 @@ class ScriptedModel:
         text = self._text(persona, request, count)
         for piece in re.findall(r"\S+\s*", text):
             if on_text is not None:
-                on_text(piece)
+                on_text(TextPiece(piece, 1))  # one scripted token per word
         return Generation(text=text, tokens=len(text.split()),
                           mean_logprob=self._logprob(persona, count), seconds=0.001,
                           persona=persona, stopped_by="eos")

@@ -53,8 +53,8 @@ def held() -> Iterator[threading.Event]:
     llm.install_engine(None, None)
 
 
-def finish(endpoint: str, text: str) -> str:
-    record = wire.Mission(text=text)
+def finish(endpoint: str, text: str, mission_id: str | None = None) -> str:
+    record = wire.Mission(text=text, **({"id": mission_id} if mission_id else {}))
     with Client(endpoint, timeout=WAIT_S) as client:
         list(client.stream(record, ref=record.id))
     return record.id
@@ -112,9 +112,9 @@ def test_an_ambiguous_prefix_is_refused_with_its_candidates(
         image_dir: Path, held: threading.Event) -> None:
     with running_kernel(image_dir):
         endpoint = endpoint_for(image_dir)
-        ids = [finish(endpoint, f"question {n}") for n in range(2)]
-        common = ids[0][:16]  # one process's ids share their first 16 characters
-        assert ids[1].startswith(common)
+        common = wire.new_id()[:16]  # two missions whose ids start alike
+        ids = [finish(endpoint, f"question {n}", common + wire.new_id()[:16])
+               for n in range(2)]
         for command in ("status", "watch", "cancel"):
             done = batos(image_dir, command, common)
             assert done.returncode == 2, (command, done.stderr)

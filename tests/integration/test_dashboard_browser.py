@@ -152,6 +152,8 @@ def _running_mission(page: Any, url: str, endpoint: str) -> str:
     assert isinstance(outcome[-1], wire.Result)
     chunks = page.evaluate("Number(sessionStorage.getItem('batosChunks') || 0)")
     assert chunks > 0
+    tokens = page.evaluate("Number(sessionStorage.getItem('batosTokens') || 0)")
+    assert tokens > 0  # the live label counts the tokens the chunks carry
     return record.id
 
 

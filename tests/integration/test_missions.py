@@ -106,6 +106,15 @@ def streamed_text(records: list[wire.Message]) -> dict[tuple[str, int], str]:
     return texts
 
 
+def streamed_tokens(records: list[wire.Message]) -> dict[tuple[str, int], int]:
+    """The tokens the `chunk`s of each (pass, round) carry, added up."""
+    counted: dict[tuple[str, int], int] = {}
+    for data in events(records, "chunk"):
+        key = (data["pass"], data["round"])
+        counted[key] = counted.get(key, 0) + data["tokens"]
+    return counted
+
+
 def check_completed_stream(mission_id: str, records: list[wire.Message]) -> dict[str, Any]:
     """The whole section 7 contract of a completed mission; returns its result value."""
     assert isinstance(records[0], wire.Accepted) and records[0].ref == mission_id
@@ -132,6 +141,9 @@ def check_completed_stream(mission_id: str, records: list[wire.Message]) -> dict
     assert [d["accepted"] for d in scores[:-1]] == [False] * (attempts - 1)
     texts = streamed_text(records)
     assert texts and {name for name, _ in texts} <= set(GENERATING)
+    counted = streamed_tokens(records)
+    assert counted == {(d["pass"], d["round"]): d["tokens"] for d in ends
+                       if d["pass"] in GENERATING and d["tokens"]}
     candidates = {texts.get(("synthesize", r), "").strip() for r in revised} | {
         texts.get(("draft", 0), "").strip()}  # the draft competes with every synthesis
     assert value["answer"] in candidates  # the answer is text the client saw streamed

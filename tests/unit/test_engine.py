@@ -66,6 +66,13 @@ def streamed(engine: Any, request: GenerationRequest) -> tuple[Generation, list[
     return engine.generate(request, on_text=pieces.append), pieces
 
 
+def counted(pieces: list[str]) -> int:
+    """The tokens the streamed pieces carry (each must carry its count)."""
+    counts = [llm.piece_tokens(piece) for piece in pieces]
+    assert None not in counts, "a streamed piece without its token count"
+    return sum(count or 0 for count in counts)
+
+
 # -- the prompt ------------------------------------------------------------------
 
 
@@ -156,7 +163,8 @@ def test_streamed_pieces_concatenate_to_the_text(engine: Any, request_: Generati
     torch.manual_seed(rng.randrange(2**31))
     result, pieces = streamed(engine, request_)
     assert "".join(pieces) == result.text
-    assert all(pieces)
+    assert all(pieces[:-1])  # only the last may be empty: the tokens that wrote no text
+    assert counted(pieces) == result.tokens
 
 
 def test_streamed_pieces_never_include_the_stop_string(engine: Any) -> None:
@@ -164,6 +172,7 @@ def test_streamed_pieces_never_include_the_stop_string(engine: Any) -> None:
     stop = full.text[12:15]
     result, pieces = streamed(engine, ask(max_new_tokens=40, stop=(stop,)))
     assert "".join(pieces) == result.text == full.text[:full.text.find(stop)]
+    assert counted(pieces) == result.tokens  # the stop string's tokens are counted too
 
 
 def test_cancel_from_on_text_stops_generation(engine: Any) -> None:
@@ -178,6 +187,7 @@ def test_cancel_from_on_text_stops_generation(engine: Any) -> None:
     assert result.stopped_by == "cancel"
     assert 0 < result.tokens < 40
     assert "".join(pieces) == result.text
+    assert counted(pieces) == result.tokens
 
 
 def test_cancel_set_before_start(engine: Any) -> None:

@@ -37,14 +37,15 @@ def test_a_pass_is_listed_while_it_generates_with_the_adapter_worn(
     with live_passes.running("m1", "draft", 0, "drafter"):
         before = live_passes.snapshot("m1")
         double.active = Worn("drafter")
-        live_passes.streamed("m1")
+        live_passes.streamed("m1", 3)
         double.active = Worn("critic")  # later swaps do not rewrite what this pass wore
-        live_passes.streamed("m1")
+        live_passes.streamed("m1", 2)
+        live_passes.streamed("m1")  # a generator that does not count tokens adds none
         during = live_passes.snapshot("m1")
     assert before is not None and during is not None
-    assert (before["pass"], before["wanted"], before["adapter"], before["pieces"]) == \
-        ("draft", "drafter", None, 0)
-    assert (during["adapter"], during["pieces"]) == ("drafter", 2)
+    assert (before["pass"], before["wanted"], before["adapter"], before["pieces"],
+            before["tokens"]) == ("draft", "drafter", None, 0, 0)
+    assert (during["adapter"], during["pieces"], during["tokens"]) == ("drafter", 3, 5)
     assert live_passes.snapshot("m1") is None
 
 
@@ -62,6 +63,8 @@ def test_the_bare_model_and_a_failed_generation(double: StewardDouble) -> None:
       "started": 100.0}, ("draft 5s", "drafter (asked)")),
     ({"pass": "critique", "round": 1, "wanted": "critic", "adapter": "critic", "pieces": 3,
       "started": 40.0}, ("critique r1 1m", "critic")),
+    ({"pass": "draft", "round": 0, "wanted": "drafter", "adapter": "drafter", "pieces": 9,
+      "tokens": 26, "started": 101.0}, ("draft 4s 6.5 tok/s", "drafter")),
     ({"pass": "route", "round": 0, "wanted": "router", "adapter": None, "pieces": 3,
       "started": 105.0}, ("route 0s", "bare model")),
 ])

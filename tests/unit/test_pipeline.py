@@ -305,6 +305,10 @@ def test_passes_stream_chunks_then_report(image: Image, model: ScriptedModel) ->
     draft_end = next(d for d in ends if d["pass"] == "draft")
     assert draft_end["persona"] == "drafter" and draft_end["tokens"] == len(DRAFT.split())
     assert draft_end["round"] == 0 and draft_end["seconds"] >= 0
+    for end in ends:  # the chunks carry the tokens the pass generated
+        if end["pass"] in {c["pass"] for c in chunks}:
+            assert sum(c["tokens"] for c in chunks if c["pass"] == end["pass"]
+                       and c["round"] == end["round"]) == end["tokens"]
 
 
 def test_events_and_results_are_wire_values(image: Image, model: ScriptedModel) -> None:

@@ -458,6 +458,13 @@ def test_constants() -> None:
     assert all(decode(encode(Ping(id=i))).id == i for i in ids)
 
 
+def test_ids_are_random_from_their_first_character() -> None:
+    """One process's ids share no prefix, so a short start of a mission id names it."""
+    ids = [new_id() for _ in range(200)]
+    assert all(len(i) == 32 and set(i) <= set("0123456789abcdef") for i in ids)
+    assert len({i[:8] for i in ids}) == len(ids)  # 32 random bits each: a clash ~5e-6
+
+
 def test_records_are_frozen() -> None:
     with pytest.raises(AttributeError):
         Ping().id = "x"  # type: ignore[misc]

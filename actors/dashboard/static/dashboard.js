@@ -84,13 +84,23 @@
     const text = document.getElementById("live-text");
     const label = document.getElementById("live-pass");
     let fresh = true;
+    // the live rate: the tokens the chunks carry since this page saw the pass's first one
+    let writing = null, tokens = 0, counted = 0, since = 0;
     const own = new EventSource("/missions/" + mission.dataset.id + "/events");
     own.addEventListener("chunk", (e) => {
       const data = JSON.parse(e.data);
       if (fresh) { text.textContent = ""; fresh = false; }
-      label.textContent = "(" + data.pass + ", round " + data.round + ")";
+      const now = performance.now(), pass = data.pass + "/" + data.round;
+      if (pass !== writing) { writing = pass; tokens = 0; counted = 0; since = now; }
+      const piece = Number(data.tokens || 0);
+      tokens += piece;
+      if (now > since) counted += piece;  // the first chunk's tokens came before `since`
+      const seconds = (now - since) / 1000;
+      label.textContent = "(" + data.pass + ", round " + data.round + ") " + tokens + " tokens" +
+        (seconds > 0 && counted ? ", " + (counted / seconds).toFixed(1) + " tokens/s" : "");
       text.textContent += data.text;
       sessionStorage.setItem("batosChunks", String(Number(sessionStorage.getItem("batosChunks") || 0) + 1));
+      sessionStorage.setItem("batosTokens", String(Number(sessionStorage.getItem("batosTokens") || 0) + piece));
     });
     const done = () => { own.close(); location.reload(); };
     own.addEventListener("result", done);

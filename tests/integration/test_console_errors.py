@@ -22,13 +22,14 @@ import zmq
 
 from actors import llm
 from actors.llm import GenerationRequest
-from kernel import auth, cli_errors, wire
+from kernel import auth, cli_errors, server, wire
 from kernel.client import Client, RemoteError, endpoint_for
 from kernel.errors import KernelError
 from tests.helpers.kernel import BATOS, running_kernel
 from tests.helpers.scripted import ROUTE_JSON, ScriptedModel
 
 WAIT_S = 60
+HOLD_S = 4 * WAIT_S  # a held step (and a stopping kernel's wait for it) ends by release
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -148,7 +149,7 @@ def held() -> Iterator[threading.Event]:
     release = threading.Event()
 
     def route(request: GenerationRequest) -> str:
-        release.wait(WAIT_S)
+        release.wait(HOLD_S)
         return ROUTE_JSON
 
     model = ScriptedModel()
@@ -159,8 +160,10 @@ def held() -> Iterator[threading.Event]:
     llm.install_engine(None, None)
 
 
-def test_shutting_down_while_a_step_still_runs(image_dir: Path,
-                                               held: threading.Event) -> None:
+def test_shutting_down_while_a_step_still_runs(image_dir: Path, held: threading.Event,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # the stopping kernel must outlast a `batos` process started on a starved CPU
+    monkeypatch.setattr(server, "SHUTDOWN_S", HOLD_S)
     with running_kernel(image_dir) as kernel:
         record = wire.Mission(text="hold on")
         with Client(endpoint_for(image_dir), timeout=WAIT_S) as client:

@@ -38,6 +38,7 @@ MIN_WORDS = 3  # shorter sentences ("Yes.") are not attributed on their own
 MARKER = re.compile(r"\[(\d{1,3})\]")
 _CLOSING = re.compile(r"[.!?:;,]*[\"')\]]*\s*$")
 _WORD = re.compile(r"\w+")
+_MARKERS = re.compile(r" ?\[\d{1,3}\]")
 
 Encode = Callable[[Sequence[str]], np.ndarray]
 
@@ -132,6 +133,13 @@ def footer(sources: Sequence[Mapping[str, Any]], cited: Sequence[int]) -> str:
     lines = [f"[{s['n']}] {s['path']}, chars {s['start']}-{s['end']} (score {s['score']:.4f})"
              for s in sources if s["n"] in set(cited)]
     return "Sources:\n" + "\n".join(lines) if lines else ""
+
+
+def plain(answer: str) -> str:
+    """A cited answer without its "Sources:" footer and [n] markers: the text alone,
+    for a later mission to read as context (its own sources are numbered anew)."""
+    body, sep, _footer = answer.rpartition("\n\nSources:\n")
+    return _MARKERS.sub("", body if sep else answer).strip()
 
 
 def cite(answer: str, sources: Sequence[Mapping[str, Any]], source_vectors: np.ndarray,

@@ -10,6 +10,7 @@ neighbours.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,7 +44,15 @@ def run_ingest(image: Image, files: Sequence[str], enc: ImageEncoder,
             enc.model.encode(texts, batch_size=32, normalize_embeddings=True,
                              show_progress_bar=False)
             anchor_s += time.perf_counter() - started
+        progress(at + len(part), len(files), seconds + anchor_s)
     return summary(outcomes, len(files), seconds, anchor_s if anchor else None, units)
+
+
+def progress(done: int, total: int, spent: float) -> None:
+    """One stderr line per slice: files done, seconds spent, projected end."""
+    left = spent / done * (total - done)
+    print(f"ingest {done}/{total} files, {spent:.0f} s, ~{left:.0f} s left",
+          file=sys.stderr, flush=True)
 
 
 def summary(outcomes: list[dict[str, Any]], files: int, seconds: float,

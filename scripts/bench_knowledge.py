@@ -28,6 +28,7 @@ import random
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,10 @@ def arguments() -> argparse.Namespace:
                         help="end-to-end missions with the real SmolLM2 (0: skip)")
     parser.add_argument("--no-anchor", action="store_true",
                         help="skip the bare-encoding anchor (no ingest_ratio)")
+    parser.add_argument("--anchor-every", type=int, default=1,
+                        help="the anchor after every Nth ingest slice only (its ratio from those)")
+    parser.add_argument("--sides", default="without,with",
+                        help="end-to-end sides to run here (the other one by --missions-only)")
     parser.add_argument("--no-chroma", action="store_true", help="skip the ChromaDB peer")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None)
@@ -94,7 +99,8 @@ def measure(image: Image, args: argparse.Namespace, work: Path, files: list[str]
             enc: ImageEncoder, out: dict[str, Any]) -> dict[str, Any]:
     """Ingest, quality, latency, the peer and scale, in that order."""
     print("ingesting", file=sys.stderr)
-    out = save(out | run_ingest(image, files, enc, anchor=not args.no_anchor), args.partial)
+    out = save(out | run_ingest(image, files, enc, anchor=not args.no_anchor,
+                                       every=max(1, args.anchor_every)), args.partial)
     texts = list(claims.values())
     query_vectors = enc.embed_array(texts)
     with image.reading() as root:
@@ -122,19 +128,24 @@ def picked(claims: dict[str, str], count: int) -> dict[str, str]:
 
 
 def missions(work: Path, image_dir: Path, claims: dict[str, str], count: int,
-             qrels: dict[str, set[str]], labels: dict[str, str]) -> dict[str, Any]:
-    """`count` claims end to end, without the catalog, then with it."""
+             qrels: dict[str, set[str]], labels: dict[str, str],
+             sides: Sequence[str]) -> dict[str, Any]:
+    """`count` claims end to end, without the catalog, then with it (the `sides` asked)."""
     asked = picked(claims, count)
-    print("end to end: without the catalog", file=sys.stderr)
-    baseline = end_to_end.end_to_end(end_to_end.missions(work / "baseline", asked, "without"),
-                                     qrels, labels)
-    print("end to end: with the catalog", file=sys.stderr)
-    with_catalog = end_to_end.end_to_end(end_to_end.missions(image_dir, asked, "with"),
-                                         qrels, labels)
-    return {**with_catalog,
-            "verdict_agreement_with_catalog": with_catalog["verdict_agreement"],
-            "verdict_agreement_without_catalog": baseline["verdict_agreement"],
-            "baseline_missions_citing": baseline["missions_citing"]}
+    out: dict[str, Any] = {}
+    if "without" in sides:
+        print("end to end: without the catalog", file=sys.stderr)
+        baseline = end_to_end.end_to_end(
+            end_to_end.missions(work / "baseline", asked, "without"), qrels, labels)
+        out |= {"verdict_agreement_without_catalog": baseline["verdict_agreement"],
+                "baseline_missions_citing": baseline["missions_citing"]}
+    if "with" in sides:
+        print("end to end: with the catalog", file=sys.stderr)
+        with_catalog = end_to_end.end_to_end(end_to_end.missions(image_dir, asked, "with"),
+                                             qrels, labels)
+        out |= {**with_catalog,
+                "verdict_agreement_with_catalog": with_catalog["verdict_agreement"]}
+    return out
 
 
 def missions_only(args: argparse.Namespace) -> dict[str, Any]:
@@ -167,7 +178,8 @@ def main() -> None:
     with Image.open(image_dir) as image:
         enc = prepare(image, image_dir, work, real_models=bool(args.claims))
         out = measure(image, args, work, files, chosen, qrels, enc, out)
-    out |= missions(work, image_dir, chosen, args.claims, qrels, labels) if args.claims \
+    out |= missions(work, image_dir, chosen, args.claims, qrels, labels,
+                    args.sides.split(",")) if args.claims \
         else {"citation_hit_rate": None}
     out["loadavg_1min_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(save(out, args.partial)))

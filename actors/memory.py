@@ -13,6 +13,15 @@ Thresholds (the design's numbers):
   context (a soft hit); anything else is a miss.
 - memorize: a question with similarity >= 0.95 to a remembered one is the
   same question; the better-scored answer stays and the other goes.
+
+A grounded answer (one whose mission kept catalog sources) is remembered as
+the user saw it, markers and "Sources:" footer included, with its sources and
+citations: a hit gives the new mission the same sources, so its result names
+them as the first one's did. It holds only while those chunks are in the
+catalog: once a source document changed or was removed the entry is stale,
+dropped at recall (`memory.stale`), and the question runs the passes again.
+A soft hit carries the answer's text alone (`attribution.plain`), never
+another mission's source numbers.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ from typing import Any
 from persistent import Persistent
 
 from actors import conversation, llm
+from actors.knowledge import attribution
+from actors.knowledge.catalog import holds_chunks
 from actors.mission import MISSIONS, claim, complete_mission
 from kernel.steps import StepContext, handler
 
@@ -37,9 +48,13 @@ class MemoryEntry(Persistent):
     """One remembered answer: the question, its embedding, the answer and its score."""
 
     trusted: bool | None = None  # entries made before the flag existed
+    sources: tuple[dict[str, Any], ...] = ()  # entries made before grounding
+    citations: tuple[dict[str, Any], ...] = ()
 
     def __init__(self, mission: str, query: str, answer: str, confidence: float,
-                 embedding: Sequence[float], trusted: bool | None = None) -> None:
+                 embedding: Sequence[float], trusted: bool | None = None,
+                 sources: Sequence[dict[str, Any]] = (),
+                 citations: Sequence[dict[str, Any]] = ()) -> None:
         self.mission = mission
         self.query = query
         self.answer = answer
@@ -48,12 +63,18 @@ class MemoryEntry(Persistent):
         self.created = time.time()
         self.hits = 0  # times recalled as a hit or soft hit
         self.trusted: bool | None = trusted  # None: scored before `trusted` existed
+        self.sources = tuple(dict(s) for s in sources)  # the catalog chunks it drew on
+        self.citations = tuple(dict(c) for c in citations)
 
     def answers(self) -> bool:
         """Whether recall may answer with this entry at once (a hit, not a soft hit)."""
         if self.trusted is None:
             return self.confidence >= HIT_CONFIDENCE
         return self.trusted
+
+    def current(self, root: Any) -> bool:
+        """Whether the sources it drew on are still in the catalog (ungrounded: always)."""
+        return not self.sources or holds_chunks(root, (s["chunk"] for s in self.sources))
 
     def describe(self) -> dict[str, Any]:
         """Plain data (no embedding) for `hippocampus.list`."""
@@ -98,7 +119,9 @@ def similar(memory: Any, vector: Sequence[float],
 
 
 def remember(memory: Any, mission: str, query: str, answer: str, confidence: float,
-             embedding: Sequence[float], trusted: bool | None = None) -> tuple[str, str]:
+             embedding: Sequence[float], trusted: bool | None = None,
+             sources: Sequence[dict[str, Any]] = (),
+             citations: Sequence[dict[str, Any]] = ()) -> tuple[str, str]:
     """Store an answer; returns (outcome, key of the entry that now holds the question).
 
     outcome: "duplicate" (this mission is already remembered), "kept" (an answer
@@ -113,7 +136,8 @@ def remember(memory: Any, mission: str, query: str, answer: str, confidence: flo
         return "kept", max(better, key=lambda item: item[1].confidence)[0]
     for key, _entry in same:
         del memory[key]
-    memory[mission] = MemoryEntry(mission, query, answer, confidence, embedding, trusted)
+    memory[mission] = MemoryEntry(mission, query, answer, confidence, embedding, trusted,
+                                  sources, citations)
     return ("replaced" if same else "stored"), mission
 
 
@@ -139,6 +163,7 @@ class Hippocampus(Persistent):
         # a chat's answer depends on its earlier turns: never answered from the cache
         chat = conversation.in_chat(mission.get_slot("context", []) or [])
         best = None if chat else nearest(step.root["memory"], mission.embedding)
+        best = fresh(step, best)
         outcome = classify(best)
         step.root["metrics"].incr(f"memory.{_PLURAL[outcome]}")
         similarity = round(best[2], 6) if best is not None else None
@@ -170,7 +195,9 @@ class Hippocampus(Persistent):
         embedding = mission.embedding or embed_one(recall_key(mission))
         outcome, key = remember(step.root["memory"], mission.id, mission.text,
                                 mission.answer or "", float(mission.confidence or 0.0),
-                                embedding, mission.get_slot("trusted", None))
+                                embedding, mission.get_slot("trusted", None),
+                                mission.get_slot("sources", []),
+                                mission.get_slot("citations", []))
         mission.memorized = {"outcome": outcome, "key": key}
         step.root["metrics"].incr(f"memory.{outcome}")
         seconds = round(time.perf_counter() - started, 6)
@@ -191,9 +218,24 @@ class Hippocampus(Persistent):
 _PLURAL = {"hit": "hits", "soft_hit": "soft_hits", "miss": "misses"}
 
 
+def fresh(step: StepContext, best: tuple[str, MemoryEntry, float] | None,
+          ) -> tuple[str, MemoryEntry, float] | None:
+    """`best` unless it may be recalled and is stale: then it is dropped (a miss)."""
+    if best is None or best[2] < HIT_SIMILARITY or best[1].current(step.root):
+        return best
+    del step.root["memory"][best[0]]
+    step.root["metrics"].incr("memory.stale")
+    return None
+
+
 def _take(mission: Any, outcome: str, key: str, entry: MemoryEntry, similarity: float) -> None:
-    """Note what memory gave the mission: its answer (a hit) or context (a soft hit)."""
-    mission.recalled = {"key": key, "query": entry.query, "answer": entry.answer,
+    """Note what memory gave the mission: its answer (a hit) or context (a soft hit).
+
+    A hit takes the answer as it was shown, with its sources and citations; a
+    soft hit's context is the text alone (`attribution.plain`)."""
+    mission.recalled = {"key": key, "query": entry.query,
+                        "answer": entry.answer if outcome == "hit" else
+                        attribution.plain(entry.answer),
                         "confidence": entry.confidence, "similarity": round(similarity, 6),
                         "outcome": outcome}
     if outcome == "hit":
@@ -201,3 +243,6 @@ def _take(mission: Any, outcome: str, key: str, entry: MemoryEntry, similarity: 
         mission.confidence = entry.confidence
         mission.set_slot("trusted", True)  # only a trusted entry answers at once
         mission.from_memory = True
+        if entry.sources:
+            mission.set_slot("sources", [dict(s) for s in entry.sources])
+            mission.set_slot("citations", [dict(c) for c in entry.citations])

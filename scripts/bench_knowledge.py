@@ -28,6 +28,7 @@ import random
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +54,19 @@ def arguments() -> argparse.Namespace:
                         help="end-to-end missions with the real SmolLM2 (0: skip)")
     parser.add_argument("--no-anchor", action="store_true",
                         help="skip the bare-encoding anchor (no ingest_ratio)")
+    parser.add_argument("--anchor-every", type=int, default=1,
+                        help="the anchor after every Nth ingest slice only (its ratio from those)")
+    parser.add_argument("--sides", default="without,with",
+                        help="end-to-end sides to run here (the other one by --missions-only)")
     parser.add_argument("--no-chroma", action="store_true", help="skip the ChromaDB peer")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--missions-only", type=Path, default=None, metavar="IMAGE",
+                        help="only the --claims missions, on this ready image (a copy of the "
+                             "run's image, with or without the catalog), tagged --tag")
+    parser.add_argument("--tag", default="with", help="the --missions-only image's side")
+    parser.add_argument("--partial", type=Path, default=None,
+                        help="rewrite the figures so far to this JSON file after each part")
     return parser.parse_args()
 
 
@@ -76,44 +87,74 @@ def prepare(image: Image, image_dir: Path, work: Path, real_models: bool) -> Ima
     return ImageEncoder.load(image)
 
 
+def save(out: dict[str, Any], partial: Path | None) -> dict[str, Any]:
+    """The figures so far to `partial` (a killed run still leaves them), and back."""
+    if partial is not None:
+        partial.write_text(json.dumps(out))
+    return out
+
+
 def measure(image: Image, args: argparse.Namespace, work: Path, files: list[str],
             claims: dict[str, str], qrels: dict[str, set[str]],
-            enc: ImageEncoder) -> dict[str, Any]:
+            enc: ImageEncoder, out: dict[str, Any]) -> dict[str, Any]:
     """Ingest, quality, latency, the peer and scale, in that order."""
     print("ingesting", file=sys.stderr)
-    out = run_ingest(image, files, enc, anchor=not args.no_anchor)
+    out = save(out | run_ingest(image, files, enc, anchor=not args.no_anchor,
+                                       every=max(1, args.anchor_every)), args.partial)
     texts = list(claims.values())
     query_vectors = enc.embed_array(texts)
     with image.reading() as root:
         catalog = catalog_of(root)
         assert catalog is not None
         print("evaluating", file=sys.stderr)
-        out |= quality.evaluate(catalog, claims, qrels, query_vectors)
-        out |= latency.query_latency(catalog, texts[:200], enc, query_vectors[:200])
+        out = save(out | quality.evaluate(catalog, claims, qrels, query_vectors), args.partial)
+        out = save(out | latency.query_latency(catalog, texts[:200], enc, query_vectors[:200]),
+                   args.partial)
         if not args.no_chroma:
             print("chroma", file=sys.stderr)
-            out |= peer.chroma(catalog, claims, qrels, query_vectors, work / "chroma")
+            out = save(out | peer.chroma(catalog, claims, qrels, query_vectors, work / "chroma"),
+                       args.partial)
         if args.scale:
             print(f"scaling to {args.scale}", file=sys.stderr)
-            out |= latency.scaled(catalog, texts[:200], query_vectors[:200], args.scale)
+            out = save(out | latency.scaled(catalog, texts[:200], query_vectors[:200],
+                                            args.scale), args.partial)
     return out
 
 
+def picked(claims: dict[str, str], count: int) -> dict[str, str]:
+    """The seeded `count` claims the end-to-end part asks."""
+    chosen = random.Random(SEED).sample(sorted(claims), min(count, len(claims)))
+    return {q: claims[q] for q in chosen}
+
+
 def missions(work: Path, image_dir: Path, claims: dict[str, str], count: int,
-             qrels: dict[str, set[str]], labels: dict[str, str]) -> dict[str, Any]:
-    """`count` claims end to end, without the catalog, then with it."""
-    picked = random.Random(SEED).sample(sorted(claims), min(count, len(claims)))
-    asked = {q: claims[q] for q in picked}
-    print("end to end: without the catalog", file=sys.stderr)
-    baseline = end_to_end.end_to_end(end_to_end.missions(work / "baseline", asked, "without"),
-                                     qrels, labels)
-    print("end to end: with the catalog", file=sys.stderr)
-    with_catalog = end_to_end.end_to_end(end_to_end.missions(image_dir, asked, "with"),
-                                         qrels, labels)
-    return {**with_catalog,
-            "verdict_agreement_with_catalog": with_catalog["verdict_agreement"],
-            "verdict_agreement_without_catalog": baseline["verdict_agreement"],
-            "baseline_missions_citing": baseline["missions_citing"]}
+             qrels: dict[str, set[str]], labels: dict[str, str],
+             sides: Sequence[str]) -> dict[str, Any]:
+    """`count` claims end to end, without the catalog, then with it (the `sides` asked)."""
+    asked = picked(claims, count)
+    out: dict[str, Any] = {}
+    if "without" in sides:
+        print("end to end: without the catalog", file=sys.stderr)
+        baseline = end_to_end.end_to_end(
+            end_to_end.missions(work / "baseline", asked, "without"), qrels, labels)
+        out |= {"verdict_agreement_without_catalog": baseline["verdict_agreement"],
+                "baseline_missions_citing": baseline["missions_citing"]}
+    if "with" in sides:
+        print("end to end: with the catalog", file=sys.stderr)
+        with_catalog = end_to_end.end_to_end(end_to_end.missions(image_dir, asked, "with"),
+                                             qrels, labels)
+        out |= {**with_catalog,
+                "verdict_agreement_with_catalog": with_catalog["verdict_agreement"]}
+    return out
+
+
+def missions_only(args: argparse.Namespace) -> dict[str, Any]:
+    """The end-to-end part alone, on a ready image: the run split in two processes."""
+    _corpus, claims, qrels, labels = load_set(args.data)
+    runs = end_to_end.missions(args.missions_only, picked(claims, args.claims), args.tag)
+    figures = end_to_end.end_to_end(runs, qrels, labels)
+    return {"seed": SEED, "side": args.tag, "threads": args.threads, **figures,
+            f"verdict_agreement_{args.tag}_catalog": figures["verdict_agreement"]}
 
 
 def main() -> None:
@@ -122,6 +163,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     print(f"seed {SEED}", file=sys.stderr)
+    if args.missions_only is not None:
+        print(json.dumps(save(missions_only(args), args.partial)))
+        return
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-knowledge-"))
     corpus, claims, qrels, labels = load_set(args.data)
     chosen = dict(list(claims.items())[:args.queries] if args.queries else claims.items())
@@ -133,11 +177,12 @@ def main() -> None:
     image_dir = work / "image"
     with Image.open(image_dir) as image:
         enc = prepare(image, image_dir, work, real_models=bool(args.claims))
-        out |= measure(image, args, work, files, chosen, qrels, enc)
-    out |= missions(work, image_dir, chosen, args.claims, qrels, labels) if args.claims \
+        out = measure(image, args, work, files, chosen, qrels, enc, out)
+    out |= missions(work, image_dir, chosen, args.claims, qrels, labels,
+                    args.sides.split(",")) if args.claims \
         else {"citation_hit_rate": None}
     out["loadavg_1min_end"] = round(os.getloadavg()[0], 2)
-    print(json.dumps(out))
+    print(json.dumps(save(out, args.partial)))
 
 
 if __name__ == "__main__":

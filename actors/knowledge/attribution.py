@@ -5,7 +5,8 @@ not rely on it. After the scorer has chosen the answer, the `cite` pass
 (`actors.knowledge.actor`) runs `attribute`:
 
 1. the answer is split into sentences (per line, so list items count on
-   their own; `chunking.sentences` finds the ends);
+   their own; `chunking.sentences` finds the ends; code blocks are left
+   alone);
 2. a sentence that already carries a valid marker ("[2]", a number of one of
    the mission's sources) keeps it: the model's own citation wins;
 3. every other sentence of at least `MIN_WORDS` words is embedded (one batch,
@@ -38,6 +39,7 @@ MIN_WORDS = 3  # shorter sentences ("Yes.") are not attributed on their own
 MARKER = re.compile(r"\[(\d{1,3})\]")
 _CLOSING = re.compile(r"[.!?:;,]*[\"')\]]*\s*$")
 _WORD = re.compile(r"\w+")
+_MARKERS = re.compile(r" ?\[\d{1,3}\]")
 
 Encode = Callable[[Sequence[str]], np.ndarray]
 
@@ -71,10 +73,19 @@ class Attribution:
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """The sentences of `text`, line by line, as (start, end) without edge spaces."""
+    """The sentences of `text`, line by line, as (start, end) without edge spaces.
+
+    Code fences and the lines between them hold no sentences: a marker
+    there would change the code."""
     spans = []
     offset = 0
+    fenced = False
     for line in text.splitlines(keepends=True):
+        fence = line.lstrip().startswith(("```", "~~~"))
+        fenced ^= fence
+        if fence or fenced:
+            offset += len(line)
+            continue
         for start, end in sentences(text, offset, offset + len(line.rstrip("\r\n")),
                                     max_chars=len(text) + 1):
             piece = text[start:end]
@@ -132,6 +143,13 @@ def footer(sources: Sequence[Mapping[str, Any]], cited: Sequence[int]) -> str:
     lines = [f"[{s['n']}] {s['path']}, chars {s['start']}-{s['end']} (score {s['score']:.4f})"
              for s in sources if s["n"] in set(cited)]
     return "Sources:\n" + "\n".join(lines) if lines else ""
+
+
+def plain(answer: str) -> str:
+    """A cited answer without its "Sources:" footer and [n] markers: the text alone,
+    for a later mission to read as context (its own sources are numbered anew)."""
+    body, sep, _footer = answer.rpartition("\n\nSources:\n")
+    return _MARKERS.sub("", body if sep else answer).strip()
 
 
 def cite(answer: str, sources: Sequence[Mapping[str, Any]], source_vectors: np.ndarray,

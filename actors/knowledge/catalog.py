@@ -26,7 +26,7 @@ cache keys on.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -207,3 +207,10 @@ def ensure_catalog(root: Any) -> Catalog:
 def has_documents(root: Any) -> bool:
     catalog = catalog_of(root)
     return catalog is not None and catalog.chunk_count() > 0
+
+
+def holds_chunks(root: Any, chunk_ids: Iterable[int]) -> bool:
+    """Whether every chunk is still in the catalog: a changed or removed document's
+    chunks are gone (a re-ingest gives new ids), so an answer drawn on them is stale."""
+    catalog = catalog_of(root)
+    return catalog is not None and all(int(c) in catalog.chunks for c in chunk_ids)

@@ -3,10 +3,13 @@
 Each claim is asked as "Is it true that ...?". Per mission: the sources the
 retrieve pass kept, the ones the answer cites (the mission's `citations`:
 the model's own [n] or the cite pass's attribution), and the answer's
-yes/no verdict. `citation_hit_rate` is the share of missions whose *cited*
+verdict (`verdict.verdict`: an explicit yes/no, else a restatement of the
+claim read for its negation). `citation_hit_rate` is the share of missions whose *cited*
 sources include a relevant abstract (`retrieved_hit_rate`: whose kept
 sources do); `verdict_agreement` the share, among claims with SUPPORT or
-CONTRADICT evidence, whose verdict matches it. Every mission is also
+CONTRADICT evidence, whose verdict matches it (an undecided answer counts as disagreeing;
+`verdict_undecided` says how many were; `verdict_agreement_always_support`
+is the anchor of always answering yes). Every mission is also
 printed to stderr as one JSON line as it finishes, so a run cut short
 still has its figures.
 """
@@ -14,23 +17,12 @@ still has its figures.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from scripts.knowledge_bench.data import doc_of
-
-YES = re.compile(r"\b(yes|true|correct|supported|supports|indeed|accurate)\b", re.I)
-NO = re.compile(r"\b(no|not true|false|incorrect|contradict\w*|not supported|myth)\b", re.I)
-
-
-def verdict(answer: str) -> str | None:
-    head = answer.strip()[:200]
-    no, yes = NO.search(head), YES.search(head)
-    if no and (not yes or no.start() <= yes.start()):
-        return "CONTRADICT"
-    return "SUPPORT" if yes else None
+from scripts.knowledge_bench.verdict import verdict
 
 
 def question(claim: str) -> str:
@@ -57,9 +49,10 @@ def missions(image_dir: Path, questions: dict[str, str], tag: str) -> list[dict[
                             value = msg.value if isinstance(msg, wire.Result) else {
                                 "error": msg.message}
                             break
-                    results.append({"query": query, **value})
+                    results.append({"query": query, "claim": text, **value})
                     print(json.dumps({"e2e": tag, "n": len(results), "query": query,
                                       "answer": value.get("answer"),
+                                      "verdict": verdict(str(value.get("answer") or ""), text),
                                       "sources": [doc_of(s["path"]) for s in
                                                   value.get("sources") or []],
                                       "cited": cited_docs(value)}), file=sys.stderr)
@@ -80,7 +73,7 @@ def cited_docs(run: dict[str, Any]) -> list[str]:
 
 def end_to_end(runs: list[dict[str, Any]], qrels: dict[str, set[str]],
                labels: dict[str, str]) -> dict[str, Any]:
-    retrieved = cited = by_model = agree = judged = 0
+    retrieved = cited = by_model = agree = judged = undecided = supported = 0
     for run in runs:
         relevant = qrels[run["query"]]
         retrieved += bool(relevant & {doc_of(s["path"]) for s in run.get("sources") or []})
@@ -89,7 +82,10 @@ def end_to_end(runs: list[dict[str, Any]], qrels: dict[str, set[str]],
         label = labels.get(run["query"])
         if label is not None:
             judged += 1
-            agree += verdict(str(run.get("answer") or "")) == label
+            supported += label == "SUPPORT"
+            read = verdict(str(run.get("answer") or ""), run.get("claim"))
+            undecided += read is None
+            agree += read == label
     n = max(1, len(runs))
     return {"missions": len(runs), "citation_hit_rate": round(cited / n, 4),
             "retrieved_hit_rate": round(retrieved / n, 4),
@@ -97,5 +93,7 @@ def end_to_end(runs: list[dict[str, Any]], qrels: dict[str, set[str]],
             "missions_citing_by_model": by_model,
             "retrieve_kept_sources": sum(bool(r.get("sources")) for r in runs),
             "verdict_agreement": round(agree / judged, 4) if judged else None,
-            "verdict_judged": judged,
+            "verdict_judged": judged, "verdict_undecided": undecided,
+            # the anchor: a reader that always says SUPPORT
+            "verdict_agreement_always_support": round(supported / judged, 4) if judged else None,
             "failed": sum("error" in r for r in runs)}

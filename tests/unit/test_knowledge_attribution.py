@@ -34,6 +34,8 @@ VECTORS = encode(TEXTS)
     ("  padded sentence.  \n\n", ["padded sentence."]),
     ("", []),
     ("No end mark", ["No end mark"]),
+    ("Run this.\n```sh\nbatos serve --detach\n```\nThen ask.", ["Run this.", "Then ask."]),
+    ("Open fence.\n~~~\ncode line here\n", ["Open fence."]),
 ])
 def test_sentence_spans(text: str, spans: list[str]) -> None:
     assert [text[s:e] for s, e in attribution.sentence_spans(text)] == spans
@@ -86,3 +88,11 @@ def test_no_source_vectors_still_keeps_the_models_markers() -> None:
                              encode)
     assert found.cited == [1]
     assert [c.record()["by"] for c in found.citations] == ["model"]
+
+
+def test_a_code_block_gets_no_marker() -> None:
+    answer = "The rocket launch code is ZEBRA-42.\n```\nrocket launch code ZEBRA-42\n```"
+    found = attribution.cite(answer, SOURCES, VECTORS, encode)
+    assert found.answer.startswith(
+        "The rocket launch code is ZEBRA-42 [1].\n```\nrocket launch code ZEBRA-42\n```")
+    assert [c.n for c in found.citations] == [1]

@@ -54,6 +54,7 @@ class Executor:
     _logs: logs.RateLimited
     _attached: asyncio.Event
     _loop: asyncio.AbstractEventLoop | None
+    lanes: frozenset[str] = frozenset()  # actors whose steps run in lanes, one per mission
 
     if TYPE_CHECKING:  # provided by `Kernel`
         def _worker(self) -> Any: ...
@@ -71,9 +72,11 @@ class Executor:
                 case RunSend() | RunStep() | Complete() if self.router.stopping:
                     pass  # no new step: the message stays in its mailbox for the next start
                 case RunSend(env=env):
-                    self.scheduler.submit(env.actor, self._job_direct(env), self._on_step(env))
+                    self.scheduler.submit(env.actor, self._job_direct(env), self._on_step(env),
+                                          self._lane_of(env.actor, env))
                 case RunStep(actor=actor, key=key, env=env):
-                    self.scheduler.submit(actor, self._job_step(actor, key), self._on_step(env))
+                    self.scheduler.submit(actor, self._job_step(actor, key), self._on_step(env),
+                                          self._lane_of(actor, env))
                 case Admit():
                     self._submit_admit(action)
                 case Complete():
@@ -102,6 +105,11 @@ class Executor:
                                     self.router.counters)
                 case _:
                     log.error("no executor for %r", action)
+
+    def _lane_of(self, actor: str, env: Envelope) -> str | None:
+        """The scheduler lane of this step: its mission's, for an actor in `lanes` (its
+        steps write only the mission they serve), else None (the actor's own queue)."""
+        return env.mission if env.mission is not None and actor in self.lanes else None
 
     def _audit_posted(self, actor: str, key: str, env: Envelope) -> list[Action]:
         return self.router.startup((), [(actor, key, env)])

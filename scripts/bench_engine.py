@@ -35,7 +35,11 @@ What runs (one process, one image, one thread count for every side)
    (`--raw-formats`) at each thread count (`--raw-threads`):
    `raw_batch4_ratio` {format: {threads: ratio}}, the ceiling of what batching
    can give on this CPU; `raw_batch4` holds the rates.
-6. `batch4_throughput_ratio`: four concurrent `generate` calls (four
+6. `mission4_throughput_ratio`: four missions sent at once through a kernel
+   / the same four one after another, in generated tokens per wall second
+   (`scripts/mission_batch.py`): the engine-level figure below plus the kernel's part (one
+   role actor running passes of different missions at once).
+7. `batch4_throughput_ratio`: four concurrent `generate` calls (four
    questions) / the same four one after another, in aggregate tokens/s; the
    llama.cpp engine decodes concurrent passes together (`actors.llama_batch`).
    `batch4_cpu_ratio`: the same in tokens per CPU second of this process, the
@@ -80,7 +84,7 @@ from actors import (  # noqa: E402
 from kernel import wire  # noqa: E402
 from kernel.client import Client, endpoint_for  # noqa: E402
 from kernel.image import Image  # noqa: E402
-from scripts import raw_batch  # noqa: E402
+from scripts import mission_batch, raw_batch  # noqa: E402
 from tests.helpers.kernel import running_kernel  # noqa: E402
 
 QUESTIONS = ("Why is the sky blue?", "How do bees make honey?", "Why do we have leap years?")
@@ -103,7 +107,8 @@ def prepare(image_dir: Path) -> Path:
         path = gguf_base.stored_path(image)
         with image.transaction("bench_engine: forget the benchmark's questions") as root:
             memory = root["memory"]  # a remembered answer would skip the passes
-            for key in [k for k, entry in memory.items() if entry.query in QUESTIONS]:
+            for key in [k for k, entry in memory.items()
+                        if entry.query in (*QUESTIONS, *mission_batch.MISSIONS4)]:
                 del memory[key]
     if path is None:
         raise SystemExit("the image holds no GGUF of the base model")
@@ -292,7 +297,8 @@ def batch4(engine: Any) -> dict[str, float]:
 
 
 def run(image_dir: Path, count: int, n_threads: int, load_procs: int,
-        raw: tuple[list[str], list[int], Path]) -> dict[str, Any]:
+        raw: tuple[list[str], list[int], Path], with_missions4: bool = True,
+        lanes: bool = True) -> dict[str, Any]:
     load_start = os.getloadavg()[0]
     gguf = prepare(image_dir)
     formats, raw_threads, cache = raw
@@ -310,12 +316,14 @@ def run(image_dir: Path, count: int, n_threads: int, load_procs: int,
             loaded = direct_rate(engine)
             fuse_loaded = fuse_ms(image)
     batched = batch4(engine)
+    kernel_batched = (mission_batch.missions4(image_dir, n_threads, lanes)
+                      if with_missions4 else {})
     result = {
         "backend": getattr(engine, "backend", "torch"), "threads": budget.threads,
         "cores": budget.cores, "wait_policy": budget.wait_policy,
         "decode_ratio": pairs["batos_decode_tps"] / pairs["anchor_decode_tps"],
         "loaded_decode_ratio": loaded / quiet,
-        **batched,
+        **batched, **kernel_batched,
         "raw_batch4_ratio": raw_batch.ratios(raw_figures), "raw_batch4": raw_figures,
         "fuse_ms_quiet": fuse_quiet, "fuse_ms_loaded": fuse_loaded,
         "quiet_decode_tps": quiet, "loaded_decode_tps": loaded, "load_procs": load_procs,
@@ -340,15 +348,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-threads", default="1,2", help="thread counts of the raw anchor")
     parser.add_argument("--raw-cache", type=Path, default=Path.home() / ".cache/batos/gguf",
                         help="where the requantized GGUF files are kept")
+    parser.add_argument("--no-missions4", action="store_true",
+                        help="skip the four-missions figure (eight missions through a kernel)")
+    parser.add_argument("--no-lanes", action="store_true",
+                        help="the four-missions figure with the kernel's lanes off (baseline)")
     args = parser.parse_args(argv)
     count = max(1, min(args.missions, len(QUESTIONS)))
     raw = ([f for f in args.raw_formats.split(",") if f],
            [int(n) for n in args.raw_threads.split(",") if n], args.raw_cache)
     if args.image is not None:
-        result = run(args.image.resolve(), count, args.threads, args.load_procs, raw)
+        result = run(args.image.resolve(), count, args.threads, args.load_procs, raw,
+                     not args.no_missions4, not args.no_lanes)
     else:
         with tempfile.TemporaryDirectory(prefix="batos-bench-engine-") as tmp:
-            result = run(Path(tmp) / "image", count, args.threads, args.load_procs, raw)
+            result = run(Path(tmp) / "image", count, args.threads, args.load_procs, raw,
+                         not args.no_missions4, not args.no_lanes)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 

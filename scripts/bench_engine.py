@@ -298,7 +298,7 @@ def batch4(engine: Any) -> dict[str, float]:
 
 def run(image_dir: Path, count: int, n_threads: int, load_procs: int,
         raw: tuple[list[str], list[int], Path], with_missions4: bool = True,
-        lanes: bool = True) -> dict[str, Any]:
+        lanes: bool = True, workers: int = 0) -> dict[str, Any]:
     load_start = os.getloadavg()[0]
     gguf = prepare(image_dir)
     formats, raw_threads, cache = raw
@@ -316,7 +316,7 @@ def run(image_dir: Path, count: int, n_threads: int, load_procs: int,
             loaded = direct_rate(engine)
             fuse_loaded = fuse_ms(image)
     batched = batch4(engine)
-    kernel_batched = (mission_batch.missions4(image_dir, n_threads, lanes)
+    kernel_batched = (mission_batch.missions4(image_dir, n_threads, lanes, workers)
                       if with_missions4 else {})
     result = {
         "backend": getattr(engine, "backend", "torch"), "threads": budget.threads,
@@ -352,17 +352,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the four-missions figure (eight missions through a kernel)")
     parser.add_argument("--no-lanes", action="store_true",
                         help="the four-missions figure with the kernel's lanes off (baseline)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="steps.workers for the four-missions figure (0: the default)")
     args = parser.parse_args(argv)
     count = max(1, min(args.missions, len(QUESTIONS)))
     raw = ([f for f in args.raw_formats.split(",") if f],
            [int(n) for n in args.raw_threads.split(",") if n], args.raw_cache)
     if args.image is not None:
         result = run(args.image.resolve(), count, args.threads, args.load_procs, raw,
-                     not args.no_missions4, not args.no_lanes)
+                     not args.no_missions4, not args.no_lanes, args.workers)
     else:
         with tempfile.TemporaryDirectory(prefix="batos-bench-engine-") as tmp:
             result = run(Path(tmp) / "image", count, args.threads, args.load_procs, raw,
-                         not args.no_missions4, not args.no_lanes)
+                         not args.no_missions4, not args.no_lanes, args.workers)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 

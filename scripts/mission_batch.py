@@ -45,7 +45,8 @@ class Counting:
         return result
 
 
-def missions4(image_dir: Path, n_threads: int, lanes: bool = True) -> dict[str, Any]:
+def missions4(image_dir: Path, n_threads: int, lanes: bool = True,
+              workers: int = 0) -> dict[str, Any]:
     """Four missions sent at once / the same four one after another, through a kernel.
 
     `mission4_throughput_ratio`: aggregate generated tokens per wall second.
@@ -55,8 +56,11 @@ def missions4(image_dir: Path, n_threads: int, lanes: bool = True) -> dict[str, 
     actor runs passes of different missions at once (`mission4_batched_decodes`
     counts the llama_decode calls that carried more than one pass). `lanes=False` turns the
     lanes off after the kernel started (every step in its actor's one queue, as
-    before them): the baseline that shows what they give."""
+    before them): the baseline that shows what they give. `workers` > 0 sets
+    `steps.workers` (four passes at once hold four step workers)."""
     overrides = {"audit.interval_s": 0, "engine.threads": n_threads}
+    if workers > 0:
+        overrides["steps.workers"] = workers
     with running_kernel(image_dir, overrides=overrides) as kernel:
         if not lanes:
             kernel.lanes = frozenset()
@@ -75,12 +79,12 @@ def missions4(image_dir: Path, n_threads: int, lanes: bool = True) -> dict[str, 
             before, started = counting.tokens, time.perf_counter()
             batches = decoder.batches if decoder is not None else 0
             if together:
-                workers = [threading.Thread(target=one_mission, args=(endpoint, q))
+                senders = [threading.Thread(target=one_mission, args=(endpoint, q))
                            for q in MISSIONS4]
-                for worker in workers:
-                    worker.start()
-                for worker in workers:
-                    worker.join()
+                for sender in senders:
+                    sender.start()
+                for sender in senders:
+                    sender.join()
             else:
                 for question in MISSIONS4:
                     one_mission(endpoint, question)
@@ -88,7 +92,8 @@ def missions4(image_dir: Path, n_threads: int, lanes: bool = True) -> dict[str, 
             batched[together] = (decoder.batches if decoder is not None else 0) - batches
     return {"mission4_throughput_ratio": rates[True] / rates[False],
             "mission4_tps": rates[True], "mission_serial4_tps": rates[False],
-            "mission4_lanes": lanes, "mission4_batched_decodes": batched[True],
+            "mission4_lanes": lanes, "mission4_workers": workers or "default",
+            "mission4_batched_decodes": batched[True],
             "mission_serial4_batched_decodes": batched[False]}
 
 

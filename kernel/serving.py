@@ -64,7 +64,9 @@ class Worker:
 
         An actor says so with a true `steps_by_mission` class attribute: its
         steps write the mission they serve, never the actor itself. Read from
-        the class, so no slot lookup runs kernel-side."""
+        the class, so no slot lookup runs kernel-side. None with `steps.lanes` off."""
+        if not self.runner.config["steps.lanes"]:
+            return frozenset()
         with self._reading() as root:
             return frozenset(name for name, actor in root["actors"].items()
                              if getattr(type(actor), "steps_by_mission", False) is True)

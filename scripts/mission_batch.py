@@ -54,16 +54,15 @@ def missions4(image_dir: Path, n_threads: int, lanes: bool = True,
     be answered from it). This is the figure the kernel's lanes are for: the
     passes of the four missions reach the engine together only if one role
     actor runs passes of different missions at once (`mission4_batched_decodes`
-    counts the llama_decode calls that carried more than one pass). `lanes=False` turns the
-    lanes off after the kernel started (every step in its actor's one queue, as
+    counts the llama_decode calls that carried more than one pass). `lanes=False` runs the
+    kernel with `steps.lanes` off (every step in its actor's one queue, as
     before them): the baseline that shows what they give. `workers` > 0 sets
     `steps.workers` (four passes at once hold four step workers)."""
-    overrides = {"audit.interval_s": 0, "engine.threads": n_threads}
+    overrides: dict[str, Any] = {"audit.interval_s": 0, "engine.threads": n_threads,
+                                 "steps.lanes": lanes}
     if workers > 0:
         overrides["steps.workers"] = workers
     with running_kernel(image_dir, overrides=overrides) as kernel:
-        if not lanes:
-            kernel.lanes = frozenset()
         hooks.serve(kernel.image)
         metered = llm.generator()
         counting = Counting(metered)

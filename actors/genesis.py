@@ -58,11 +58,19 @@ def install(root: Any, config: Any) -> list[str]:
     for name, factory in ACTORS.items():
         actor = root["actors"].get(name)
         if actor is None:
-            root["actors"][name] = factory(config)
+            actor = root["actors"][name] = factory(config)
             created.append(name)
         else:
             refresh_settings(actor, config)
+        _create_counters(root["metrics"], getattr(type(actor), "counters", ()))
     return created
+
+
+def _create_counters(metrics: Any, names: tuple[str, ...]) -> None:
+    """Create the counters an actor's steps move (at zero, once): see `PassActor.counters`."""
+    for name in names:
+        if metrics.counters.get(name) is None:
+            metrics.incr(name, 0)
 
 
 def refresh_settings(actor: Any, config: Any) -> None:

@@ -86,6 +86,7 @@ def synthesize_user(question: str, draft: str, critique: str,
 
 # -- the router's answer ---------------------------------------------------------
 
+ROUTE_PARSES = ("json", "repaired", "no_tools")  # how `parse_route` read the router's answer
 NO_TOOLS: dict[str, Any] = {"needs_rag": False, "rag_query": "", "needs_code": False,
                             "code": ""}
 MAX_CODE_CHARS = 4000  # model-written code is kept as a note, never run

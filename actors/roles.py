@@ -80,6 +80,12 @@ class PassActor(Persistent):
     pass_name: ClassVar[str] = ""
     default_persona: ClassVar[str] = ""
     uses_llm: ClassVar[bool] = True  # waits behind the video lease (actors.video.lease)
+    # A pass writes the mission it serves, never the actor: passes of different missions
+    # run at once (one scheduler lane per mission), so the engine decodes them together.
+    steps_by_mission: ClassVar[bool] = True
+    # The counters its steps move, created at genesis: two passes inserting one new key
+    # into the counters' BTree at once would conflict (and a pass would generate again).
+    counters: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Mapping[str, Any] | None = None,
                  persona: str | None = None) -> None:
@@ -166,6 +172,7 @@ class Router(PassActor):
 
     pass_name = "route"
     default_persona = "router"
+    counters = tuple(f"router.{parsed}" for parsed in prompts.ROUTE_PARSES)
 
     @handler
     def route(self, step: StepContext, mission_id: str, turn: int) -> str | None:
@@ -207,6 +214,7 @@ class Critic(PassActor):
 
     pass_name = "critique"
     default_persona = "critic"
+    counters = tuple(f"critic.{decision}" for decision in verdicts.DECISIONS)
 
     @handler
     def critique(self, step: StepContext, mission_id: str, turn: int) -> int | None:

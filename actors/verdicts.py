@@ -32,6 +32,7 @@ from actors.answer_options import Choices, named_option
 from prototypes.errors import BatosError
 
 KEEP, REVISE, UNCLEAR = "keep", "revise", "unclear"
+DECISIONS = (KEEP, REVISE, UNCLEAR)
 _KEEP_WORDS = ("keep", "correct", "right", "good", "accurate", "fine", "ok", "yes")
 _REVISE_WORDS = ("revise", "wrong", "incorrect", "fix", "error", "rewrite", "false")
 _NO_PROBLEM = re.compile(r"^[\s>*_#`-]*no\s+(?:problems?|errors?|issues?|mistakes?)\b",

@@ -51,6 +51,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("steps.max_attempts", int, 3,
             "attempts of a step that hits a ConflictError before it is reported failed"),
     Setting("steps.workers", int, 4, "worker threads running steps (one ZODB connection each)"),
+    Setting("steps.lanes", bool, True,
+            "run the steps of actors that ask for it (the mission passes) in a lane per "
+            "mission, so passes of different missions run at once"),
     Setting("steps.failure_log_size", int, 1000, "failed steps remembered in metrics"),
     Setting("steps.max_interruptions", int, 3,
             "times a step cut short by a stopping kernel runs again at the next start "

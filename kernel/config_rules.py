@@ -112,6 +112,7 @@ RULES: dict[str, Rule] = {
     "image.pack_days": at_least(0),
     "steps.max_attempts": between(1, 100),
     "steps.workers": between(1, 256),
+    "steps.lanes": any_value,
     "steps.failure_log_size": at_least(0),
     "steps.max_interruptions": between(0, 100),
     "mailbox.capacity": between(1, 10_000_000),

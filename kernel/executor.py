@@ -56,6 +56,7 @@ class Executor:
     _logs: logs.RateLimited
     _attached: asyncio.Event
     _loop: asyncio.AbstractEventLoop | None
+    lanes: frozenset[str] = frozenset()  # actors whose steps run in lanes, one per mission
 
     if TYPE_CHECKING:  # provided by `Kernel`
         def _worker(self) -> Any: ...
@@ -79,9 +80,11 @@ class Executor:
                 case RunSend(env=env) if env.selector in QUERY_SELECTORS:
                     self._submit_query(env)
                 case RunSend(env=env):
-                    self.scheduler.submit(env.actor, self._job_direct(env), self._on_step(env))
+                    self.scheduler.submit(env.actor, self._job_direct(env), self._on_step(env),
+                                          self._lane_of(env.actor, env))
                 case RunStep(actor=actor, key=key, env=env):
-                    self.scheduler.submit(actor, self._job_step(actor, key), self._on_step(env))
+                    self.scheduler.submit(actor, self._job_step(actor, key), self._on_step(env),
+                                          self._lane_of(actor, env))
                 case Admit():
                     self._submit_admit(action)
                 case Complete():
@@ -114,6 +117,11 @@ class Executor:
                     log.error("no executor for %r", action)
         if self.router.kernel_id is not None:  # a shared image: hear what clients wait for
             self._relay_sync()
+
+    def _lane_of(self, actor: str, env: Envelope) -> str | None:
+        """The scheduler lane of this step: its mission's, for an actor in `lanes` (its
+        steps write only the mission they serve), else None (the actor's own queue)."""
+        return env.mission if env.mission is not None and actor in self.lanes else None
 
     def _audit_posted(self, actor: str, key: str, env: Envelope) -> list[Action]:
         return self.router.startup((), [(actor, key, env)])

@@ -50,7 +50,7 @@ from ZODB.utils import get_pickle_metadata, p64, u64
 
 import prototypes.genesis
 from kernel import config as config_mod
-from kernel import integrity, metrics, perms, system
+from kernel import integrity, mailbox, metrics, perms, system
 from kernel.durability import GroupCommitFileStorage, SyncGroup
 from kernel.errors import DamagedImage, ImageError, ImageLocked, ImageMissing, UnknownObject
 from kernel.metrics import Metrics
@@ -221,6 +221,8 @@ class Image:
                 created.append("system actor")
             for ep in entry_points(group=ENTRY_POINT_GROUP):
                 ep.load()(root, self.config)
+            for name in root["actors"].keys():  # now, not at the first post: two steps
+                mailbox.mailbox_for(root, name)  # posting at once would both create it
             if created:
                 log.info("genesis created %s", ", ".join(created))
 

@@ -7,9 +7,21 @@ every pending message is still there to redeliver. A step that fails moves its
 message to the mailbox's dead letters (with the error) instead of losing it.
 
 Keys are `<time_ns>.<message id>`: unique, ordered by arrival, and distinct
-across concurrent producers, so BTree conflict resolution merges concurrent
-posts and takes. The bound is checked against a conflict-free `Length`; two
-racing producers may overshoot it by one message each, never more.
+across concurrent producers. The bound is checked against a conflict-free
+`Length`; two racing producers may overshoot it by one message each, never
+more.
+
+Why each message is a `Letter` and the tree starts with a `HEAD` key: so that
+concurrent posts and takes of different keys commit without a conflict (steps
+of one pass actor for different missions take from one mailbox at the same
+time, and a conflicting pass would generate again). A BTree bucket resolves
+such a conflict only when it can compare the values (a plain dict cannot be
+ordered; a persistent record compares by reference) and when neither side
+removed the bucket's first key. Measured with FileStorage: with dict values
+every pair of changes to a small mailbox conflicted; with `Letter` values and
+a key that is never taken in front, takes of different messages and posts
+beside them all merged. Mailboxes of older images hold dicts without `HEAD`;
+both are read, and `HEAD` is added by the next post.
 """
 
 from __future__ import annotations
@@ -66,12 +78,23 @@ class Envelope:
         return cls(**data)
 
 
+HEAD = ""  # the first key of every mailbox's tree, never taken (see the module note)
+
+
+class Letter(Persistent):
+    """One pending message's stored state: a record of its own (see the module note)."""
+
+    def __init__(self, state: Mapping[str, Any]) -> None:
+        self.state = dict(state)
+
+
 class Mailbox(Persistent):
     """The pending messages of one actor, plus its dead letters."""
 
     def __init__(self, actor: str) -> None:
         self.actor = actor
         self.pending: OOBTree = OOBTree()
+        self.pending[HEAD] = Letter({})
         self.size = Length()
         self.dead: OOBTree = OOBTree()
 
@@ -79,29 +102,36 @@ class Mailbox(Persistent):
         """Add `envelope`; raises `Overloaded` when `capacity` messages wait."""
         if self.size() >= capacity:
             raise Overloaded(self.actor, capacity)
+        if HEAD not in self.pending:  # a mailbox of an older image
+            self.pending[HEAD] = Letter({})
         key = f"{time.time_ns():020d}.{envelope.id}"
-        self.pending[key] = envelope.to_state()
+        self.pending[key] = Letter(envelope.to_state())
         self.size.change(1)
         return key
 
     def take(self, key: str) -> Envelope:
         """Remove and return a pending message; raises `MessageGone` if absent."""
-        state = self.pending.get(key)
-        if state is None:
-            raise MessageGone(self.actor, key)
+        state = self._state(key)
         del self.pending[key]
         self.size.change(-1)
         return Envelope.from_state(state)
 
     def peek(self, key: str) -> Envelope:
-        state = self.pending.get(key)
-        if state is None:
-            raise MessageGone(self.actor, key)
-        return Envelope.from_state(state)
+        return Envelope.from_state(self._state(key))
 
     def keys(self) -> list[str]:
         """Pending keys, oldest first."""
-        return list(self.pending.keys())
+        return [key for key in self.pending.keys() if key != HEAD]
+
+    def __contains__(self, key: object) -> bool:
+        return key != HEAD and key in self.pending
+
+    def _state(self, key: str) -> dict[str, Any]:
+        """The stored state of pending message `key` (a `Letter`, or a dict in older images)."""
+        value = self.pending.get(key) if key != HEAD else None
+        if value is None:
+            raise MessageGone(self.actor, key)
+        return dict(value.state) if isinstance(value, Letter) else dict(value)
 
     def key_of(self, message_id: str) -> str | None:
         """The key of the pending message `message_id`, if it waits here."""
@@ -114,11 +144,13 @@ class Mailbox(Persistent):
     def interrupted(self, key: str) -> int:
         """Count one more interruption of a pending message (a stop cut its step
         short); returns the count. The count travels in the envelope's `attempt`."""
-        state = self.pending.get(key)
-        if state is None:
-            raise MessageGone(self.actor, key)
+        state = self._state(key)
         count = int(state.get("attempt", 0)) + 1
-        self.pending[key] = dict(state, attempt=count)
+        value = self.pending[key]
+        if isinstance(value, Letter):  # the letter changes, the tree does not
+            value.state = dict(state, attempt=count)
+        else:
+            self.pending[key] = Letter(dict(state, attempt=count))
         return count
 
     def bury(self, key: str, error: Mapping[str, Any]) -> None:
@@ -131,7 +163,9 @@ class Mailbox(Persistent):
         state = dict(self.dead[key])
         state.pop("error", None)
         del self.dead[key]
-        self.pending[key] = state
+        if HEAD not in self.pending:
+            self.pending[HEAD] = Letter({})
+        self.pending[key] = Letter(state)
         self.size.change(1)
 
 

@@ -1,7 +1,12 @@
 """Per-actor serialization of steps: one FIFO per actor, one running job each.
 
 Jobs of one actor run one after another; jobs of different actors run in
-parallel on the worker pool. When an actor has a backlog, the worker that ran
+parallel on the worker pool. An actor may also be split into lanes (one per
+mission, for the pass actors whose steps write only the mission they serve):
+each lane is a queue of its own, so passes of different missions run at once
+and reach the engine together; gates and depths still count by actor.
+
+When an actor has a backlog, the worker that ran
 its last job goes straight on to the next one (a drain), so consecutive steps
 of one actor stay on one thread and one ZODB connection with a warm cache, and
 nothing waits for a trip through the event loop between them. Each job's
@@ -38,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kernel.durability import SyncGroup
@@ -46,6 +51,17 @@ from kernel.gates import Gates
 
 Work = Callable[[], Any]
 Done = Callable[[Any, BaseException | None], None]
+
+LANE_SEP = "@lane:"  # an actor's queue for one lane (a mission): "<actor>@lane:<lane>"
+
+
+def queue_name(actor: str, lane: str | None = None) -> str:
+    """The queue of `actor`'s jobs in `lane` (None: the actor's own queue)."""
+    return actor if lane is None else f"{actor}{LANE_SEP}{lane}"
+
+
+def actor_of(queue: str) -> str:
+    return queue.split(LANE_SEP, 1)[0]
 
 
 class Scheduler:
@@ -101,8 +117,13 @@ class Scheduler:
             for jobs in self._queues.values():
                 jobs.clear()
 
-    def submit(self, actor: str, work: Work, done: Done) -> None:
-        """Queue `work` (run on a worker) for `actor`; `done(result, error)` on the loop."""
+    def submit(self, actor: str, work: Work, done: Done, lane: str | None = None) -> None:
+        """Queue `work` (run on a worker) for `actor`; `done(result, error)` on the loop.
+
+        Jobs of one actor run one at a time, except that each `lane` of it is a
+        queue of its own: jobs of different lanes of one actor run in parallel.
+        """
+        actor = queue_name(actor, lane)
         with self._lock:
             queue = self._queues.get(actor)
             if queue is None:
@@ -110,7 +131,7 @@ class Scheduler:
             queue.append((work, done))
             if actor in self._busy or actor in self._parked:
                 return
-            if self._gates is not None and self._gates.blocks(actor):
+            if self._gates is not None and self._gates.blocks(actor_of(actor)):
                 self._parked.add(actor)
                 return
             self._busy.add(actor)
@@ -121,10 +142,8 @@ class Scheduler:
             wake.release()
 
     def depth(self, actor: str) -> int:
-        """Jobs waiting (not running) for `actor`."""
-        with self._lock:
-            queue = self._queues.get(actor)
-            return len(queue) if queue else 0
+        """Jobs waiting (not running) for `actor`, in its own queue and its lanes."""
+        return self.depths().get(actor, 0)
 
     def backlog(self) -> bool:
         """Jobs wait behind the running ones (more commits are on their way)."""
@@ -138,13 +157,15 @@ class Scheduler:
                 q for a, q in self._queues.items() if a not in self._parked)
 
     def parked(self) -> dict[str, int]:
-        """Actors held behind a closed gate, with their waiting jobs."""
+        """Actors held behind a closed gate, with their waiting jobs (lanes summed)."""
         with self._lock:
-            return {a: len(self._queues.get(a) or ()) for a in sorted(self._parked)}
+            return _by_actor((a, len(self._queues.get(a) or ())) for a in sorted(self._parked))
 
     def depths(self) -> dict[str, int]:
+        """Waiting jobs per actor (lanes summed), actors with none left out."""
         with self._lock:
-            return {a: len(q) for a, q in self._queues.items() if q}
+            return {a: n for a, n in _by_actor((a, len(q)) for a, q in self._queues.items())
+                    .items() if n}
 
     def _work(self) -> None:
         """A worker thread: drain ready actors; sleep on its own lock when none is."""
@@ -174,7 +195,7 @@ class Scheduler:
                     self._busy.discard(actor)
                     self.running -= 1
                     return
-                if self._gates is not None and self._gates.blocks(actor):
+                if self._gates is not None and self._gates.blocks(actor_of(actor)):
                     self._park(actor)  # its gate closed during the drain
                     return
                 work, done = queue.popleft()
@@ -197,7 +218,7 @@ class Scheduler:
         wakes = []
         with self._lock:
             for actor in sorted(self._parked):
-                if self._gates.blocks(actor):
+                if self._gates.blocks(actor_of(actor)):
                     continue
                 self._parked.discard(actor)
                 if not self._queues.get(actor):
@@ -247,3 +268,11 @@ class Scheduler:
             except Exception as exc:  # as asyncio treats a failing callback: report, go on
                 self._loop.call_exception_handler(
                     {"message": "exception in a step's completion", "exception": exc})
+
+
+def _by_actor(counts: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """Queue counts summed per actor (an actor's lanes into the actor)."""
+    summed: dict[str, int] = {}
+    for queue, count in counts:
+        summed[actor_of(queue)] = summed.get(actor_of(queue), 0) + count
+    return summed

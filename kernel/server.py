@@ -187,6 +187,7 @@ class Kernel(Executor, Chores, SharedImage, EventRelay):
         reschedule every pending message (of the actors this kernel holds)."""
         await self._lease_start()
         names, pending = await self._loop_run(lambda: self._worker().pending())
+        self.lanes = await self._loop_run(lambda: self._worker().mission_lanes())
         answered = await self._loop_run(lambda: answers.recorded(self.image.db))
         self._execute(self.router.startup(names, pending, answered))
         if pending:

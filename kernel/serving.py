@@ -65,6 +65,18 @@ class Worker:
                 return key
         return self.runner.admit(envelope, check=check)
 
+    def mission_lanes(self) -> frozenset[str]:
+        """Actors whose steps for different missions may run at once (`kernel.scheduler`).
+
+        An actor says so with a true `steps_by_mission` class attribute: its
+        steps write the mission they serve, never the actor itself. Read from
+        the class, so no slot lookup runs kernel-side. None with `steps.lanes` off."""
+        if not self.runner.config["steps.lanes"]:
+            return frozenset()
+        with self._reading() as root:
+            return frozenset(name for name, actor in root["actors"].items()
+                             if getattr(type(actor), "steps_by_mission", False) is True)
+
     def pending(self) -> tuple[list[str], list[tuple[str, str, Envelope]]]:
         """External actor names, and every pending message (for redelivery)."""
         with self._reading() as root:

@@ -379,7 +379,7 @@ class StepRunner:
                 if direct is not None:
                     box.dead[key] = dict(direct.to_state(), error=info)
                     root["metrics"].incr("mailbox.dead")
-                elif key in box.pending:
+                elif key in box:
                     box.bury(key, info)
                     root["metrics"].incr("mailbox.dead")
                 if kept is not None:

@@ -30,7 +30,16 @@ What runs (one process, one image, one thread count for every side)
    (`adapter_slots` "Fusing") timed quiet and under the same load, on a torch
    engine loaded from the same image: the figure the thread discipline is
    about (26 ms quiet, ~5 s loaded before it).
-5. `batch4_throughput_ratio`: four concurrent `generate` calls (four
+5. The raw anchor (`scripts/raw_batch.py`): llama.cpp alone, batch 1 against
+   one decode call of 4 sequences, for the GGUF requantized to each format
+   (`--raw-formats`) at each thread count (`--raw-threads`):
+   `raw_batch4_ratio` {format: {threads: ratio}}, the ceiling of what batching
+   can give on this CPU; `raw_batch4` holds the rates.
+6. `mission4_throughput_ratio`: four missions sent at once through a kernel
+   / the same four one after another, in generated tokens per wall second
+   (`scripts/mission_batch.py`): the engine-level figure below plus the kernel's part (one
+   role actor running passes of different missions at once).
+7. `batch4_throughput_ratio`: four concurrent `generate` calls (four
    questions) / the same four one after another, in aggregate tokens/s; the
    llama.cpp engine decodes concurrent passes together (`actors.llama_batch`).
    `batch4_cpu_ratio`: the same in tokens per CPU second of this process, the
@@ -62,10 +71,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 # `actors` first: it sets OpenMP's wait policy before torch or llama.cpp loads.
-from actors import adapters, gguf_base, hooks, llm, models, steward, threads  # noqa: E402
+from actors import (  # noqa: E402
+    adapters,
+    embedded_models,
+    gguf_base,
+    hooks,
+    llm,
+    models,
+    steward,
+    threads,
+)
 from kernel import wire  # noqa: E402
 from kernel.client import Client, endpoint_for  # noqa: E402
 from kernel.image import Image  # noqa: E402
+from scripts import mission_batch, raw_batch  # noqa: E402
 from tests.helpers.kernel import running_kernel  # noqa: E402
 
 QUESTIONS = ("Why is the sky blue?", "How do bees make honey?", "Why do we have leap years?")
@@ -88,7 +107,8 @@ def prepare(image_dir: Path) -> Path:
         path = gguf_base.stored_path(image)
         with image.transaction("bench_engine: forget the benchmark's questions") as root:
             memory = root["memory"]  # a remembered answer would skip the passes
-            for key in [k for k, entry in memory.items() if entry.query in QUESTIONS]:
+            for key in [k for k, entry in memory.items()
+                        if entry.query in (*QUESTIONS, *mission_batch.MISSIONS4)]:
                 del memory[key]
     if path is None:
         raise SystemExit("the image holds no GGUF of the base model")
@@ -276,9 +296,15 @@ def batch4(engine: Any) -> dict[str, float]:
             "serial4_tps": alone, "batched_decodes": batched}
 
 
-def run(image_dir: Path, count: int, n_threads: int, load_procs: int) -> dict[str, Any]:
+def run(image_dir: Path, count: int, n_threads: int, load_procs: int,
+        raw: tuple[list[str], list[int], Path], with_missions4: bool = True,
+        lanes: bool = True, workers: int = 0) -> dict[str, Any]:
     load_start = os.getloadavg()[0]
     gguf = prepare(image_dir)
+    formats, raw_threads, cache = raw
+    # the wheel's GGUF (the image holds a copy of it): its name keys the requantized cache
+    source = embedded_models.smollm2_gguf_path()
+    raw_figures = raw_batch.anchor(source, formats, raw_threads, cache) if formats else {}
     anchor = Anchor(gguf, threads.resolve(n_threads))
     engine, paired = through_kernel(image_dir, count, n_threads, anchor)
     budget = threads.current()
@@ -290,12 +316,15 @@ def run(image_dir: Path, count: int, n_threads: int, load_procs: int) -> dict[st
             loaded = direct_rate(engine)
             fuse_loaded = fuse_ms(image)
     batched = batch4(engine)
+    kernel_batched = (mission_batch.missions4(image_dir, n_threads, lanes, workers)
+                      if with_missions4 else {})
     result = {
         "backend": getattr(engine, "backend", "torch"), "threads": budget.threads,
         "cores": budget.cores, "wait_policy": budget.wait_policy,
         "decode_ratio": pairs["batos_decode_tps"] / pairs["anchor_decode_tps"],
         "loaded_decode_ratio": loaded / quiet,
-        **batched,
+        **batched, **kernel_batched,
+        "raw_batch4_ratio": raw_batch.ratios(raw_figures), "raw_batch4": raw_figures,
         "fuse_ms_quiet": fuse_quiet, "fuse_ms_loaded": fuse_loaded,
         "quiet_decode_tps": quiet, "loaded_decode_tps": loaded, "load_procs": load_procs,
         "kernel_passes": len(paired), "missions": count, **pairs, "targets": TARGETS,
@@ -314,13 +343,28 @@ def main(argv: list[str] | None = None) -> int:
                         help="CPU-bound processes beside the engine for the loaded figures")
     parser.add_argument("--image", type=Path, metavar="DIR",
                         help="use (or create, then reuse) this image instead of a fresh one")
+    parser.add_argument("--raw-formats", default=",".join(raw_batch.FORMATS),
+                        help="formats of the raw anchor (comma-separated; empty: none)")
+    parser.add_argument("--raw-threads", default="1,2", help="thread counts of the raw anchor")
+    parser.add_argument("--raw-cache", type=Path, default=Path.home() / ".cache/batos/gguf",
+                        help="where the requantized GGUF files are kept")
+    parser.add_argument("--no-missions4", action="store_true",
+                        help="skip the four-missions figure (eight missions through a kernel)")
+    parser.add_argument("--no-lanes", action="store_true",
+                        help="the four-missions figure with the kernel's lanes off (baseline)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="steps.workers for the four-missions figure (0: the default)")
     args = parser.parse_args(argv)
     count = max(1, min(args.missions, len(QUESTIONS)))
+    raw = ([f for f in args.raw_formats.split(",") if f],
+           [int(n) for n in args.raw_threads.split(",") if n], args.raw_cache)
     if args.image is not None:
-        result = run(args.image.resolve(), count, args.threads, args.load_procs)
+        result = run(args.image.resolve(), count, args.threads, args.load_procs, raw,
+                     not args.no_missions4, not args.no_lanes, args.workers)
     else:
         with tempfile.TemporaryDirectory(prefix="batos-bench-engine-") as tmp:
-            result = run(Path(tmp) / "image", count, args.threads, args.load_procs)
+            result = run(Path(tmp) / "image", count, args.threads, args.load_procs, raw,
+                         not args.no_missions4, not args.no_lanes, args.workers)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 

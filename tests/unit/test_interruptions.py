@@ -59,7 +59,7 @@ def test_a_direct_send_that_is_interrupted_leaves_nothing(image: Image) -> None:
     assert isinstance(result.error, StepInterrupted)
     with image.reading() as root:
         box = root["mailboxes"].get("stopper")
-        assert box is None or (len(box.pending), len(box.dead)) == (0, 0)
+        assert box is None or (len(box), len(box.dead)) == (0, 0)
 
 
 class _StoppedGenerator:

@@ -144,3 +144,43 @@ def test_backlog_tells_whether_jobs_wait_behind_the_running_ones() -> None:
             scheduler.stop()
 
     assert asyncio.run(main()) == (False, True, False)
+
+
+def test_lanes_of_one_actor_run_at_once_and_each_lane_keeps_its_order() -> None:
+    """Two lanes of actor "a" meet at a barrier (they run at once); a third job in lane
+    m1 waits for m1's first; depths count the actor's lanes together."""
+    meet = threading.Barrier(2, timeout=10)
+    order: list[str] = []
+
+    def job(name: str, meets: bool) -> Any:
+        def work() -> str:
+            if meets:
+                meet.wait()  # BrokenBarrierError if the lanes ran one after another
+            order.append(name)
+            return name
+        return work
+
+    async def main() -> tuple[list[Any], dict[str, int]]:
+        loop = asyncio.get_running_loop()
+        scheduler = Scheduler(loop, 3)
+        results: list[Any] = []
+        finished = asyncio.Event()
+
+        def done(result: Any, error: BaseException | None) -> None:
+            results.append(error if error is not None else result)
+            if len(results) == 3:
+                finished.set()
+        try:
+            scheduler.submit("a", job("m1-first", True), done, lane="m1")
+            scheduler.submit("a", job("m1-second", False), done, lane="m1")
+            scheduler.submit("a", job("m2", True), done, lane="m2")
+            depths = scheduler.depths()  # before any job could finish: m1-second waits
+            await asyncio.wait_for(finished.wait(), 10)
+            return results, depths
+        finally:
+            scheduler.stop()
+
+    results, depths = asyncio.run(main())
+    assert sorted(results) == ["m1-first", "m1-second", "m2"]
+    assert order.index("m1-first") < order.index("m1-second")
+    assert list(depths) == ["a"] and depths["a"] >= 1  # the lanes counted as the actor

@@ -64,9 +64,10 @@ def critic_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaEng
     target = convert("critic", SHIPPED / WEIGHTS_FILE, ref.scaling, LAYOUT,
                      tmp_path_factory.mktemp("critic") / "critic.gguf")
     engine = LlamaEngine.load(embedded_models.smollm2_gguf_path(), threads=1)
-    live = VramSteward(LlamaBank(engine, LAYOUT, n_slots=1),
-                       Catalog({"critic": dataclasses.replace(ref, gguf_path=str(target))}),  # type: ignore[arg-type]
-                       Budgets(64 << 20, 256 << 20), prefetching=False, max_slots=1)
+    bank, catalog = LlamaBank(engine, LAYOUT, n_slots=1), Catalog(
+        {"critic": dataclasses.replace(ref, gguf_path=str(target))})
+    live = VramSteward(bank, catalog, Budgets(64 << 20, 256 << 20),  # type: ignore[arg-type]
+                       prefetching=False, max_slots=1)
     engine.steward = live
     yield engine
     engine.steward = None

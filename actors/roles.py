@@ -287,8 +287,9 @@ def best_candidate(mission: Mission) -> dict[str, Any]:
 def settled(candidate: Mapping[str, Any], result: Score) -> bool:
     """No round would change this candidate's standing: the critic found nothing to fix
     in it, or it names one of the question's options, whose probability is its
-    confidence whatever the wording (another round could only switch options, which
-    on ARC-Easy changed no mission's correctness: docs/OPERATIONS.md, 14.1)."""
+    confidence whatever the wording. Another round can only switch options: on 120
+    ARC-Easy questions the later rounds fixed one mission and broke none, for 29% of
+    the missions' tokens (docs/OPERATIONS.md, 14.1)."""
     return bool(candidate.get("kept")) or result.option is not None
 
 

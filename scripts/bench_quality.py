@@ -142,7 +142,10 @@ def mission(client: Client, image: Image, question: str) -> dict[str, Any]:
             "trusted": value.get("trusted"),
             "draft": draft or "", "critique": critique or "", "candidates": candidates,
             "tokens": sum(int(p.get("tokens") or 0) for p in passes),
-            "passes": [p.get("pass") for p in passes], "seconds": seconds, **extra}
+            "passes": [p.get("pass") for p in passes],
+            "pass_tokens": [[p.get("pass"), p.get("round"), int(p.get("tokens") or 0)]
+                            for p in passes],
+            "seconds": seconds, **extra}
 
 
 def judge(row: dict[str, Any], single: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:

@@ -191,3 +191,13 @@ def test_a_weak_revision_is_revised_again(image: Image,
     summary = run_with(image, model)
     assert calls(model)["critic"] == 3 and calls(model)["synthesizer"] == 3
     assert summary["confidence"] == 0.0 and summary["trusted"] is False
+
+
+def test_a_revision_naming_an_option_is_not_revised_again(
+        image: Image, installed: list[ScriptedModel]) -> None:
+    flat = {"A": -1.0, "B": -1.0, "C": -1.0, "D": -1.0}  # under TRUST: not accepted
+    model = scripted(WRONG, "Verdict: revise\n- black is no colour of the rainbow", RIGHT, flat)
+    summary = run_with(image, model)
+    assert calls(model)["critic"] == 1 and calls(model)["synthesizer"] == 1
+    assert summary["state"] == "COMPLETE" and summary["trusted"] is False
+    assert summary["answer"] == WRONG  # equal confidence: the earliest (the draft) stays

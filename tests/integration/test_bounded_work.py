@@ -68,9 +68,10 @@ def test_sigterm_stops_a_generating_pass_in_time_and_the_mission_resumes(
 
     with read_image(image) as root:
         assert root["missions"][record.id].state_name == "DELEGATING"
-        [state] = root["mailboxes"]["drafter"].pending.values()  # kept for the next start
-        assert (state["mission"], state["selector"], state["attempt"]) == (
-            record.id, "draft", 1)
+        box = root["mailboxes"]["drafter"]
+        [key] = box.keys()  # kept for the next start
+        kept = box.peek(key)
+        assert (kept.mission, kept.selector, kept.attempt) == (record.id, "draft", 1)
         assert len(root["mailboxes"]["drafter"].dead) == 0
 
     with serve(image) as second, Client(second.endpoint, timeout=RECEIVE_S) as client:

@@ -81,7 +81,6 @@ from actors import (  # noqa: E402
     steward,
     threads,
 )
-from kernel import wire  # noqa: E402
 from kernel.client import Client, endpoint_for  # noqa: E402
 from kernel.image import Image  # noqa: E402
 from scripts import mission_batch, raw_batch  # noqa: E402
@@ -89,7 +88,6 @@ from tests.helpers.kernel import running_kernel  # noqa: E402
 
 QUESTIONS = ("Why is the sky blue?", "How do bees make honey?", "Why do we have leap years?")
 TARGETS = {"decode_ratio": 0.5, "loaded_decode_ratio": 0.4, "batch4_throughput_ratio": 1.8}
-MISSION_TIMEOUT_S = 900.0
 PERSONAS = ("drafter", "critic")  # adapters of lora_staging/
 PROBE = llm.GenerationRequest(
     (llm.ChatMessage("system", "You are a helpful assistant."),
@@ -194,12 +192,7 @@ def through_kernel(image_dir: Path, count: int, n_threads: int,
         llm.install_engine(recorder, recorder)
         with Client(endpoint_for(image_dir)) as client:
             for question in QUESTIONS[:count]:
-                for msg in client.stream(wire.Mission(text=question, options={"profile": "cpu"}),
-                                         timeout=MISSION_TIMEOUT_S):
-                    if isinstance(msg, wire.Error):
-                        raise SystemExit(f"mission failed: {msg.code}: {msg.message}")
-                    if isinstance(msg, wire.Result):
-                        break
+                mission_batch.run_mission(client, question)
     return getattr(metered, "engine", metered), recorder.pairs
 
 

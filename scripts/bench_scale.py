@@ -45,6 +45,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scripts.bench_kernel import stop  # noqa: E402
+
 RELAY = '''\
 def relay(self, step, seq):
     self.seen[seq] = 1
@@ -89,13 +91,7 @@ def process(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
 
 
 def wait_ready(endpoint: str, proc: subprocess.Popen[bytes], limit_s: float = 120) -> None:

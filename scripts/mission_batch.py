@@ -98,9 +98,14 @@ def missions4(image_dir: Path, n_threads: int, lanes: bool = True,
 
 def one_mission(endpoint: str, question: str) -> None:
     with Client(endpoint) as client:
-        for msg in client.stream(wire.Mission(text=question, options={"profile": "cpu"}),
-                                 timeout=MISSION_TIMEOUT_S):
-            if isinstance(msg, wire.Error):
-                raise SystemExit(f"mission failed: {msg.code}: {msg.message}")
-            if isinstance(msg, wire.Result):
-                return
+        run_mission(client, question)
+
+
+def run_mission(client: Client, question: str) -> None:
+    """One cpu-profile mission to its result; a failed mission ends the benchmark."""
+    for msg in client.stream(wire.Mission(text=question, options={"profile": "cpu"}),
+                             timeout=MISSION_TIMEOUT_S):
+        if isinstance(msg, wire.Error):
+            raise SystemExit(f"mission failed: {msg.code}: {msg.message}")
+        if isinstance(msg, wire.Result):
+            return
